@@ -1,0 +1,186 @@
+"""Preprocess throughput: decode-only floor vs the reference librosa+pickle approach vs
+`mrnet preprocess`, same files, same number of processes, one run. Also 1 vs N jobs,
+peak memory per worker, and a per-stage profile of one track.
+
+    python benchmarks/bench_preprocess.py --tracks 96 --jobs 2
+
+Files: FMA-like 30-s, 44.1 kHz stereo, 320 kbps MP3s from pipeline.synth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from joblib import Parallel, delayed
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pipeline import fma, synth  # noqa: E402
+from pipeline.audio import decode, resample, to_mono  # noqa: E402
+from pipeline.features import FeatureConfig, log_mel  # noqa: E402
+from pipeline.preprocess import PreprocessOptions, run_preprocess  # noqa: E402
+
+
+def _decode_only(paths: list[str]) -> int:
+    for p in paths:
+        decode(p)
+    return len(paths)
+
+
+def _reference(paths: list[str], out_dir: str) -> int:
+    """The replaced project's per-track recipe (librosa at native rate + one pickle each)."""
+    import librosa
+
+    for p in paths:
+        y, sr = librosa.load(p, sr=None, mono=True, duration=29.5)
+        hop = int(sr * 29.5 / 128) + 1
+        s = librosa.feature.melspectrogram(y=y, sr=sr, hop_length=hop, n_fft=2 * hop, fmax=11025)
+        s = librosa.power_to_db(s)
+        with open(os.path.join(out_dir, Path(p).stem + ".pkl"), "wb") as f:
+            pickle.dump(s, f)
+    return len(paths)
+
+
+def _chunks(paths: list[str], n: int) -> list[list[str]]:
+    size = max(1, len(paths) // (n * 4))
+    return [paths[i : i + size] for i in range(0, len(paths), size)]
+
+
+def timed_parallel(fn, paths: list[str], jobs: int, *args) -> float:
+    Parallel(n_jobs=jobs)(delayed(fn)(c, *args) for c in _chunks(paths[: jobs * 2], jobs))  # warm
+    t = time.perf_counter()
+    Parallel(n_jobs=jobs)(delayed(fn)(c, *args) for c in _chunks(paths, jobs))
+    return time.perf_counter() - t
+
+
+def timed_preprocess(ds, jobs: int, shard_size: int) -> float:
+    with tempfile.TemporaryDirectory() as out:
+        opts = PreprocessOptions(
+            audio_dir=ds.audio_dir,
+            metadata_dir=ds.metadata_dir,
+            out=Path(out) / "c",
+            subset="small",
+            jobs=jobs,
+            shard_size=shard_size,
+            progress=False,
+        )
+        t = time.perf_counter()
+        run_preprocess(opts)
+        return time.perf_counter() - t
+
+
+def _write_h5(path: Path, mel: np.ndarray) -> None:
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        f.create_dataset("mel", data=mel.astype(np.float16))
+
+
+def stage_profile(path: str, n: int = 5) -> dict[str, float]:
+    import torch
+
+    torch.set_num_threads(1)
+    cfg = FeatureConfig()
+    acc: dict[str, float] = {}
+
+    def clock(name, fn, *a):
+        t = time.perf_counter()
+        r = fn(*a)
+        acc[name] = acc.get(name, 0.0) + (time.perf_counter() - t) * 1000 / n
+        return r
+
+    for _ in range(n):
+        d = clock("decode", decode, path)
+        m = clock("channel mix", to_mono, d)
+        x = clock("resample", resample, m, d.sample_rate, cfg.sample_rate)
+        mel = clock("stft+mel+log", log_mel, x, cfg)
+        with tempfile.TemporaryDirectory() as tmp:
+            clock("write", _write_h5, Path(tmp) / "s.h5", mel)
+    return acc
+
+
+def worker_peak_mb(ds, shard_size: int) -> float:
+    """Peak RSS of one process building one shard of ``shard_size`` tracks."""
+    code = (
+        "import resource,sys,tempfile; from pathlib import Path\n"
+        "from pipeline import fma; from pipeline.features import FeatureConfig\n"
+        "from pipeline.preprocess import plan_shards, build_shard\n"
+        f"sel=fma.select(fma.load_tracks(Path({str(ds.metadata_dir)!r})),'small')\n"
+        f"job=plan_shards(sel,{shard_size})[0]\n"
+        "d=tempfile.mkdtemp()\n"
+        f"build_shard(job,Path(d),Path({str(ds.audio_dir)!r}),FeatureConfig(),1.0)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    return int(out.stdout.split()[-1]) / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--tracks", type=int, default=96, help="about this many 30-s MP3s")
+    ap.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)))
+    ap.add_argument("--shard-size", type=int, default=16)
+    ap.add_argument("--data", type=Path, help="reuse/generate the dataset here")
+    a = ap.parse_args()
+    root = a.data or Path(tempfile.mkdtemp(prefix="mrnet-bench-"))
+    if not (root / "fma_metadata" / "tracks.csv").exists():
+        t = time.perf_counter()
+        ds = synth.generate(root, n_per_genre=max(1, a.tracks // 8), seconds=30.0, jobs=a.jobs)
+        print(f"generated dataset in {time.perf_counter() - t:.0f} s at {root}")
+    else:
+        ds = synth.SynthDataset.at(root) if hasattr(synth.SynthDataset, "at") else None
+        if ds is None:
+            ds = synth.generate(root, n_per_genre=max(1, a.tracks // 8), seconds=30.0, jobs=a.jobs)
+    sel = fma.select(fma.load_tracks(ds.metadata_dir), "small")
+    paths = [str(fma.audio_path(ds.audio_dir, t)) for t in sel.tracks["track_id"]]
+    paths = [p for p in paths if os.path.exists(p) and os.path.getsize(p) > 100_000]
+    for p in paths:
+        Path(p).read_bytes()  # page cache warm for every contender
+    n_all = len(sel.tracks)
+    print(f"{len(paths)} good 30-s MP3s ({n_all} selected tracks incl. broken), jobs={a.jobs}")
+
+    ta = timed_parallel(_decode_only, paths, a.jobs)
+    with tempfile.TemporaryDirectory() as tmp:
+        tb = timed_parallel(_reference, paths, a.jobs, tmp)
+    tc = timed_preprocess(ds, a.jobs, a.shard_size)
+    tc1 = timed_preprocess(ds, 1, a.shard_size)
+    # (c) also handles the few broken files; count only the good ones for all three.
+    ra, rb, rc, rc1 = (len(paths) / t for t in (ta, tb, tc, tc1))
+    print(f"(a) decode only        {ra:7.2f} tracks/s")
+    print(f"(b) librosa + pickle   {rb:7.2f} tracks/s")
+    print(f"(c) mrnet preprocess   {rc:7.2f} tracks/s   (1 job: {rc1:.2f} tracks/s)")
+    print(
+        f"ratios: c/b = {rc / rb:.2f}x (target >= 2.0), c/a = {rc / ra:.2f}x "
+        f"(target >= 0.6, aim 0.8), {a.jobs} jobs / 1 job = {rc / rc1:.2f}x (target >= 1.7)"
+    )
+    print(
+        f"peak RSS of one worker building a {a.shard_size}-track shard: "
+        f"{worker_peak_mb(ds, a.shard_size):.0f} MB (target < 500); "
+        f"with 128-track shards: {worker_peak_mb(ds, 128):.0f} MB"
+    )
+    prof = stage_profile(paths[0])
+    total = sum(prof.values())
+    print(
+        "per-stage, one 30-s track, one core: "
+        + ", ".join(f"{k} {v:.1f} ms" for k, v in prof.items())
+        + f"; total {total:.1f} ms"
+    )
+    print(
+        f"(maxrss of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MB)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""mrnet: FMA genre classification in three staged commands.
+
+mrnet preprocess  FMA mp3s -> cache of HDF5 log-mel shards (parallel, resumable)
+mrnet train       cache -> MRNet checkpoint (GPU when present, resumable)
+mrnet evaluate    checkpoint + cache -> per-genre confusion reports
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from pipeline.errors import BadInput
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help=__doc__,
+)
+
+
+def fail(message: str) -> None:
+    """Print a one-line error and exit 2 (bad input the user can fix)."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def run_guarded(fn, *args, **kwargs):
+    """Call ``fn``; BadInput becomes a one-line error with exit code 2."""
+    try:
+        return fn(*args, **kwargs)
+    except BadInput as e:
+        fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+
+
+# ---------------------------------------------------------------- preprocess
+
+
+@app.command()
+def preprocess(
+    audio_dir: Path = typer.Option(
+        ..., help="FMA audio folder (fma_small/, fma_large/ ...): AUDIO_DIR/000/000002.mp3."
+    ),
+    metadata_dir: Path = typer.Option(
+        ..., help="fma_metadata/ folder holding tracks.csv (and genres.csv)."
+    ),
+    subset: str = typer.Option("small", help="FMA subset: small | medium | large (they nest)."),
+    out: Path = typer.Option(..., help="Cache directory to create or resume, e.g. cache/small."),
+    jobs: int | None = typer.Option(None, help="Parallel worker processes (default: all cores)."),
+    sample_rate: int = typer.Option(16000, help="Target sample rate in Hz."),
+    n_mels: int = typer.Option(128, help="Mel bands."),
+    n_fft: int = typer.Option(1024, help="FFT size in samples."),
+    hop_length: int = typer.Option(320, help="Hop in samples (320 at 16 kHz = 50 frames/s)."),
+    f_max: float = typer.Option(0.0, help="Highest mel frequency in Hz; 0 = sample_rate / 2."),
+    max_seconds: float = typer.Option(30.0, help="Keep at most this many seconds per track."),
+    min_seconds: float = typer.Option(
+        1.0, help="Tracks with less decoded audio are recorded as failures (too_short)."
+    ),
+    shard_size: int = typer.Option(128, help="Tracks per HDF5 shard (one job writes one shard)."),
+) -> None:
+    """Decode FMA MP3s in parallel into HDF5 log-mel shards; rerun to resume."""
+    from pipeline.preprocess import PreprocessOptions, format_summary, run_preprocess
+
+    opts = PreprocessOptions(
+        audio_dir=audio_dir,
+        metadata_dir=metadata_dir,
+        subset=subset,
+        out=out,
+        jobs=jobs,
+        sample_rate=sample_rate,
+        n_mels=n_mels,
+        n_fft=n_fft,
+        hop_length=hop_length,
+        f_max=f_max,
+        max_seconds=max_seconds,
+        min_seconds=min_seconds,
+        shard_size=shard_size,
+    )
+    try:
+        manifest = run_guarded(run_preprocess, opts)
+    except KeyboardInterrupt:
+        typer.echo(
+            "\ninterrupted: finished shards are kept; rerun the same command to resume.", err=True
+        )
+        raise typer.Exit(130) from None
+    typer.echo(format_summary(manifest))
+
+
+# ---------------------------------------------------------------- info
+
+
+@app.command()
+def info(
+    path: Path = typer.Argument(..., help="A cache directory, a run directory or a checkpoint."),
+) -> None:
+    """Print what a cache, run or checkpoint holds."""
+    from pipeline.info import describe
+
+    typer.echo(run_guarded(describe, path))
+
+
+def main() -> None:  # pragma: no cover - `python cli.py`
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Everything from the feature cache on: model, data loading, training, evaluation."""

@@ -102,6 +102,84 @@ def info(
     typer.echo(run_guarded(describe, path))
 
 
+# ---------------------------------------------------------------- evaluate
+
+
+@app.command()
+def evaluate(
+    checkpoint: Path = typer.Option(..., help="Checkpoint to evaluate, e.g. RUN/best.pt."),
+    cache: Path = typer.Option(..., help="Cache directory written by `mrnet preprocess`."),
+    split: str = typer.Option("test", help="FMA split to evaluate: training | validation | test."),
+    out: Path = typer.Option(..., help="Report directory (created): report.json, CSVs, PNG."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda."),
+    batch_size: int = typer.Option(16, help="Whole tracks per forward pass."),
+) -> None:
+    """Whole-track inference on a cache split; write per-genre confusion reports."""
+    from mrnet.evaluate import EvalOptions, format_table
+    from mrnet.evaluate import evaluate as run_evaluate
+
+    opts = EvalOptions(
+        checkpoint=checkpoint,
+        cache=cache,
+        out=out,
+        split=split,
+        device=device,
+        batch_size=batch_size,
+    )
+    report = run_guarded(run_evaluate, opts)
+    typer.echo(format_table(report))
+    typer.echo(
+        f"report written to {out}/ (report.json, confusion.csv, confusion.png, "
+        "per_genre.csv, predictions.csv)"
+    )
+
+
+# ---------------------------------------------------------------- predict
+
+
+@app.command()
+def predict(
+    paths: list[Path] = typer.Argument(..., help="Audio files or folders (searched recursively)."),
+    checkpoint: Path = typer.Option(..., help="Checkpoint, e.g. RUN/best.pt."),
+    top: int = typer.Option(3, help="How many genres to show per file."),
+    json_out: bool = typer.Option(False, "--json", help="One JSON object per line."),
+    csv_out: bool = typer.Option(False, "--csv", help="CSV: path, genre_1, p_1, ..., error."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda."),
+) -> None:
+    """Print the top genres of audio files (same decoder and features as preprocess)."""
+    import csv
+    import json
+
+    from mrnet.train import load_checkpoint
+
+    from mrnet.evaluate import resolve_device
+    from mrnet.predict import expand_inputs, predict_files
+
+    if json_out and csv_out:
+        fail("--json and --csv exclude each other; pass one")
+    ckpt = run_guarded(load_checkpoint, checkpoint)
+    files = run_guarded(expand_inputs, paths)
+    dev = run_guarded(resolve_device, device)
+    writer = csv.writer(sys.stdout) if csv_out else None
+    if writer:
+        header = ["path"] + [f"{c}_{i}" for i in range(1, top + 1) for c in ("genre", "p")]
+        writer.writerow(header + ["error"])
+    failed = 0
+    for p in predict_files(ckpt, files, dev):
+        failed += p.error is not None
+        if json_out:
+            typer.echo(json.dumps({"path": str(p.path), "top": p.top(top), "error": p.error}))
+        elif writer:
+            cells = [x for g, v in p.top(top) for x in (g, f"{v:.4f}")]
+            writer.writerow([str(p.path), *cells, *[""] * (2 * top - len(cells)), p.error or ""])
+        elif p.error:
+            typer.echo(f"{p.path}: cannot read ({p.error})")
+        else:
+            typer.echo(f"{p.path}: " + ", ".join(f"{g} {v:.2f}" for g, v in p.top(top)))
+    if failed == len(files):
+        raise typer.Exit(1)
+
+
 def main() -> None:  # pragma: no cover - `python cli.py`
     app()
 

@@ -49,7 +49,8 @@ def describe_cache(path: Path) -> str:
         columns=[s for s in ("training", "validation", "test") if s in table.columns]
     )
     table.loc["total"] = table.sum()
-    lines.append("  tracks per genre and split:")
+    per_split = ", ".join(f"{k} {v}" for k, v in table.loc["total"].items())
+    lines.append(f"  tracks   {len(t)} cached ({per_split}); per genre and split:")
     lines += ["    " + line for line in table.to_string().splitlines()]
     fails = pd.read_csv(path / FAILURES) if (path / FAILURES).exists() else pd.DataFrame()
     by_reason = fails["reason"].value_counts().to_dict() if len(fails) else {}

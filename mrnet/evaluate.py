@@ -1,0 +1,286 @@
+"""`mrnet evaluate`: whole-track inference on a cache split, metrics, per-genre reports.
+
+REPORT/
+  report.json      accuracy, balanced_accuracy, macro_f1, weighted_f1, top2_accuracy,
+                   n_tracks, per_genre {precision, recall, f1, support}, confusion
+                   {labels, matrix}, source {checkpoint, cache, split, feature_config}
+  confusion.csv    counts; rows = true genre, columns = predicted genre
+  confusion.png    row-normalised heat map with counts in the cells
+  per_genre.csv    genre, precision, recall, f1, support
+  predictions.csv  track_id, true, predicted, confidence, p_<genre>..., [artist, title]
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn import metrics
+from tqdm import tqdm
+
+from pipeline.errors import BadInput
+from pipeline.manifest import Cache, open_cache
+
+
+@dataclass
+class EvalOptions:
+    checkpoint: Path
+    cache: Path
+    out: Path
+    split: str = "test"
+    device: str = "auto"
+    batch_size: int = 16
+    progress: bool = True
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise BadInput("--device cuda but no GPU is visible; use --device cpu or auto")
+    if name not in ("cpu", "cuda"):
+        raise BadInput(f"unknown --device {name!r}; use auto, cpu or cuda")
+    return torch.device(name)
+
+
+def check_compatible(ckpt: dict, cache: Cache, what: str) -> None:
+    """Refuse a checkpoint whose features or label order differ from the cache's."""
+    if ckpt.get("feature_config") != cache.feature_config:
+        diff = sorted(
+            k
+            for k in set(ckpt.get("feature_config", {})) | set(cache.feature_config)
+            if ckpt.get("feature_config", {}).get(k) != cache.feature_config.get(k)
+        )
+        raise BadInput(
+            f"{what} was trained on other features than cache {cache.root} "
+            f"(differs in {', '.join(diff)}); evaluate on a cache built with the same settings"
+        )
+    if list(ckpt.get("genres", [])) != list(cache.genres):
+        raise BadInput(
+            f"{what} has another genre order than cache {cache.root}; "
+            "evaluate on a cache of the subset it was trained on"
+        )
+
+
+@torch.no_grad()
+def predict_split(
+    model: torch.nn.Module,
+    cache: Cache,
+    split: str,
+    device: torch.device,
+    batch_size: int,
+    progress: bool = True,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Whole-track class probabilities for a split.
+
+    Tracks of equal length are batched together (most FMA clips have the same length).
+    Returns (track_id int64 [n], label int64 [n], probs float32 [n, n_classes]) in the
+    order of the cache's tracks.csv.
+    """
+    rows = cache.split(split).reset_index(drop=True)
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i, n in enumerate(rows["n_frames"]):
+        groups[int(n)].append(i)
+    probs = np.zeros((len(rows), len(cache.genres)), np.float32)
+    mems = {name: idx.memmap() for name, idx in cache.shards.items()}
+    use_bf16 = device.type == "cuda"
+    bar = tqdm(total=len(rows), unit="track", desc=f"evaluate {split}", disable=not progress)
+    for _, members in sorted(groups.items()):
+        for start in range(0, len(members), batch_size):
+            batch = members[start : start + batch_size]
+            x = np.stack(
+                [
+                    cache.shards[rows.at[i, "shard"]].track(
+                        int(rows.at[i, "row"]), mems[rows.at[i, "shard"]]
+                    )
+                    for i in batch
+                ]
+            )  # [b, frames, n_mels] float16
+            xt = torch.from_numpy(x).to(device).float().transpose(1, 2)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                logits = model(xt)
+            probs[batch] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+            bar.update(len(batch))
+    bar.close()
+    return rows["track_id"].to_numpy(), rows["label"].to_numpy().astype(np.int64), probs
+
+
+def compute_metrics(y_true: np.ndarray, probs: np.ndarray, genres: list[str]) -> dict:
+    """All report figures from labels [n] and probabilities [n, K] (scikit-learn)."""
+    k = len(genres)
+    labels = list(range(k))
+    y_pred = probs.argmax(1)
+    p, r, f, s = metrics.precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0
+    )
+    cm = metrics.confusion_matrix(y_true, y_pred, labels=labels)
+    return {
+        "accuracy": float(metrics.accuracy_score(y_true, y_pred)),
+        "balanced_accuracy": float(metrics.balanced_accuracy_score(y_true, y_pred)),
+        "macro_f1": float(
+            metrics.f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)
+        ),
+        "weighted_f1": float(
+            metrics.f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0)
+        ),
+        "top2_accuracy": float(
+            metrics.top_k_accuracy_score(y_true, probs, k=min(2, k), labels=labels)
+        ),
+        "n_tracks": int(len(y_true)),
+        "per_genre": {
+            g: {
+                "precision": float(p[i]),
+                "recall": float(r[i]),
+                "f1": float(f[i]),
+                "support": int(s[i]),
+            }
+            for i, g in enumerate(genres)
+        },
+        "confusion": {"labels": list(genres), "matrix": cm.tolist()},
+    }
+
+
+def most_confused(cm: np.ndarray, genres: list[str], n: int = 3) -> list[tuple[str, str, int]]:
+    """The n largest off-diagonal cells as (true, predicted, count), count > 0."""
+    off = cm.copy()
+    np.fill_diagonal(off, 0)
+    order = np.argsort(off, axis=None)[::-1][:n]
+    pairs = [(genres[i // len(genres)], genres[i % len(genres)], int(off.flat[i])) for i in order]
+    return [p for p in pairs if p[2] > 0]
+
+
+def plot_confusion(cm: np.ndarray, genres: list[str], path: Path, title: str) -> None:
+    """Row-normalised heat map, counts in the cells; legible with 16 genres."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = len(genres)
+    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    size = max(5.0, 0.55 * k + 2.5)
+    fig, ax = plt.subplots(figsize=(size, size * 0.9), dpi=100)
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(k), genres, rotation=45, ha="right", fontsize=9)
+    ax.set_yticks(range(k), genres, fontsize=9)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=10)
+    for i in range(k):
+        for j in range(k):
+            if cm[i, j]:
+                ax.text(
+                    j,
+                    i,
+                    str(cm[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if norm[i, j] > 0.5 else "black",
+                )
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of true genre")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _track_titles(metadata_dir: str | None) -> pd.DataFrame | None:
+    """artist, title per track_id from FMA's tracks.csv when it is at hand."""
+    if not metadata_dir or not (Path(metadata_dir) / "tracks.csv").is_file():
+        return None
+    from pipeline import fma
+
+    try:
+        t = fma.load_tracks(Path(metadata_dir), columns=(("artist", "name"), ("track", "title")))
+        return pd.DataFrame(
+            {"artist": t[("artist", "name")], "title": t[("track", "title")]},
+            index=t.index.astype(np.int64),
+        )
+    except (BadInput, KeyError):
+        return None
+
+
+def format_table(rep: dict) -> str:
+    lines = [f"{'genre':<20} {'precision':>9} {'recall':>7} {'f1':>6} {'support':>8}"]
+    for g, m in rep["per_genre"].items():
+        lines.append(
+            f"{g:<20} {m['precision']:9.3f} {m['recall']:7.3f} {m['f1']:6.3f} {m['support']:8d}"
+        )
+    lines.append(
+        f"accuracy {rep['accuracy']:.3f}  balanced {rep['balanced_accuracy']:.3f}  "
+        f"macro F1 {rep['macro_f1']:.3f}  weighted F1 {rep['weighted_f1']:.3f}  "
+        f"top-2 {rep['top2_accuracy']:.3f}  ({rep['n_tracks']} tracks)"
+    )
+    cm = np.array(rep["confusion"]["matrix"])
+    pairs = most_confused(cm, rep["confusion"]["labels"])
+    if pairs:
+        lines.append("most confused: " + "; ".join(f"{a} -> {b} ({n})" for a, b, n in pairs))
+    return "\n".join(lines)
+
+
+def evaluate(opts: EvalOptions) -> dict:
+    """Run the evaluation and write REPORT/; returns the report dict."""
+    from mrnet.train import load_checkpoint, model_from_checkpoint
+
+    if opts.out.exists() and not opts.out.is_dir():
+        raise BadInput(f"--out {opts.out} is a file; pass a directory for the report")
+    if opts.batch_size < 1:
+        raise BadInput(f"--batch-size must be at least 1 (got {opts.batch_size})")
+    device = resolve_device(opts.device)
+    ckpt = load_checkpoint(opts.checkpoint)
+    cache = open_cache(opts.cache)
+    check_compatible(ckpt, cache, f"checkpoint {opts.checkpoint}")
+    if cache.split(opts.split).empty:
+        known = sorted(set(cache.tracks["split"]))
+        raise BadInput(
+            f"split {opts.split!r} of cache {opts.cache} has no tracks; use one of {known}"
+        )
+    model = model_from_checkpoint(ckpt).to(device).eval()
+    genres = list(cache.genres)
+    track_id, y_true, probs = predict_split(
+        model, cache, opts.split, device, opts.batch_size, opts.progress
+    )
+    rep = compute_metrics(y_true, probs, genres)
+    rep["source"] = {
+        "checkpoint": str(opts.checkpoint),
+        "cache": str(opts.cache),
+        "split": opts.split,
+        "epoch": ckpt.get("epoch"),
+        "arch": ckpt.get("arch"),
+        "feature_config": cache.feature_config,
+    }
+    opts.out.mkdir(parents=True, exist_ok=True)
+    (opts.out / "report.json").write_text(json.dumps(rep, indent=2) + "\n")
+    cm = np.array(rep["confusion"]["matrix"])
+    pd.DataFrame(cm, index=pd.Index(genres, name="true"), columns=genres).to_csv(
+        opts.out / "confusion.csv"
+    )
+    pd.DataFrame.from_dict(rep["per_genre"], orient="index").rename_axis("genre").to_csv(
+        opts.out / "per_genre.csv"
+    )
+    pred = pd.DataFrame(
+        {
+            "track_id": track_id,
+            "true": [genres[i] for i in y_true],
+            "predicted": [genres[i] for i in probs.argmax(1)],
+            "confidence": probs.max(1),
+        }
+    )
+    for i, g in enumerate(genres):
+        pred[f"p_{g}"] = probs[:, i]
+    titles = _track_titles(cache.manifest.source.get("metadata_dir"))
+    if titles is not None:
+        pred = pred.join(titles, on="track_id")
+    pred.to_csv(opts.out / "predictions.csv", index=False, float_format="%.6f")
+    plot_confusion(
+        cm,
+        genres,
+        opts.out / "confusion.png",
+        f"{opts.split}: accuracy {rep['accuracy']:.3f}, {len(y_true)} tracks",
+    )
+    return rep

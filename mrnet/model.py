@@ -1,0 +1,289 @@
+"""MRNet (Multi-Route Neural Network) and the `cnn` baseline.
+
+MRNet is from Heo et al., "Multi-Route Neural Network for music genre
+classification", J. Acoust. Soc. Korea 44(5), 2025. This is a re-implementation
+of the authors' public code (github.com/Jungwoo4021/MRNet,
+scripts/egg_exp/model/music_information_retrieval/mlfanet.py, class `MLFANet`,
+plus the `CCE` classifier head from scripts/egg_exp/loss/classification.py).
+
+Input differs from the paper: the official code feeds frozen WavLM-base-plus
+hidden states (13 layers mixed by a learnable weighted sum, stereo, so
+2 x 768 = 1536 input channels). We feed a log-mel spectrogram
+[batch, n_mels, frames] straight into the first convolution, so the layer
+weights `w` of the original are dropped and the stem takes `n_mels` channels.
+
+Data flow (C = `channels`):
+
+    log-mel [B, n_mels, T] -> InstanceNorm -> Dropout -> Conv1d(k=5) -> ReLU -> BN   [B, C, T]
+    3 x MRBlock (dilation 2, 3, 4), each output [B, 3C, T] = (s_i | l_i | r_i)
+        next block input = block input + l_i
+    l = Conv1x1(cat(l_1, l_2, l_3))                   long-term route     [B, C, T]
+    g = Conv1x1(cat(l_1, l_2, l_3))                   global context      [B, C, T]
+    r_i' = Conv1x1(cat(r_i, g))                       reprocessed routes  [B, C, T]
+    7 routes (s_1..3, l, r_1..3) -> AttentiveStatsPool -> [B, 7, 2C]
+    x learnable route weight -> flatten -> BN -> Linear(14C -> 128) -> BN   embedding
+    -> Linear(128 -> n_classes) -> BN                                       logits
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ARCHS = ("mrnet", "cnn")
+
+
+class ConvReluBN(nn.Sequential):
+    """Conv1d -> ReLU -> BatchNorm1d, "same" length. [B, c_in, T] -> [B, c_out, T].
+
+    The authors put ReLU *before* BN everywhere; we keep that order.
+    """
+
+    def __init__(self, c_in: int, c_out: int, kernel_size: int = 1, dilation: int = 1) -> None:
+        pad = dilation * (kernel_size // 2)
+        super().__init__(
+            nn.Conv1d(c_in, c_out, kernel_size, dilation=dilation, padding=pad),
+            nn.ReLU(),
+            nn.BatchNorm1d(c_out),
+        )
+
+
+class GroupedSE(nn.Module):
+    """Squeeze-excitation applied independently to `groups` channel groups.
+
+    [B, C, T] -> [B, C, T]. Each group (one route of an MRBlock) gets its own
+    squeeze MLP C/g -> bottleneck/g -> C/g. The authors loop over g separate SE
+    modules; a grouped 1x1 conv is the same function with the same parameters.
+    """
+
+    def __init__(self, channels: int, bottleneck: int, groups: int) -> None:
+        super().__init__()
+        hidden = max(1, bottleneck // groups) * groups
+        self.squeeze = nn.Conv1d(channels, hidden, 1, groups=groups)
+        self.excite = nn.Conv1d(hidden, channels, 1, groups=groups)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.mean(dim=2, keepdim=True)  # [B, C, 1]
+        s = torch.sigmoid(self.excite(F.relu(self.squeeze(s))))
+        return x * s
+
+
+class Res2Conv(nn.Module):
+    """Res2Net hierarchical convolution. [B, scale*w, T] -> [B, scale*w, T].
+
+    The input is split into `scale` chunks of width w; chunk i (i < scale-1) is
+    added to the previous chunk's output and passed through a dilated conv
+    (ReLU, BN). As in the authors' (ECAPA-TDNN style) code, the *first* chunk is
+    convolved and the *last* chunk is passed through unchanged.
+    """
+
+    def __init__(self, width: int, scale: int, kernel_size: int, dilation: int) -> None:
+        super().__init__()
+        self.width = width
+        self.convs = nn.ModuleList(
+            ConvReluBN(width, width, kernel_size, dilation) for _ in range(scale - 1)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        chunks = torch.split(x, self.width, dim=1)
+        out, sp = [], None
+        for conv, chunk in zip(self.convs, chunks, strict=False):
+            sp = conv(chunk if sp is None else sp + chunk)
+            out.append(sp)
+        out.append(chunks[-1])
+        return torch.cat(out, dim=1)
+
+
+class MRBlock(nn.Module):
+    """Multi-route Res2Net block. [B, C, T] -> [B, routes*C, T].
+
+    1x1 conv C -> 3C, Res2Conv (scale 8, kernel 3, given dilation), 1x1 conv,
+    SE per route group, plus a 1x1-projected residual of the input. The output
+    is read by MRNet as `routes` equal slices (short, long, reprocess).
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        dilation: int,
+        routes: int = 3,
+        scale: int = 8,
+        kernel_size: int = 3,
+        se_reduction: int = 16,
+    ) -> None:
+        super().__init__()
+        out = routes * channels
+        width = out // scale
+        self.expand = ConvReluBN(channels, width * scale)
+        self.res2 = Res2Conv(width, scale, kernel_size, dilation)
+        self.merge = ConvReluBN(width * scale, out)
+        self.se = GroupedSE(out, out // se_reduction, groups=routes)
+        self.shortcut = nn.Conv1d(channels, out, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.se(self.merge(self.res2(self.expand(x))))
+        return y + self.shortcut(x)
+
+
+class AttentiveStatsPool(nn.Module):
+    """Attentive statistics pooling. [B, C, T] -> [B, 2C] (weighted mean | std).
+
+    Per-channel attention over time: Conv1x1 C -> C/r, ReLU, BN, tanh,
+    Conv1x1 -> C, softmax over T (the authors' ASPLayer, no global context).
+    The statistics are computed in float32 with a centered variance and a
+    clamp, even under autocast: the authors' E[x^2] - mu^2 form cancels
+    catastrophically in bf16/fp16 and yields NaN (SpeechBrain #2544).
+    """
+
+    def __init__(self, channels: int, reduction: int = 16, eps: float = 1e-4) -> None:
+        super().__init__()
+        hidden = max(1, channels // reduction)
+        self.attention = nn.Sequential(
+            nn.Conv1d(channels, hidden, 1),
+            nn.ReLU(),
+            nn.BatchNorm1d(hidden),
+            nn.Tanh(),
+            nn.Conv1d(hidden, channels, 1),
+        )
+        self.eps = eps  # variance floor, as the authors' clamp(min=1e-4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.attention(x)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            x = x.float()
+            w = torch.softmax(logits.float(), dim=2)
+            mu = (x * w).sum(dim=2)
+            var = ((x - mu.unsqueeze(2)).square() * w).sum(dim=2)
+            sigma = var.clamp(min=self.eps).sqrt()
+        return torch.cat((mu, sigma), dim=1)
+
+
+class MRNet(nn.Module):
+    """Multi-Route Neural Network. [B, n_mels, T] float -> logits [B, n_classes].
+
+    With n_mels=128, channels=512, embed_dim=128 it has 19,111,559 + 131 *
+    n_classes parameters: 19,112,607 for 8 classes (fma_small), 19,113,655 for
+    16. That is exactly the authors' MLFANet with a 128-channel input, minus its
+    one WavLM layer weight, plus their CCE head (checked by loading their
+    weights into this module: same outputs to ~1e-7).
+    Works for any T (>= ~20 frames is sensible); training mode needs B >= 2
+    because of the BatchNorm1d layers after pooling.
+    """
+
+    def __init__(
+        self,
+        n_mels: int,
+        n_classes: int,
+        channels: int = 512,
+        embed_dim: int = 128,
+        dilations: tuple[int, ...] = (2, 3, 4),
+        scale: int = 8,
+        dropout: float = 0.5,
+    ) -> None:
+        super().__init__()
+        c = channels
+        self.channels = c
+        self.norm = nn.InstanceNorm1d(n_mels)
+        self.dropout = nn.Dropout(dropout)  # authors: nn.Dropout() i.e. p=0.5
+        self.stem = ConvReluBN(n_mels, c, kernel_size=5)
+        self.blocks = nn.ModuleList(MRBlock(c, d, routes=3, scale=scale) for d in dilations)
+        n = len(dilations)
+        self.long = ConvReluBN(n * c, c)
+        self.context = ConvReluBN(n * c, c)
+        self.reprocess = nn.ModuleList(ConvReluBN(2 * c, c) for _ in range(n))
+        n_routes = 2 * n + 1  # s_1..n, l, r_1..n
+        self.pools = nn.ModuleList(AttentiveStatsPool(c) for _ in range(n_routes))
+        self.route_weight = nn.Parameter(torch.ones(1, n_routes, 1))
+        self.pool_bn = nn.BatchNorm1d(n_routes * 2 * c)
+        self.embed = nn.Linear(n_routes * 2 * c, embed_dim)
+        self.embed_bn = nn.BatchNorm1d(embed_dim)
+        # classifier: the authors keep it in their CCE loss (fc1 + bn1)
+        self.head = nn.Linear(embed_dim, n_classes)
+        self.head_bn = nn.BatchNorm1d(n_classes)
+
+    def embedding(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, n_mels, T] -> [B, embed_dim]."""
+        c = self.channels
+        x = self.stem(self.dropout(self.norm(x)))
+        shorts, longs, rests = [], [], []
+        for block in self.blocks:
+            # authors' code: dropout also before every block; the block's own
+            # shortcut sees the dropped-out input, the outer residual does not
+            y = block(self.dropout(x))
+            short, long, rest = y[:, :c], y[:, c : 2 * c], y[:, 2 * c :]
+            shorts.append(short)
+            longs.append(long)
+            rests.append(rest)
+            x = x + long
+        lcat = torch.cat(longs, dim=1)
+        ctx = self.context(lcat)
+        routes = [
+            *shorts,
+            self.long(lcat),
+            *(f(torch.cat((r, ctx), dim=1)) for f, r in zip(self.reprocess, rests, strict=True)),
+        ]
+        stats = torch.stack([p(r) for p, r in zip(self.pools, routes, strict=True)], dim=1)
+        stats = (stats * self.route_weight).flatten(1)  # [B, 7*2C]
+        return self.embed_bn(self.embed(self.pool_bn(stats)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head_bn(self.head(self.embedding(x)))
+
+
+class CNNBaseline(nn.Module):
+    """128x128 mel-image CNN (the reference project's model). [B, n_mels, T] -> [B, n_classes].
+
+    The input is resized on the fly to 128 mel bins x 128 frames (bilinear).
+    Five 3x3 conv -> BN -> ReLU -> 2x2 max-pool stages (8, 16, 32, 64, 64
+    channels; 128 -> 4), then FC 1024 -> 192 -> BN -> ReLU -> dropout -> FC.
+    The reference's fifth stage is a 2x2 stride-2 conv without pooling; we use
+    a 3x3 conv + pool like the other four (same output size).
+    """
+
+    size = 128
+
+    def __init__(
+        self,
+        n_mels: int,
+        n_classes: int,
+        widths: tuple[int, ...] = (8, 16, 32, 64, 64),
+        hidden: int = 192,
+        dropout: float = 0.5,
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = 1
+        for c in widths:
+            layers += [
+                nn.Conv2d(c_in, c, 3, padding=1),
+                nn.BatchNorm2d(c),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+            ]
+            c_in = c
+        self.features = nn.Sequential(*layers)
+        side = self.size // 2 ** len(widths)
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(c_in * side * side, hidden),
+            nn.BatchNorm1d(hidden),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, n_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.unsqueeze(1)  # [B, 1, n_mels, T]
+        if x.shape[-2:] != (self.size, self.size):
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        return self.classifier(self.features(x))
+
+
+def build_model(arch: str, n_mels: int, n_classes: int, channels: int = 512) -> nn.Module:
+    """Model for `--arch`: "mrnet" (channels = C) or "cnn" (channels unused)."""
+    if arch == "mrnet":
+        return MRNet(n_mels, n_classes, channels=channels)
+    if arch == "cnn":
+        return CNNBaseline(n_mels, n_classes)
+    raise ValueError(f"unknown arch {arch!r}; expected one of {', '.join(ARCHS)}")

@@ -1,0 +1,75 @@
+"""`mrnet predict`: genre probabilities for audio files, with the checkpoint's own features.
+
+Each file goes through the same decoder (pipeline.audio) and log-mel definition
+(pipeline.features) as `preprocess`, with the settings stored in the checkpoint.
+A file that cannot be read is reported on its own line and does not stop the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.audio import DecodeError, load_audio
+from pipeline.errors import BadInput
+from pipeline.features import FeatureConfig, log_mel
+
+AUDIO_SUFFIXES = {".mp3", ".wav", ".flac", ".ogg", ".aiff", ".aif"}
+
+
+@dataclass
+class Prediction:
+    path: Path
+    probs: dict[str, float] = field(default_factory=dict)  # genre -> probability, sorted desc
+    error: str | None = None
+
+    def top(self, k: int = 3) -> list[tuple[str, float]]:
+        return list(self.probs.items())[:k]
+
+
+def expand_inputs(inputs: Iterable[Path]) -> list[Path]:
+    """Files as given, directories searched recursively for audio files (sorted)."""
+    files: list[Path] = []
+    for p in inputs:
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in AUDIO_SUFFIXES)
+        elif p.exists():
+            files.append(p)
+        else:
+            raise BadInput(f"{p} does not exist; pass audio files or folders holding them")
+    if not files:
+        raise BadInput(
+            "no audio files found in the given paths (looked for "
+            + ", ".join(sorted(AUDIO_SUFFIXES))
+            + ")"
+        )
+    return files
+
+
+@torch.no_grad()
+def predict_files(
+    ckpt: dict, files: list[Path], device: torch.device, min_seconds: float = 0.5
+) -> Iterator[Prediction]:
+    """Yield one Prediction per file, in order."""
+    from mrnet.train import model_from_checkpoint
+
+    cfg = FeatureConfig.from_dict(ckpt["feature_config"])
+    genres = list(ckpt["genres"])
+    model = model_from_checkpoint(ckpt).to(device).eval()
+    for path in files:
+        try:
+            x = load_audio(path, cfg.sample_rate, cfg.max_seconds, min_seconds)
+        except DecodeError as e:
+            yield Prediction(path, error=e.reason)
+            continue
+        mel = log_mel(x, cfg).astype(np.float16)  # stored as in the shards
+        mel = torch.from_numpy(np.ascontiguousarray(mel.T))[None].to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = model(mel.float())
+        p = torch.softmax(logits.float(), -1)[0].cpu().numpy()
+        order = np.argsort(p)[::-1]
+        yield Prediction(path, {genres[i]: float(p[i]) for i in order})

@@ -1,0 +1,236 @@
+"""FMA metadata: read tracks.csv / genres.csv, pick a subset and its official split.
+
+Facts relied on (github.com/mdeff/fma, ``utils.load`` and ``creation.ipynb``):
+
+- ``fma_metadata/tracks.csv`` has a two-level column header (``album``, ``artist``,
+  ``set``, ``track`` groups, columns sorted) plus an index-name line ``track_id``; it
+  reads with ``pd.read_csv(path, index_col=0, header=[0, 1])``.
+- ``('set', 'subset')`` is small/medium/large and the subsets nest, small ⊂ medium ⊂
+  large, so it is an ordered categorical and ``subset <= 'medium'`` selects medium.
+- ``('set', 'split')`` is the official training/validation/test split (by artist).
+- ``('track', 'genre_top')`` is the label; it is empty for about half of the tracks
+  (no genre, or genres under several top-level genres). Those are skipped and counted.
+- Audio of track 2 is ``AUDIO_DIR/000/000002.mp3``; any audio folder (fma_small/ ...
+  fma_large/) works, a larger one serves the smaller subsets too.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.errors import BadInput
+
+SUBSETS = ("small", "medium", "large")
+SPLITS = ("training", "validation", "test")
+SUBSET_DTYPE = pd.CategoricalDtype(categories=list(SUBSETS), ordered=True)
+REQUIRED_COLUMNS = (("set", "subset"), ("set", "split"), ("track", "genre_top"))
+GENRE_COLUMNS = ("#tracks", "parent", "title", "top_level")
+TRACKS_CSV = "tracks.csv"
+GENRES_CSV = "genres.csv"
+
+_FIX = "pass --metadata-dir pointing at fma_metadata/ (from fma_metadata.zip)"
+
+
+@dataclass
+class Selection:
+    """Labelled tracks of one subset, in a deterministic order.
+
+    ``tracks``: columns track_id (int64), split (str, one of SPLITS), genre (str),
+    label (int64, index into ``genres``); rows sorted by (SPLITS order, track_id),
+    index 0..n-1. ``genres``: sorted names of the genres present (label order).
+    ``skipped_no_genre``: tracks of the subset without ``genre_top`` (not examples).
+    ``skipped_no_split``: labelled tracks with no split (0 in the real release).
+    """
+
+    tracks: pd.DataFrame
+    genres: list[str]
+    subset: str
+    skipped_no_genre: int = 0
+    skipped_no_split: int = 0
+
+    def __len__(self) -> int:
+        return len(self.tracks)
+
+    def counts(self) -> pd.DataFrame:
+        """Tracks per genre (rows, label order) and split (columns, SPLITS order)."""
+        table = pd.crosstab(self.tracks["genre"], self.tracks["split"])
+        return table.reindex(index=self.genres, columns=list(SPLITS), fill_value=0).astype("int64")
+
+
+def audio_path(audio_dir: Path, track_id: int) -> Path:
+    """``audio_dir/{tid:06d}[:3]/{tid:06d}.mp3``: track 2 -> ``000/000002.mp3``."""
+    tid = int(track_id)
+    if tid < 0:
+        raise ValueError(f"track id must be >= 0, got {tid}")
+    name = f"{tid:06d}"
+    return Path(audio_dir) / name[:3] / f"{name}.mp3"
+
+
+def _tracks_csv(metadata_dir: Path) -> Path:
+    metadata_dir = Path(metadata_dir)
+    if not metadata_dir.exists():
+        raise BadInput(f"metadata dir {metadata_dir} does not exist; {_FIX}")
+    if not metadata_dir.is_dir():
+        fix = f"pass --metadata-dir {metadata_dir.parent}" if metadata_dir.suffix else _FIX
+        raise BadInput(f"metadata dir {metadata_dir} is a file, not a folder; {fix}")
+    path = metadata_dir / TRACKS_CSV
+    if not path.is_file():
+        nested = metadata_dir / "fma_metadata" / TRACKS_CSV
+        hint = f"pass --metadata-dir {nested.parent}" if nested.is_file() else _FIX
+        raise BadInput(f"no {TRACKS_CSV} in metadata dir {metadata_dir}; {hint}")
+    return path
+
+
+def _read_header(path: Path) -> tuple[list[tuple[str, str]], int]:
+    """Column pairs (group, name) of a two-level CSV header, and the header line count.
+
+    The third line is FMA's index-name line (``track_id,,,...``) when it holds a
+    non-numeric first field and nothing else; pandas writes it, hand-made files may not.
+    """
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            lines = list(itertools.islice(csv.reader(f), 3))
+    except (UnicodeDecodeError, csv.Error, OSError) as e:
+        raise BadInput(f"{path} is not a readable CSV ({type(e).__name__}); {_FIX}") from None
+    if len(lines) < 2 or len(lines[0]) != len(lines[1]) or len(lines[0]) < 2:
+        return [], 0
+    pairs = list(zip(lines[0][1:], lines[1][1:]))
+    n_header = 2
+    if len(lines) == 3:
+        first, *rest = lines[2]
+        if first.strip() and not first.strip().lstrip("-").isdigit() and not any(rest):
+            n_header = 3
+    return pairs, n_header
+
+
+def load_tracks(
+    metadata_dir: Path,
+    columns: tuple[tuple[str, str], ...] = REQUIRED_COLUMNS,
+) -> pd.DataFrame:
+    """Read ``metadata_dir/tracks.csv``, only ``columns`` (REQUIRED_COLUMNS are always read).
+
+    Returns a frame indexed by ``track_id`` (int64) with two-level columns as in FMA;
+    ``('set', 'subset')`` is an ordered categorical small < medium < large, other
+    columns are strings as stored (no date or list parsing). Only the wanted columns
+    are converted: a 250 MB, 106,574-track file loads in about 0.5 s (vs 1 s and more
+    for a full ``read_csv``).
+    Raises BadInput (one line) when the folder or file is missing or not FMA's.
+    """
+    path = _tracks_csv(metadata_dir)
+    pairs, n_header = _read_header(path)
+    wanted = list(dict.fromkeys([*REQUIRED_COLUMNS, *columns]))
+    missing = [c for c in wanted if c not in pairs]
+    if missing:
+        names = ", ".join(".".join(c) for c in missing)
+        raise BadInput(f"{path} is not FMA's tracks.csv (missing columns {names}); {_FIX}")
+    positions = [1 + pairs.index(c) for c in wanted]  # first occurrence; 0 is track_id
+    try:
+        raw = pd.read_csv(
+            path,
+            header=None,
+            skiprows=n_header,
+            usecols=[0, *positions],
+            dtype={p: "str" for p in positions},
+            encoding="utf-8",
+            engine="c",
+        )
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError, OSError) as e:
+        reason = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+        raise BadInput(f"{path} is not a readable FMA tracks.csv ({reason}); {_FIX}") from None
+    ids = pd.to_numeric(raw[0], errors="coerce")
+    if ids.isna().any() or (ids % 1 != 0).any() or (ids < 0).any():
+        raise BadInput(f"{path} has track ids that are not integers; {_FIX}")
+    frame = raw[positions]
+    frame.columns = pd.MultiIndex.from_tuples(wanted)
+    frame.index = pd.Index(ids.astype("int64"), name="track_id")
+    if not frame.index.is_unique:
+        raise BadInput(f"{path} lists some track ids twice; {_FIX}")
+    _check_values(path, frame[("set", "subset")], SUBSETS, "set.subset")
+    _check_values(path, frame[("set", "split")], SPLITS, "set.split")
+    frame[("set", "subset")] = frame[("set", "subset")].astype(SUBSET_DTYPE)
+    return frame
+
+
+def _check_values(path: Path, column: pd.Series, allowed: tuple[str, ...], name: str) -> None:
+    bad = sorted(set(column.dropna().unique()) - set(allowed))
+    if bad:
+        shown = ", ".join(repr(b) for b in bad[:3])
+        raise BadInput(
+            f"{path} has {name} values {shown} outside {'/'.join(allowed)}; "
+            f"it is not FMA's tracks.csv, {_FIX}"
+        )
+
+
+def select(tracks: pd.DataFrame, subset: str) -> Selection:
+    """Labelled tracks of ``subset`` (nested: medium includes small) with official splits.
+
+    ``tracks`` is ``load_tracks``'s frame or the full ``pd.read_csv(path, index_col=0,
+    header=[0, 1])``. Tracks without ``genre_top`` are skipped and counted.
+    """
+    if subset not in SUBSETS:
+        raise BadInput(f"unknown subset {subset!r}; use one of {', '.join(SUBSETS)}")
+    missing = [c for c in REQUIRED_COLUMNS if c not in tracks.columns]
+    if missing:
+        names = ", ".join(".".join(c) for c in missing)
+        raise BadInput(f"track table is not FMA's (missing columns {names}); {_FIX}")
+    level = tracks[("set", "subset")]
+    if not (isinstance(level.dtype, pd.CategoricalDtype) and level.dtype == SUBSET_DTYPE):
+        level = level.astype("object").astype(SUBSET_DTYPE)
+    part = tracks.loc[(level <= subset).to_numpy(dtype=bool)]
+
+    genre = part[("track", "genre_top")].astype("object")
+    genre = genre.where(genre.notna(), "").astype(str).str.strip()
+    has_genre = (genre != "").to_numpy()
+    split = part[("set", "split")].astype("object")
+    has_split = split.isin(SPLITS).to_numpy()
+    keep = has_genre & has_split
+
+    genres = sorted(set(genre[keep]))
+    label_of = {g: i for i, g in enumerate(genres)}
+    order = {s: i for i, s in enumerate(SPLITS)}
+    out = pd.DataFrame(
+        {
+            "track_id": part.index.to_numpy()[keep].astype(np.int64),
+            "split": split[keep].astype(str).to_numpy(),
+            "genre": genre[keep].to_numpy(),
+        }
+    )
+    out["split"] = out["split"].astype(str)
+    out["genre"] = out["genre"].astype(str)
+    out["label"] = out["genre"].map(label_of).astype(np.int64)
+    rank = out["split"].map(order).to_numpy()
+    idx = np.lexsort((out["track_id"].to_numpy(), rank))
+    out = out.iloc[idx].reset_index(drop=True)
+    return Selection(
+        tracks=out,
+        genres=genres,
+        subset=subset,
+        skipped_no_genre=int((~has_genre).sum()),
+        skipped_no_split=int((has_genre & ~has_split).sum()),
+    )
+
+
+def load_genres(metadata_dir: Path) -> pd.DataFrame | None:
+    """``genres.csv`` indexed by genre_id: #tracks, parent (0: root), title, top_level.
+
+    Returns None when the file is absent (it is optional); BadInput when it is not FMA's.
+    """
+    path = Path(metadata_dir) / GENRES_CSV
+    if not path.is_file():
+        return None
+    try:
+        genres = pd.read_csv(path, index_col=0)
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError, OSError) as e:
+        raise BadInput(f"{path} is not a readable CSV ({type(e).__name__}); {_FIX}") from None
+    missing = [c for c in ("parent", "title", "top_level") if c not in genres.columns]
+    if missing or genres.index.name != "genre_id":
+        raise BadInput(
+            f"{path} is not FMA's genres.csv (no column {missing or 'genre_id'}); {_FIX}"
+        )
+    return genres

@@ -1,0 +1,288 @@
+"""`mrnet preprocess` on the synthetic FMA dataset: content, resume, lock, refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from cli import app
+from pipeline import fma
+from pipeline.audio import load_audio
+from pipeline.features import FeatureConfig, log_mel
+from pipeline.lock import CacheLock
+from pipeline.manifest import open_cache
+from pipeline.shards import read_shard
+
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+def args(synth, out, *extra):
+    return [
+        "preprocess",
+        "--audio-dir",
+        str(synth.audio_dir),
+        "--metadata-dir",
+        str(synth.metadata_dir),
+        "--subset",
+        "small",
+        "--out",
+        str(out),
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def cache(synth, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pre") / "cache"
+    r = runner.invoke(app, args(synth, out, "--jobs", "2", "--shard-size", "8"))
+    assert r.exit_code == 0, r.output
+    return out
+
+
+def cache_content(root: Path) -> dict:
+    """Everything a reader sees, minus timings: shard arrays and attrs, CSVs, manifest."""
+    m = json.loads((root / "manifest.json").read_text())
+    m["summary"].pop("last_run")
+    m["summary"].pop("cache_bytes")
+    m.pop("source")
+    content = {
+        "manifest": m,
+        "tracks": (root / "tracks.csv").read_text(),
+        "failures": (root / "failures.csv").read_text().replace(str(root), ""),
+    }
+    for p in sorted((root / "shards").iterdir()):
+        with h5py.File(p, "r") as f:
+            arrays = {k: f[k][()] for k in f}
+            content[p.name] = {
+                k: a.tolist() if a.dtype == object else a.tobytes() for k, a in arrays.items()
+            } | dict(f.attrs)
+    return content
+
+
+def test_every_selected_track_is_cached_or_failed_never_both(cache, synth):
+    sel = fma.select(fma.load_tracks(synth.metadata_dir), "small")
+    tracks = pd.read_csv(cache / "tracks.csv")
+    fails = pd.read_csv(cache / "failures.csv")
+    cached, failed = set(tracks["track_id"]), set(fails["track_id"])
+    assert not cached & failed
+    assert cached | failed == set(sel.tracks["track_id"])
+    assert len(tracks) == len(cached) and len(fails) == len(failed)
+    # the deliberately broken files are classified failures with a reason each
+    broken_in_small = {t for t in synth.broken if t in set(sel.tracks["track_id"])}
+    assert broken_in_small and broken_in_small <= failed
+    assert set(fails["reason"]) <= {
+        "missing",
+        "empty_file",
+        "undecodable",
+        "no_audio",
+        "too_short",
+        "truncated_decode",
+    }
+    m = json.loads((cache / "manifest.json").read_text())
+    assert m["status"] == "complete" and m["genres"] == sel.genres
+    assert m["summary"]["cached"] == len(tracks)
+    assert m["summary"]["skipped_no_genre"] == sel.skipped_no_genre
+    assert sum(s["tracks"] for s in m["splits"].values()) == len(tracks)
+    assert not (cache / ".lock").exists()
+
+
+def test_shard_contents_equal_features_computed_directly(cache, synth):
+    c = open_cache(cache)
+    cfg = FeatureConfig.from_dict(c.feature_config)
+    for _, row in c.tracks.sample(4, random_state=0).iterrows():
+        idx = c.shards[row["shard"]]
+        x = load_audio(
+            fma.audio_path(synth.audio_dir, row["track_id"]), cfg.sample_rate, cfg.max_seconds
+        )
+        expected = log_mel(x, cfg).astype(np.float16)
+        got = idx.track(int(row["row"]))
+        assert got.shape == expected.shape == (row["n_frames"], cfg.n_mels)
+        np.testing.assert_array_equal(got, expected)
+        assert idx.track_id[row["row"]] == row["track_id"]
+        assert idx.label[row["row"]] == row["label"]
+
+
+def test_memmap_view_equals_h5py_read(cache):
+    for p in sorted((cache / "shards").glob("*.h5")):
+        idx = read_shard(p)
+        with h5py.File(p, "r") as f:
+            np.testing.assert_array_equal(idx.memmap(), f["mel"][()])
+
+
+def test_rerun_of_finished_cache_changes_nothing(cache, synth):
+    before = cache_content(cache)
+    r = runner.invoke(app, args(synth, cache, "--jobs", "2", "--shard-size", "8"))
+    assert r.exit_code == 0, r.output
+    assert cache_content(cache) == before
+
+
+def test_killed_run_resumes_to_identical_cache(cache, synth, tmp_path):
+    out = tmp_path / "killed"
+    # One job runs in-process, so slowing decoding here makes the kill land mid-run.
+    slow = (
+        "import sys, time, pipeline.audio as a\n"
+        "orig = a.load_audio\n"
+        "def slow(*x, **k):\n"
+        "    time.sleep(0.08)\n"
+        "    return orig(*x, **k)\n"
+        "a.load_audio = slow\n"
+        "from cli import app\n"
+        "sys.argv[0] = 'mrnet'\n"
+        "app()\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", slow, *args(synth, out, "--jobs", "1", "--shard-size", "8")],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 60
+    while time.time() < deadline and len(list((out / "shards").glob("*.h5"))) < 2:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = list((out / "shards").glob("*.h5"))
+    assert 2 <= len(done) < len(list((cache / "shards").glob("*.h5"))), "kill missed the run"
+    assert (out / ".lock").exists()  # a stale lock, taken over below
+    r = runner.invoke(app, args(synth, out, "--jobs", "2", "--shard-size", "8"))
+    assert r.exit_code == 0, r.output
+    assert "resuming" in r.output
+    assert not list((out / "shards").glob("*.partial*"))
+    assert cache_content(out) == cache_content(cache)
+
+
+def test_partial_shard_is_discarded(cache, synth, tmp_path):
+    out = tmp_path / "c"
+    out.mkdir()
+    import shutil
+
+    shutil.copytree(cache, out, dirs_exist_ok=True)
+    victim = sorted((out / "shards").glob("*.h5"))[-1]
+    partial = victim.with_name(victim.name + ".partial-1-deadbeef")
+    partial.write_bytes(victim.read_bytes()[:1000])
+    victim.unlink()
+    (out / "manifest.json").write_text(
+        (out / "manifest.json").read_text().replace('"complete"', '"in_progress"')
+    )
+    r = runner.invoke(app, args(synth, out, "--shard-size", "8"))
+    assert r.exit_code == 0, r.output
+    assert not partial.exists() and victim.exists()
+    assert cache_content(out) == cache_content(cache)
+
+
+def test_live_lock_is_refused(synth, tmp_path):
+    out = tmp_path / "locked"
+    out.mkdir()
+    with CacheLock(out):
+        r = runner.invoke(app, args(synth, out))
+    assert r.exit_code == 2
+    assert "being written by another run" in r.output
+    assert not (out / "manifest.json").exists()
+
+
+def test_other_feature_settings_are_refused(cache, synth):
+    before = cache_content(cache)
+    r = runner.invoke(app, args(synth, cache, "--shard-size", "8", "--n-mels", "64"))
+    assert r.exit_code == 2
+    assert "other settings" in r.output and "n_mels" in r.output
+    assert cache_content(cache) == before
+
+
+def _bad(synth, tmp_path):
+    not_fma = tmp_path / "notfma"
+    not_fma.mkdir()
+    (not_fma / "tracks.csv").write_text("a,b\n1,2\n")
+    no_csv = tmp_path / "nocsv"
+    no_csv.mkdir()
+    empty_audio = tmp_path / "emptyaudio"
+    empty_audio.mkdir()
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    out = tmp_path / "out"
+    md, ad = str(synth.metadata_dir), str(synth.audio_dir)
+    base = ["preprocess", "--out", str(out)]
+    return {
+        "audio dir missing": base + ["--audio-dir", str(tmp_path / "nope"), "--metadata-dir", md],
+        "metadata dir missing": base + ["--audio-dir", ad, "--metadata-dir", str(tmp_path / "no")],
+        "no tracks.csv": base + ["--audio-dir", ad, "--metadata-dir", str(no_csv)],
+        "not FMA": base + ["--audio-dir", ad, "--metadata-dir", str(not_fma)],
+        "unknown subset": base + ["--audio-dir", ad, "--metadata-dir", md, "--subset", "tiny"],
+        "no audio": base + ["--audio-dir", str(empty_audio), "--metadata-dir", md],
+        "out is a file": [
+            "preprocess",
+            "--out",
+            str(a_file),
+            "--audio-dir",
+            ad,
+            "--metadata-dir",
+            md,
+        ],
+        "jobs < 1": base + ["--audio-dir", ad, "--metadata-dir", md, "--jobs", "0"],
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "audio dir missing",
+        "metadata dir missing",
+        "no tracks.csv",
+        "not FMA",
+        "unknown subset",
+        "no audio",
+        "out is a file",
+        "jobs < 1",
+    ],
+)
+def test_bad_input_is_one_line_exit_2(case, synth, tmp_path):
+    argv = _bad(synth, tmp_path)[case]
+    r = runner.invoke(app, argv)
+    assert r.exit_code == 2, (case, r.output)
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.output
+    assert "Traceback" not in r.output
+    assert not (tmp_path / "out").exists(), "bad input wrote something"
+    if case == "out is a file":
+        assert (tmp_path / "file.txt").read_text() == "x"
+
+
+def test_info_describes_cache(cache):
+    r = runner.invoke(app, ["info", str(cache)])
+    assert r.exit_code == 0, r.output
+    tracks = pd.read_csv(cache / "tracks.csv")
+    assert "training" in r.output and "failures" in r.output
+    assert "total" in r.output and str(len(tracks)) in r.output
+
+
+def test_sigint_leaves_resumable_cache(synth, tmp_path):
+    out = tmp_path / "int"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli", *args(synth, out, "--jobs", "1", "--shard-size", "4")],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ | {"PYTHONUNBUFFERED": "1"},
+    )
+    deadline = time.time() + 60
+    while time.time() < deadline and not list((out / "shards").glob("*.h5")):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("run finished before the interrupt landed")
+    assert proc.returncode == 130
+    assert "rerun the same command to resume" in err
+    assert "Traceback" not in err

@@ -60,6 +60,14 @@ def preprocess(
         1.0, help="Tracks with less decoded audio are recorded as failures (too_short)."
     ),
     shard_size: int = typer.Option(128, help="Tracks per HDF5 shard (one job writes one shard)."),
+    backend: str = typer.Option(
+        "loky", help="Where shard jobs run: loky (local processes) | dask (a dask cluster)."
+    ),
+    scheduler: str | None = typer.Option(
+        None,
+        help="With --backend dask: scheduler address, e.g. tcp://HOST:8786. The cache "
+        "directory must be on storage every dask worker sees.",
+    ),
 ) -> None:
     """Decode FMA MP3s in parallel into HDF5 log-mel shards; rerun to resume."""
     from pipeline.preprocess import PreprocessOptions, format_summary, run_preprocess
@@ -78,6 +86,8 @@ def preprocess(
         max_seconds=max_seconds,
         min_seconds=min_seconds,
         shard_size=shard_size,
+        backend=backend,
+        scheduler=scheduler,
     )
     try:
         manifest = run_guarded(run_preprocess, opts)
@@ -87,6 +97,67 @@ def preprocess(
         )
         raise typer.Exit(130) from None
     typer.echo(format_summary(manifest))
+
+
+# ---------------------------------------------------------------- train
+
+
+@app.command()
+def train(
+    cache: Path = typer.Option(..., help="Cache directory written by `mrnet preprocess`."),
+    out: Path = typer.Option(..., help="Run directory: last.pt, best.pt, metrics.csv, tb/."),
+    arch: str = typer.Option("mrnet", help="Model: mrnet | cnn (128x128 mel-image baseline)."),
+    epochs: int = typer.Option(30, help="Epochs in total (a resumed run continues up to this)."),
+    batch_size: int = typer.Option(48, help="Crops per step (per process under torchrun)."),
+    lr: float = typer.Option(1e-3, help="Peak learning rate (AdamW, cosine warm restarts)."),
+    channels: int = typer.Option(512, help="MRNet width C (unused by cnn)."),
+    crop_seconds: float = typer.Option(6.0, help="Length of the random training crops, s."),
+    workers: int = typer.Option(2, help="DataLoader worker processes (0 = main process)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda."),
+    data_on_gpu: bool = typer.Option(
+        False, "--data-on-gpu", help="Hold the training features in device memory (no loader)."
+    ),
+    specaugment: bool = typer.Option(
+        False, "--specaugment", help="Add SpecAugment frequency and time masks."
+    ),
+    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the model."),
+    tensorboard: bool = typer.Option(False, "--tensorboard", help="Log to RUN/tb/."),
+    seed: int = typer.Option(0, help="Seed of initialisation, crops and augmentation."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from last.pt."),
+    progress: bool = typer.Option(True, help="Show a progress bar per epoch."),
+) -> None:
+    """Train MRNet (or the cnn baseline) on a cache; validate on FMA's validation split."""
+    from mrnet.train import TrainConfig
+    from mrnet.train import train as run_train
+
+    cfg = TrainConfig(
+        cache=cache,
+        out=out,
+        arch=arch,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        channels=channels,
+        crop_seconds=crop_seconds,
+        workers=workers,
+        device=device,
+        seed=seed,
+        compile=compile_model,
+        data_on_gpu=data_on_gpu,
+        specaugment=specaugment,
+        tensorboard=tensorboard,
+        resume=resume,
+        progress=progress,
+    )
+    try:
+        s = run_guarded(run_train, cfg)
+    except KeyboardInterrupt:
+        typer.echo(f"\ninterrupted: rerun with --resume to continue from {out}/last.pt", err=True)
+        raise typer.Exit(130) from None
+    typer.echo(
+        f"{s['epochs']} epochs in {s['run']}; best validation accuracy {s['best_val_acc']:.3f} "
+        f"(epoch {s['best_epoch']}): {s['run']}/best.pt, last.pt, metrics.csv"
+    )
 
 
 # ---------------------------------------------------------------- info

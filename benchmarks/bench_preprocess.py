@@ -132,17 +132,12 @@ def main() -> None:
     ap.add_argument("--tracks", type=int, default=96, help="about this many 30-s MP3s")
     ap.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)))
     ap.add_argument("--shard-size", type=int, default=16)
-    ap.add_argument("--data", type=Path, help="reuse/generate the dataset here")
+    ap.add_argument("--data", type=Path, help="generate the dataset here (default: a temp dir)")
     a = ap.parse_args()
     root = a.data or Path(tempfile.mkdtemp(prefix="mrnet-bench-"))
-    if not (root / "fma_metadata" / "tracks.csv").exists():
-        t = time.perf_counter()
-        ds = synth.generate(root, n_per_genre=max(1, a.tracks // 8), seconds=30.0, jobs=a.jobs)
-        print(f"generated dataset in {time.perf_counter() - t:.0f} s at {root}")
-    else:
-        ds = synth.SynthDataset.at(root) if hasattr(synth.SynthDataset, "at") else None
-        if ds is None:
-            ds = synth.generate(root, n_per_genre=max(1, a.tracks // 8), seconds=30.0, jobs=a.jobs)
+    t = time.perf_counter()
+    ds = synth.generate(root, n_per_genre=max(1, a.tracks // 8), seconds=30.0, jobs=a.jobs)
+    print(f"generated dataset in {time.perf_counter() - t:.0f} s at {root}")
     sel = fma.select(fma.load_tracks(ds.metadata_dir), "small")
     paths = [str(fma.audio_path(ds.audio_dir, t)) for t in sel.tracks["track_id"]]
     paths = [p for p in paths if os.path.exists(p) and os.path.getsize(p) > 100_000]

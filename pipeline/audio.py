@@ -56,25 +56,25 @@ class Decoded:
 
 
 def _decode_miniaudio(path: Path, max_seconds: float | None) -> Decoded:
-    # decode_file reads the whole file; for long files stream and stop at max_seconds.
-    try:
-        info = miniaudio.get_file_info(str(path)) if max_seconds and max_seconds < 60 else None
-    except miniaudio.DecodeError:
-        info = None
-    if info is not None and info.duration > 2 * max_seconds:
-        want = int(max_seconds * info.sample_rate)
-        chunks, got = [], 0
-        stream = miniaudio.stream_file(
-            str(path), output_format=miniaudio.SampleFormat.FLOAT32, frames_to_read=16384
-        )
-        for chunk in stream:
-            chunks.append(np.frombuffer(chunk, dtype=np.float32))
-            got += len(chunks[-1]) // info.nchannels
-            if got >= want:
-                break
-        return Decoded(np.concatenate(chunks), info.sample_rate, info.nchannels)
-    d = miniaudio.decode_file(str(path), output_format=miniaudio.SampleFormat.FLOAT32)
-    return Decoded(np.frombuffer(d.samples, dtype=np.float32), d.sample_rate, d.nchannels)
+    # miniaudio converts to 44.1 kHz stereo unless told the native format: ask for it.
+    info = miniaudio.get_file_info(str(path))
+    fmt = dict(
+        output_format=miniaudio.SampleFormat.FLOAT32,
+        nchannels=info.nchannels,
+        sample_rate=info.sample_rate,
+    )
+    if max_seconds is None or info.duration <= 2 * max_seconds:
+        d = miniaudio.decode_file(str(path), **fmt)
+        return Decoded(np.frombuffer(d.samples, dtype=np.float32), d.sample_rate, d.nchannels)
+    # A long file (a full song): stream and stop once max_seconds are decoded.
+    want = int(max_seconds * info.sample_rate) * info.nchannels
+    chunks, got = [], 0
+    for chunk in miniaudio.stream_file(str(path), frames_to_read=16384, **fmt):
+        chunks.append(np.frombuffer(chunk, dtype=np.float32))
+        got += len(chunks[-1])
+        if got >= want:
+            break
+    return Decoded(np.concatenate(chunks)[:want], info.sample_rate, info.nchannels)
 
 
 def _decode_soundfile(path: Path, max_seconds: float | None) -> Decoded:

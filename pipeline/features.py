@@ -1,10 +1,16 @@
 """The log-mel definition: one place, used by `preprocess` and `predict` alike.
 
 A clip of mono float32 audio at ``sample_rate`` becomes ``log(mel_power + eps)``,
-float32 [frames, n_mels] (time-major, the layout of the shards). The filterbank is
-torchaudio's (``melscale_fbanks``, Slaney scale and norm, as librosa); the product
-with the power spectrogram is done sparsely since each FFT bin feeds at most two
-filters, which makes it ~20x cheaper than torchaudio's dense ``MelScale`` on CPU.
+float32 [frames, n_mels] (time-major, the layout of the shards). It is torchaudio's
+``MelSpectrogram(n_fft, hop_length, f_min, f_max, n_mels, norm="slaney",
+mel_scale="slaney")`` (centered periodic-Hann STFT, power 2, Slaney filters as librosa's)
+followed by a log; tests check equality with torchaudio to 1e-4.
+
+It is written with numpy/scipy rather than torch because preprocess workers must stay
+small: importing torch alone costs a process ~480 MB of RSS. Two costs are avoided on
+the way: |X|^2 is taken as re^2 + im^2 on separate planes (a reduction along a trailing
+axis of length 2 is ~7x slower), and the mel product is sparse (each FFT bin feeds at
+most two filters: ~1,000 non-zeros instead of a dense 513 x 128 product).
 """
 
 from __future__ import annotations
@@ -15,9 +21,8 @@ import json
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.fft
 import scipy.sparse
-import torch
-import torchaudio.functional as AF
 
 
 @dataclass(frozen=True)
@@ -60,29 +65,63 @@ class FeatureConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
+def _hz_to_mel(f: np.ndarray) -> np.ndarray:
+    """Slaney mel scale: linear below 1 kHz (3 mels per 200 Hz), logarithmic above."""
+    f = np.asarray(f, dtype=np.float64)
+    log_part = 15.0 + np.log(np.maximum(f, 1e-10) / 1000.0) / (np.log(6.4) / 27.0)
+    return np.where(f >= 1000.0, log_part, 3.0 * f / 200.0)
+
+
+def _mel_to_hz(m: np.ndarray) -> np.ndarray:
+    m = np.asarray(m, dtype=np.float64)
+    return np.where(m >= 15.0, 1000.0 * np.exp((np.log(6.4) / 27.0) * (m - 15.0)), 200.0 * m / 3.0)
+
+
 @functools.lru_cache(maxsize=8)
-def mel_filterbank(cfg: FeatureConfig) -> torch.Tensor:
-    """Float32 [n_fft // 2 + 1, n_mels] triangular filters (Slaney scale and area norm)."""
-    return AF.melscale_fbanks(
-        n_freqs=cfg.n_fft // 2 + 1,
-        f_min=cfg.f_min,
-        f_max=cfg.f_max,
-        n_mels=cfg.n_mels,
-        sample_rate=cfg.sample_rate,
-        norm="slaney",
-        mel_scale="slaney",
-    )
+def mel_filterbank(cfg: FeatureConfig) -> np.ndarray:
+    """Float32 [n_fft // 2 + 1, n_mels] triangular filters, Slaney scale and area norm
+    (the matrix of torchaudio's ``melscale_fbanks(..., norm="slaney", mel_scale="slaney")``)."""
+    freqs = np.linspace(0, cfg.sample_rate / 2, cfg.n_fft // 2 + 1)
+    mels = np.linspace(_hz_to_mel(cfg.f_min), _hz_to_mel(cfg.f_max), cfg.n_mels + 2)
+    edges = _mel_to_hz(mels)  # [n_mels + 2]
+    width = np.diff(edges)  # [n_mels + 1]
+    slopes = edges[None, :] - freqs[:, None]  # [n_freqs, n_mels + 2]
+    down = -slopes[:, :-2] / width[:-1]
+    up = slopes[:, 2:] / width[1:]
+    fb = np.maximum(0.0, np.minimum(down, up))
+    fb *= 2.0 / (edges[2:] - edges[:-2])  # equal area per filter
+    return fb.astype(np.float32)
 
 
 @functools.lru_cache(maxsize=8)
 def _sparse_filterbank(cfg: FeatureConfig) -> scipy.sparse.csr_matrix:
     """The filterbank transposed, [n_mels, n_freqs], as CSR."""
-    return scipy.sparse.csr_matrix(mel_filterbank(cfg).numpy().T)
+    return scipy.sparse.csr_matrix(mel_filterbank(cfg).T)
 
 
 @functools.lru_cache(maxsize=8)
-def _window(n_fft: int) -> torch.Tensor:
-    return torch.hann_window(n_fft)
+def _window(n_fft: int) -> np.ndarray:
+    """Periodic Hann window (torch.hann_window's default)."""
+    return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
+
+
+def power_spectrogram(x: np.ndarray, n_fft: int, hop_length: int) -> np.ndarray:
+    """|STFT|^2 of float32 [samples], centered with reflect padding (as torch.stft):
+    float32 [n_fft // 2 + 1, samples // hop_length + 1] (a transposed view)."""
+    pad = n_fft // 2
+    mode = "reflect" if len(x) > pad else "constant"
+    padded = np.pad(x, pad, mode=mode)
+    n_frames = len(x) // hop_length + 1
+    frames = np.lib.stride_tricks.as_strided(
+        padded,
+        shape=(n_frames, n_fft),
+        strides=(padded.strides[0] * hop_length, padded.strides[0]),
+        writeable=False,
+    )
+    spec = scipy.fft.rfft(frames * _window(n_fft), axis=1, workers=1)  # [frames, n_freqs]
+    power = spec.real * spec.real
+    power += spec.imag * spec.imag
+    return power.T
 
 
 def log_mel(audio: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
@@ -92,18 +131,8 @@ def log_mel(audio: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     ``cfg.max_seconds``. Returns float32 [cfg.n_frames(samples), cfg.n_mels].
     """
     limit = int(cfg.max_seconds * cfg.sample_rate)
-    x = torch.from_numpy(np.ascontiguousarray(audio[:limit], dtype=np.float32))
-    spec = torch.stft(
-        x,
-        n_fft=cfg.n_fft,
-        hop_length=cfg.hop_length,
-        window=_window(cfg.n_fft),
-        center=True,
-        pad_mode="reflect" if x.numel() > cfg.n_fft // 2 else "constant",
-        return_complex=True,
-    )  # [n_freqs, frames]
-    # re² + im² on the planes: reducing a trailing axis of length 2 is ~7x slower.
-    power = (spec.real.square() + spec.imag.square()).numpy()  # [n_freqs, frames]
+    x = np.ascontiguousarray(audio[:limit], dtype=np.float32)
+    power = power_spectrogram(x, cfg.n_fft, cfg.hop_length)  # [n_freqs, frames]
     mel = _sparse_filterbank(cfg) @ power  # [n_mels, frames]
     np.log(mel + np.float32(cfg.log_eps), out=mel)
     return mel.T  # a [frames, n_mels] view

@@ -12,10 +12,13 @@ exists is final (written under a unique temporary name, renamed when complete).
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,7 +60,8 @@ class PreprocessOptions:
     max_seconds: float = 30.0
     min_seconds: float = 1.0
     shard_size: int = 128
-    backend: str = "loky"
+    backend: str = "loky"  # "loky": local processes; "dask": a dask.distributed cluster
+    scheduler: str | None = None  # dask scheduler address, e.g. tcp://host:8786
     progress: bool = True
 
     def feature_config(self) -> FeatureConfig:
@@ -72,6 +76,9 @@ class PreprocessOptions:
             )
         except ValueError as e:
             raise BadInput(f"invalid feature settings: {e}") from e
+
+
+BACKENDS = ("loky", "dask")
 
 
 @dataclass(frozen=True)
@@ -120,9 +127,8 @@ def build_shard(
     min_seconds: float,
 ) -> ShardResult:
     """Decode and featurise the job's tracks into one shard (runs in a worker process)."""
-    import torch  # a worker must not run a multi-threaded torch (Lhotse #559)
-
-    torch.set_num_threads(1)
+    # Workers never import torch (~480 MB per process) and run single-threaded numpy/scipy
+    # (loky's inner_max_num_threads=1): n busy workers on n cores, no oversubscription.
     from pipeline.audio import DecodeError, load_audio
     from pipeline.features import log_mel
     from pipeline.shards import ShardWriter
@@ -183,6 +189,12 @@ def _validate(opts: PreprocessOptions) -> None:
             f"audio dir {opts.audio_dir} does not exist; pass --audio-dir pointing at fma_small/ "
             "or fma_large/"
         )
+    if opts.backend not in BACKENDS:
+        raise BadInput(f"unknown --backend {opts.backend!r}; use one of {', '.join(BACKENDS)}")
+    if opts.backend == "dask" and not opts.scheduler:
+        raise BadInput(
+            "--backend dask needs --scheduler tcp://HOST:8786 (a running dask scheduler)"
+        )
     if opts.subset not in fma.SUBSETS:
         raise BadInput(f"unknown subset {opts.subset!r}; use one of {', '.join(fma.SUBSETS)}")
 
@@ -191,6 +203,13 @@ def run_preprocess(opts: PreprocessOptions) -> Manifest:
     """Build (or resume) the cache described by ``opts``; returns the final manifest."""
     t0 = time.perf_counter()
     _validate(opts)
+    # Absolute paths: dask workers may run elsewhere, with another working directory.
+    opts = dataclasses.replace(
+        opts,
+        audio_dir=opts.audio_dir.absolute(),
+        out=opts.out.absolute(),
+        metadata_dir=opts.metadata_dir.absolute(),
+    )
     cfg = opts.feature_config()
     selection = fma.select(fma.load_tracks(opts.metadata_dir), opts.subset)
     if selection.tracks.empty:
@@ -265,7 +284,7 @@ def _run_jobs(
     total_tracks: int,
 ) -> int:
     """Run shard jobs with joblib; progress counts tracks. Returns tracks processed."""
-    from joblib import Parallel, delayed, parallel_config
+    from joblib import Parallel, delayed
 
     bar = tqdm(
         total=total_tracks,
@@ -279,17 +298,52 @@ def _run_jobs(
     processed = 0
     args = (opts.out, opts.audio_dir, cfg, opts.min_seconds)
     try:
-        with parallel_config(backend=opts.backend, inner_max_num_threads=1):
+        with _executor(opts):
+            n = n_jobs if opts.backend == "loky" else (opts.jobs or -1)
             results = Parallel(
-                n_jobs=min(n_jobs, max(len(todo), 1)), return_as="generator_unordered"
+                n_jobs=min(n, max(len(todo), 1)) if n > 0 else n, return_as="generator_unordered"
             )(delayed(build_shard)(job, *args) for job in todo)
             for r in results:
-                n = r.tracks + r.failed
-                processed += n
-                bar.update(n)
+                n_done = r.tracks + r.failed
+                processed += n_done
+                bar.update(n_done)
     finally:
         bar.close()
     return processed
+
+
+@contextlib.contextmanager
+def _executor(opts: PreprocessOptions) -> Iterator[None]:
+    """joblib backend for the shard jobs: local loky processes or a dask cluster.
+
+    With dask, the workers write shards straight into the cache directory, which
+    must be on storage they all see; manifest and CSVs are written here, by the client.
+    """
+    from joblib import parallel_config
+
+    if opts.backend == "loky":
+        with parallel_config(backend="loky", inner_max_num_threads=1):
+            yield
+        return
+    try:
+        from dask.distributed import Client
+    except ImportError:
+        raise BadInput(
+            "--backend dask needs dask and distributed; install them with "
+            "pip install 'mrnet[cluster]'"
+        ) from None
+    try:
+        client = Client(opts.scheduler, timeout="10s")
+    except (OSError, TimeoutError, ValueError) as e:
+        raise BadInput(
+            f"cannot reach the dask scheduler at {opts.scheduler} ({type(e).__name__}); "
+            "start one with `dask scheduler` or fix --scheduler"
+        ) from None
+    try:
+        with parallel_config(backend="dask", client=client):
+            yield
+    finally:
+        client.close()
 
 
 def _finish(

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import h5py
 import pytest
+from typer.testing import CliRunner
 
 from pipeline.synth import SynthDataset, generate
 
@@ -14,3 +19,50 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> SynthDataset:
     extras; 4-s clips, 44.1 kHz stereo 320 kbit/s MP3s (two healthy small tracks in
     other formats). About 3 s to generate on 2 cores. Treat it as read-only."""
     return generate(tmp_path_factory.mktemp("fma"), n_per_genre=5, seconds=4.0, jobs=2)
+
+
+def args(synth, out, *extra) -> list[str]:
+    """`mrnet preprocess` arguments for the synthetic small subset into ``out``."""
+    return [
+        "preprocess",
+        "--audio-dir",
+        str(synth.audio_dir),
+        "--metadata-dir",
+        str(synth.metadata_dir),
+        "--subset",
+        "small",
+        "--out",
+        str(out),
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="session")
+def cache(synth, tmp_path_factory) -> Path:
+    """The synthetic small subset preprocessed locally (2 jobs, 8-track shards)."""
+    from cli import app
+
+    out = tmp_path_factory.mktemp("pre") / "cache"
+    r = CliRunner().invoke(app, args(synth, out, "--jobs", "2", "--shard-size", "8"))
+    assert r.exit_code == 0, r.output
+    return out
+
+
+def cache_content(root: Path) -> dict:
+    """Everything a reader sees, minus timings: shard arrays and attrs, CSVs, manifest."""
+    m = json.loads((root / "manifest.json").read_text())
+    m["summary"].pop("last_run")
+    m["summary"].pop("cache_bytes")
+    m.pop("source")
+    content = {
+        "manifest": m,
+        "tracks": (root / "tracks.csv").read_text(),
+        "failures": (root / "failures.csv").read_text().replace(str(root), ""),
+    }
+    for p in sorted((root / "shards").iterdir()):
+        with h5py.File(p, "r") as f:
+            arrays = {k: f[k][()] for k in f}
+            content[p.name] = {
+                k: a.tolist() if a.dtype == object else a.tobytes() for k, a in arrays.items()
+            } | dict(f.attrs)
+    return content

@@ -27,48 +27,7 @@ from pipeline.shards import read_shard
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 
-
-def args(synth, out, *extra):
-    return [
-        "preprocess",
-        "--audio-dir",
-        str(synth.audio_dir),
-        "--metadata-dir",
-        str(synth.metadata_dir),
-        "--subset",
-        "small",
-        "--out",
-        str(out),
-        *extra,
-    ]
-
-
-@pytest.fixture(scope="module")
-def cache(synth, tmp_path_factory):
-    out = tmp_path_factory.mktemp("pre") / "cache"
-    r = runner.invoke(app, args(synth, out, "--jobs", "2", "--shard-size", "8"))
-    assert r.exit_code == 0, r.output
-    return out
-
-
-def cache_content(root: Path) -> dict:
-    """Everything a reader sees, minus timings: shard arrays and attrs, CSVs, manifest."""
-    m = json.loads((root / "manifest.json").read_text())
-    m["summary"].pop("last_run")
-    m["summary"].pop("cache_bytes")
-    m.pop("source")
-    content = {
-        "manifest": m,
-        "tracks": (root / "tracks.csv").read_text(),
-        "failures": (root / "failures.csv").read_text().replace(str(root), ""),
-    }
-    for p in sorted((root / "shards").iterdir()):
-        with h5py.File(p, "r") as f:
-            arrays = {k: f[k][()] for k in f}
-            content[p.name] = {
-                k: a.tolist() if a.dtype == object else a.tobytes() for k, a in arrays.items()
-            } | dict(f.attrs)
-    return content
+from conftest import args, cache_content  # noqa: E402
 
 
 def test_every_selected_track_is_cached_or_failed_never_both(cache, synth):

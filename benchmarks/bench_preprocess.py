@@ -64,7 +64,19 @@ def timed_parallel(fn, paths: list[str], jobs: int, *args) -> float:
 
 
 def timed_preprocess(ds, jobs: int, shard_size: int) -> float:
+    """Seconds of a full `run_preprocess`, after a warm-up run that starts the worker pool
+    (as (a) and (b) get a warm pool: startup is noise next to a real FMA run)."""
     with tempfile.TemporaryDirectory() as out:
+        warm = PreprocessOptions(
+            audio_dir=ds.audio_dir,
+            metadata_dir=ds.metadata_dir,
+            out=Path(out) / "warm",
+            subset="small",
+            jobs=jobs,
+            shard_size=shard_size,
+            progress=False,
+        )
+        run_preprocess(warm)
         opts = PreprocessOptions(
             audio_dir=ds.audio_dir,
             metadata_dir=ds.metadata_dir,
@@ -106,6 +118,41 @@ def stage_profile(path: str, n: int = 5) -> dict[str, float]:
         mel = clock("stft+mel+log", log_mel, x, cfg)
         with tempfile.TemporaryDirectory() as tmp:
             clock("write", _write_h5, Path(tmp) / "s.h5", mel)
+    return acc
+
+
+def _pickle_to(obj: object, path: Path) -> None:
+    with open(path, "wb") as f:
+        pickle.dump(obj, f)
+
+
+def reference_profile(path: str, n: int = 5) -> dict[str, float]:
+    """The reference recipe's stages on one track, one core, ms."""
+    import librosa
+
+    acc: dict[str, float] = {}
+
+    def clock(name, fn, *a, **k):
+        t = time.perf_counter()
+        r = fn(*a, **k)
+        acc[name] = acc.get(name, 0.0) + (time.perf_counter() - t) * 1000 / n
+        return r
+
+    for _ in range(n):
+        y, sr = clock("librosa.load", librosa.load, path, sr=None, mono=True, duration=29.5)
+        hop = int(sr * 29.5 / 128) + 1
+        s = clock(
+            "melspectrogram",
+            librosa.feature.melspectrogram,
+            y=y,
+            sr=sr,
+            hop_length=hop,
+            n_fft=2 * hop,
+            fmax=11025,
+        )
+        s = clock("power_to_db", librosa.power_to_db, s)
+        with tempfile.TemporaryDirectory() as tmp:
+            clock("pickle", _pickle_to, s, Path(tmp) / "x.pkl")
     return acc
 
 

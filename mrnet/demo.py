@@ -1,6 +1,6 @@
 """`mrnet demo`: the whole pipeline on the synthetic FMA-format dataset, on CPU.
 
-    synth dataset ─preprocess─▶ OUT/cache ─train─▶ OUT/run ─evaluate─▶ OUT/report
+synth dataset ─preprocess─▶ OUT/cache ─train─▶ OUT/run ─evaluate─▶ OUT/report
 """
 
 from __future__ import annotations
@@ -40,29 +40,61 @@ def run_demo(opts: DemoOptions, echo=print) -> dict:
     t0 = time.perf_counter()
     data = opts.out / "fma"
     echo(f"[1/4] generating the synthetic FMA dataset in {data} ...")
-    if (data / "fma_metadata" / "tracks.csv").exists():
-        ds = synth.generate(data, n_per_genre=opts.n_per_genre, seconds=opts.seconds, jobs=jobs)
-    else:
-        ds = synth.generate(data, n_per_genre=opts.n_per_genre, seconds=opts.seconds, jobs=jobs)
+    ds = synth.generate(
+        data, n_per_genre=opts.n_per_genre, seconds=opts.seconds, jobs=jobs, reuse=True
+    )
     cache = opts.out / "cache"
-    echo(f"[2/4] mrnet preprocess --audio-dir {ds.audio_dir} --metadata-dir {ds.metadata_dir} "
-         f"--subset small --out {cache}")
-    manifest = run_preprocess(PreprocessOptions(
-        audio_dir=ds.audio_dir, metadata_dir=ds.metadata_dir, out=cache, subset="small",
-        jobs=jobs, shard_size=32, progress=opts.progress))
+    echo(
+        f"[2/4] mrnet preprocess --audio-dir {ds.audio_dir} --metadata-dir {ds.metadata_dir} "
+        f"--subset small --out {cache}"
+    )
+    manifest = run_preprocess(
+        PreprocessOptions(
+            audio_dir=ds.audio_dir,
+            metadata_dir=ds.metadata_dir,
+            out=cache,
+            subset="small",
+            jobs=jobs,
+            shard_size=32,
+            progress=opts.progress,
+        )
+    )
     echo(format_summary(manifest))
     run = opts.out / "run"
-    echo(f"[3/4] mrnet train --cache {cache} --out {run} --arch mrnet --channels "
-         f"{opts.channels} --epochs {opts.epochs} --device {opts.device}")
-    train(TrainConfig(cache=cache, out=run, arch="mrnet", channels=opts.channels,
-                      epochs=opts.epochs, batch_size=opts.batch_size,
-                      crop_seconds=opts.crop_seconds, device=opts.device, workers=0,
-                      resume=(run / "last.pt").exists(), progress=opts.progress))
+    echo(
+        f"[3/4] mrnet train --cache {cache} --out {run} --arch mrnet --channels "
+        f"{opts.channels} --epochs {opts.epochs} --device {opts.device}"
+    )
+    train(
+        TrainConfig(
+            cache=cache,
+            out=run,
+            arch="mrnet",
+            channels=opts.channels,
+            epochs=opts.epochs,
+            batch_size=opts.batch_size,
+            crop_seconds=opts.crop_seconds,
+            device=opts.device,
+            workers=0,
+            resume=(run / "last.pt").exists(),
+            progress=opts.progress,
+        )
+    )
     report_dir = opts.out / "report"
-    echo(f"[4/4] mrnet evaluate --checkpoint {run / 'best.pt'} --cache {cache} --split test "
-         f"--out {report_dir}")
-    rep = evaluate(EvalOptions(checkpoint=run / "best.pt", cache=cache, out=report_dir,
-                               split="test", device=opts.device, progress=opts.progress))
+    echo(
+        f"[4/4] mrnet evaluate --checkpoint {run / 'best.pt'} --cache {cache} --split test "
+        f"--out {report_dir}"
+    )
+    rep = evaluate(
+        EvalOptions(
+            checkpoint=run / "best.pt",
+            cache=cache,
+            out=report_dir,
+            split="test",
+            device=opts.device,
+            progress=opts.progress,
+        )
+    )
     echo(format_table(rep))
     echo(
         f"\ndemo finished in {time.perf_counter() - t0:.0f} s; test accuracy "

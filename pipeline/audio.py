@@ -7,8 +7,9 @@ fallback for files miniaudio refuses (it also reads OGG/AIFF...). Resampling: so
 
 Every failure is a `DecodeError` with a `reason` from `REASONS`, never a crash.
 A decoded length is checked against the file size: an MP3 cannot carry more than
-320 kbit/s, so a decode implying more stopped early (libsndfile does on some VBR
-files lacking a Xing header); the other decoder is then tried.
+320 kbit/s, so a decode implying more stopped early; and a libsndfile decode must cover
+the duration the MP3's frame headers add up to (it stops early on some VBR files that
+lack a Xing header). Otherwise the other decoder is tried, else "truncated_decode".
 """
 
 from __future__ import annotations
@@ -106,11 +107,57 @@ def _id3v2_size(head: bytes) -> int:
     return 0
 
 
-def _plausible(d: Decoded, audio_bytes: int, max_seconds: float | None) -> bool:
-    """Decoded duration consistent with the compressed size (MP3 bit-rate ceiling)."""
+# MPEG audio frame headers: kbit/s by bit-rate index (Layer III), Hz by sample-rate index.
+_KBPS = {
+    3: (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),  # MPEG-1
+    2: (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),  # MPEG-2 / 2.5
+}
+_HZ = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
+
+
+def mp3_seconds(path: Path) -> float:
+    """Duration that the Layer III frame headers of an MP3 add up to (~2 ms for 30 s).
+
+    libsndfile guesses a VBR file's length from its first frame when there is no Xing
+    header and stops there; counting frames tells such an early stop from a short file.
+    """
+    data = path.read_bytes()
+    i, seconds = _id3v2_size(data[:10]), 0.0
+    while i + 4 <= len(data):
+        h1, h2 = data[i + 1], data[i + 2]
+        version, layer = (h1 >> 3) & 3, (h1 >> 1) & 3
+        rate_idx, br_idx = (h2 >> 2) & 3, h2 >> 4
+        if (
+            data[i] != 0xFF
+            or h1 & 0xE0 != 0xE0
+            or version == 1
+            or layer != 1
+            or br_idx in (0, 15)
+            or rate_idx == 3
+        ):
+            nxt = data.find(b"\xff", i + 1)  # resynchronise on the next 0xFF
+            if nxt < 0:
+                break
+            i = nxt
+            continue
+        rate = _HZ[version][rate_idx]
+        mpeg1 = version == 3
+        kbps = _KBPS[3 if mpeg1 else 2][br_idx]
+        i += (144 if mpeg1 else 72) * kbps * 1000 // rate + ((h2 >> 1) & 1)
+        seconds += (1152 if mpeg1 else 576) / rate
+    return seconds
+
+
+def _plausible(
+    d: Decoded, path: Path, audio_bytes: int, max_seconds: float | None, counted: bool
+) -> bool:
+    """Decoded duration consistent with the file: under the MP3 bit-rate ceiling, and,
+    when ``counted``, covering the duration its frame headers add up to."""
     if max_seconds is not None and d.seconds >= max_seconds - 0.05:
         return True  # we stopped it ourselves
-    return audio_bytes * 8 / 1000 / max(d.seconds, 1e-3) <= MAX_KBPS
+    if audio_bytes * 8 / 1000 / max(d.seconds, 1e-3) > MAX_KBPS:
+        return False
+    return not counted or d.seconds >= 0.95 * mp3_seconds(path) - 0.1
 
 
 def decode(path: str | os.PathLike, max_seconds: float | None = None) -> Decoded:
@@ -145,7 +192,9 @@ def decode(path: str | os.PathLike, max_seconds: float | None = None) -> Decoded
         if d.samples.size == 0:
             errors.append(f"{decoder.__name__[8:]}: 0 samples")
             continue
-        if not is_mp3 or _plausible(d, audio_bytes, max_seconds):
+        # Frame counting is only needed for libsndfile (miniaudio reads every frame).
+        counted = decoder is _decode_soundfile
+        if not is_mp3 or _plausible(d, path, audio_bytes, max_seconds, counted):
             return d
         best = d if best is None or d.samples.size > best.samples.size else best
         errors.append(f"{decoder.__name__[8:]}: stopped at {d.seconds:.1f} s")

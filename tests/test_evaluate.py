@@ -1,0 +1,208 @@
+"""`mrnet evaluate`, `mrnet predict` and `mrnet demo` on the synthetic dataset."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn import metrics
+from typer.testing import CliRunner
+
+from cli import app
+from mrnet.train import TrainConfig, train
+from pipeline import fma
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def run(cache, tmp_path_factory) -> Path:
+    """A tiny MRNet trained for 2 epochs on the synthetic cache."""
+    out = tmp_path_factory.mktemp("run") / "run"
+    train(
+        TrainConfig(
+            cache=cache,
+            out=out,
+            arch="mrnet",
+            channels=16,
+            epochs=2,
+            batch_size=8,
+            crop_seconds=2.0,
+            workers=0,
+            device="cpu",
+            progress=False,
+        )
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def report(run, cache, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("report") / "rep"
+    r = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--checkpoint",
+            str(run / "best.pt"),
+            "--cache",
+            str(cache),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert "accuracy" in r.output and "precision" in r.output
+    return out
+
+
+def test_report_agrees_with_predictions_csv(report, cache):
+    rep = json.loads((report / "report.json").read_text())
+    pred = pd.read_csv(report / "predictions.csv")
+    genres = rep["confusion"]["labels"]
+    assert genres == json.loads((cache / "manifest.json").read_text())["genres"]
+    test = pd.read_csv(cache / "tracks.csv").query("split == 'test'")
+    assert sorted(pred["track_id"]) == sorted(test["track_id"])
+    assert rep["n_tracks"] == len(pred) == len(test)
+    assert rep["accuracy"] == pytest.approx((pred["true"] == pred["predicted"]).mean())
+    assert rep["macro_f1"] == pytest.approx(
+        metrics.f1_score(
+            pred["true"], pred["predicted"], labels=genres, average="macro", zero_division=0
+        )
+    )
+    probs = pred[[f"p_{g}" for g in genres]].to_numpy()
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-4)
+    assert (np.array(genres)[probs.argmax(1)] == pred["predicted"]).all()
+    np.testing.assert_allclose(pred["confidence"], probs.max(1), atol=1e-5)
+    cm = np.array(rep["confusion"]["matrix"])
+    assert cm.sum() == len(pred)
+    expected = pd.crosstab(
+        pd.Categorical(pred["true"], genres),
+        pd.Categorical(pred["predicted"], genres),
+        dropna=False,
+    )
+    np.testing.assert_array_equal(cm, expected.to_numpy())
+    csv = pd.read_csv(report / "confusion.csv", index_col=0)
+    np.testing.assert_array_equal(csv.to_numpy(), cm)
+    per = pd.read_csv(report / "per_genre.csv", index_col=0)
+    assert list(per.index) == genres and per["support"].sum() == len(pred)
+    for g in genres:
+        assert rep["per_genre"][g]["support"] == int((pred["true"] == g).sum())
+    assert {"artist", "title"} <= set(pred.columns)  # the FMA metadata was at hand
+    assert (report / "confusion.png").stat().st_size > 5000
+
+
+def test_predict_matches_evaluate_top_genre(report, run, synth):
+    pred = pd.read_csv(report / "predictions.csv").iloc[:3]
+    files = [str(fma.audio_path(synth.audio_dir, t)) for t in pred["track_id"]]
+    r = runner.invoke(
+        app, ["predict", "--checkpoint", str(run / "best.pt"), "--json", "--device", "cpu", *files]
+    )
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(line) for line in r.output.splitlines()]
+    assert [row["top"][0][0] for row in rows] == list(pred["predicted"])
+    for row, conf in zip(rows, pred["confidence"]):
+        assert row["top"][0][1] == pytest.approx(conf, abs=1e-3)
+
+
+def test_predict_reports_unreadable_files_and_goes_on(run, synth, tmp_path):
+    bad = tmp_path / "bad.mp3"
+    bad.write_bytes(b"\x00" * 3000)
+    good = fma.audio_path(synth.audio_dir, synth.ids("small", healthy=True)[0])
+    r = runner.invoke(
+        app,
+        ["predict", "--checkpoint", str(run / "best.pt"), "--device", "cpu", str(bad), str(good)],
+    )
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    assert "cannot read" in lines[0] and str(good) in lines[1]
+    assert len(lines[1].split(",")) == 3  # top-3 genres
+
+
+def _refuse(argv: list[str], needle: str) -> None:
+    r = runner.invoke(app, argv)
+    assert r.exit_code == 2, r.output
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], r.output
+
+
+def _evaluate(ckpt, cache, out):
+    return [
+        "evaluate",
+        "--checkpoint",
+        str(ckpt),
+        "--cache",
+        str(cache),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+    ]
+
+
+def test_refuses_checkpoint_with_other_features_or_genres(run, cache, tmp_path):
+    ck = torch.load(run / "best.pt", weights_only=True)
+    ck["feature_config"] = dict(ck["feature_config"], hop_length=160)
+    torch.save(ck, tmp_path / "feat.pt")
+    _refuse(_evaluate(tmp_path / "feat.pt", cache, tmp_path / "r1"), "other features")
+    ck = torch.load(run / "best.pt", weights_only=True)
+    ck["genres"] = list(reversed(ck["genres"]))
+    torch.save(ck, tmp_path / "genres.pt")
+    _refuse(_evaluate(tmp_path / "genres.pt", cache, tmp_path / "r2"), "genre order")
+    assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()
+
+
+def test_refuses_missing_corrupt_and_truncated_checkpoints(run, cache, tmp_path):
+    _refuse(_evaluate(tmp_path / "absent.pt", cache, tmp_path / "r"), "does not exist")
+    (tmp_path / "random.pt").write_bytes(np.random.default_rng(0).bytes(4096))
+    _refuse(_evaluate(tmp_path / "random.pt", cache, tmp_path / "r"), "corrupt")
+    data = (run / "best.pt").read_bytes()
+    (tmp_path / "trunc.pt").write_bytes(data[: len(data) // 2])
+    _refuse(_evaluate(tmp_path / "trunc.pt", cache, tmp_path / "r"), "corrupt")
+    assert not (tmp_path / "r").exists()
+
+
+def test_refuses_empty_split_and_file_as_out(run, cache, tmp_path):
+    copy = tmp_path / "cache"
+    shutil.copytree(cache, copy)
+    t = pd.read_csv(copy / "tracks.csv")
+    t[t["split"] != "validation"].to_csv(copy / "tracks.csv", index=False)
+    _refuse(
+        _evaluate(run / "best.pt", copy, tmp_path / "r") + ["--split", "validation"], "no tracks"
+    )
+    (tmp_path / "file").write_text("keep")
+    _refuse(_evaluate(run / "best.pt", cache, tmp_path / "file"), "is a file")
+    assert (tmp_path / "file").read_text() == "keep"
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end(tmp_path):
+    r = runner.invoke(
+        app,
+        [
+            "demo",
+            "--out",
+            str(tmp_path / "demo"),
+            "--n-per-genre",
+            "10",
+            "--seconds",
+            "8",
+            "--epochs",
+            "3",
+            "--channels",
+            "16",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert "test accuracy" in r.output
+    rep = json.loads((tmp_path / "demo" / "report" / "report.json").read_text())
+    assert rep["n_tracks"] > 0 and 0.0 <= rep["accuracy"] <= 1.0
+    for p in ("cache/manifest.json", "run/best.pt", "run/metrics.csv", "report/confusion.png"):
+        assert (tmp_path / "demo" / p).exists(), p

@@ -1,0 +1,443 @@
+"""`mrnet train` and mrnet.data on small caches built directly with ShardWriter."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from cli import app
+from mrnet.data import (
+    CropDataset,
+    MemmapCrops,
+    ResidentCrops,
+    crop_plan,
+    split_index,
+    whole_tracks,
+)
+from mrnet.train import (
+    TIMING_COLUMNS,
+    TrainConfig,
+    load_checkpoint,
+    model_from_checkpoint,
+    train,
+    validate,
+)
+from pipeline.errors import BadInput
+from pipeline.features import FeatureConfig
+from pipeline.manifest import TRACK_COLUMNS, Manifest, open_cache
+from pipeline.shards import ShardWriter
+
+ROOT = Path(__file__).resolve().parents[1]
+SPLITS = ("training", "validation", "test")
+runner = CliRunner()
+
+
+def make_cache(
+    root: Path,
+    n_per_class: tuple[int, int, int] = (8, 2, 2),
+    n_classes: int = 3,
+    frames: tuple[int, ...] = (150,),
+    n_mels: int = 16,
+    shard_size: int = 5,
+    seed: int = 0,
+    status: str = "complete",
+    **features,
+) -> Path:
+    """A finished cache without audio: ``n_per_class`` tracks of every class per split
+    (training, validation, test); track i has ``frames[i % len(frames)]`` frames of
+    log-mel-like noise around -4, a +2 band at class-dependent mel bins and +3 pulses
+    every 3 + 2 * label frames (MRNet's InstanceNorm erases static per-band offsets)."""
+    fc = FeatureConfig(n_mels=n_mels, **features).to_dict()
+    rng = np.random.default_rng(seed)
+    band = n_mels // n_classes
+    period = 3 + 2 * np.arange(n_classes)  # frames between class-specific pulses
+    rows, shards, tid = [], [], 1
+    for split, n in zip(SPLITS, n_per_class):
+        labels = [c for c in range(n_classes) for _ in range(n)]
+        for k, s0 in enumerate(range(0, len(labels), shard_size)):
+            name = f"shards/{split}-{k:05d}.h5"
+            w = ShardWriter(root / name, fc, split)
+            total = 0
+            for row, c in enumerate(labels[s0 : s0 + shard_size]):
+                length = frames[(tid - 1) % len(frames)]
+                mel = rng.normal(-4.0, 1.0, (length, n_mels))
+                mel[:, c * band : (c + 1) * band] += 2.0
+                mel[rng.integers(period[c]) :: period[c], c * band :] += 3.0
+                w.add(tid, c, mel, length / 50)
+                rows.append((tid, split, f"g{c}", c, name, row, length))
+                tid, total = tid + 1, total + length
+            w.commit()
+            shards.append(
+                {"name": name, "split": split, "tracks": row + 1, "failed": 0, "frames": total}
+            )
+    root.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows, columns=TRACK_COLUMNS).to_csv(root / "tracks.csv", index=False)
+    Manifest(
+        feature_config=fc,
+        subset="small",
+        genres=[f"g{c}" for c in range(n_classes)],
+        plan={},
+        source={},
+        status=status,
+        shards=shards,
+    ).write(root)
+    return root
+
+
+def h5_track(cache, split: str, i: int) -> np.ndarray:
+    """Reference read through h5py: float32 [frames, n_mels] of the i-th track of a split."""
+    r = cache.split(split).iloc[i]
+    with h5py.File(cache.root / r["shard"], "r") as f:
+        a, b = f["offsets"][r["row"]], f["offsets"][r["row"] + 1]
+        return f["mel"][a:b].astype(np.float32)
+
+
+def reference_crop(track: np.ndarray, start: int, frames: int) -> np.ndarray:
+    """[n_mels, frames]: the crop by plain indexing, wrapping past the end."""
+    return track[(start + np.arange(frames)) % len(track)].T
+
+
+def tiny(cache: Path, out: Path, **kw) -> TrainConfig:
+    base = dict(
+        arch="mrnet", channels=16, epochs=1, batch_size=6, lr=3e-3, crop_seconds=2.0,
+        workers=0, device="cpu", progress=False,
+    )  # fmt: skip
+    return TrainConfig(cache=cache, out=out, **{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> Path:
+    # lengths 150 (3 s at 50 frames/s) and 40 (< a 2-s crop: wrap-padded)
+    return make_cache(tmp_path_factory.mktemp("cache") / "c", frames=(150, 40, 150))
+
+
+@pytest.fixture(scope="module")
+def trained(cache_dir, tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("run") / "run"
+    summary = train(tiny(cache_dir, out, epochs=2))
+    return out, summary
+
+
+# ---------------------------------------------------------------- data
+
+
+def test_crops_shape_dtype_and_wrap_pad(cache_dir):
+    cache = open_cache(cache_dir)
+    index = split_index(cache, "training")
+    assert list(index.length[:3]) == [150, 40, 150]
+    x, y = CropDataset(index, 100)[np.array([[0, 17], [1, 0], [2, 50]])]
+    assert x.shape == (3, 16, 100) and x.dtype == torch.float32 and x.is_contiguous()
+    assert y.dtype == torch.int64 and y.tolist() == list(index.label[:3])
+    short = h5_track(cache, "training", 1)  # 40 frames
+    np.testing.assert_array_equal(x[1, :, :40].numpy(), short.T)
+    np.testing.assert_array_equal(x[1, :, 40:80].numpy(), short.T)
+    np.testing.assert_array_equal(x[1, :, 80:].numpy(), short[:20].T)
+    np.testing.assert_array_equal(x[0].numpy(), h5_track(cache, "training", 0)[17:117].T)
+    np.testing.assert_array_equal(x[2].numpy(), h5_track(cache, "training", 2)[50:150].T)
+
+
+def test_crop_plan_is_reproducible_and_in_range():
+    lengths = np.array([150, 40, 300, 100] * 5)
+    a = crop_plan(lengths, 100, 4, seed=1, epoch=3)
+    b = crop_plan(lengths, 100, 4, seed=1, epoch=3)
+    c = crop_plan(lengths, 100, 4, seed=1, epoch=4)
+    assert len(a) == 5 and all(len(t) == 4 for t, _ in a)
+    assert all(
+        np.array_equal(t1, t2) and np.array_equal(s1, s2) for (t1, s1), (t2, s2) in zip(a, b)
+    )
+    assert not all(np.array_equal(t1, t2) for (t1, _), (t2, _) in zip(a, c))
+    tracks = np.concatenate([t for t, _ in a])
+    starts = np.concatenate([s for _, s in a])
+    assert sorted(tracks) == list(range(20))  # a permutation: every track once
+    assert (starts <= np.maximum(lengths[tracks] - 100, 0)).all() and (starts >= 0).all()
+    # two ranks: disjoint halves of the same permutation
+    r0 = np.concatenate([t for t, _ in crop_plan(lengths, 100, 2, 1, 3, rank=0, world=2)])
+    r1 = np.concatenate([t for t, _ in crop_plan(lengths, 100, 2, 1, 3, rank=1, world=2)])
+    assert sorted(np.concatenate([r0, r1])) == list(range(20))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_loader_equals_h5py_reads(cache_dir, workers):
+    cache = open_cache(cache_dir)
+    index = split_index(cache, "training")
+    frames, batch = 100, 5
+    loader = MemmapCrops(index, frames, batch, seed=7, workers=workers)
+    resident = ResidentCrops(index, frames, batch, seed=7, device=torch.device("cpu"))
+    plan = crop_plan(index.length, frames, batch, seed=7, epoch=2)
+    got = list(loader.batches(2))
+    assert len(got) == len(loader) == len(plan) == len(resident) == 24 // 5
+    for (x, y), (xr, yr), (tracks, starts) in zip(got, resident.batches(2), plan):
+        ref = np.stack(
+            [
+                reference_crop(h5_track(cache, "training", t), s, frames)
+                for t, s in zip(tracks, starts)
+            ]
+        )
+        np.testing.assert_array_equal(x.numpy(), ref)
+        np.testing.assert_array_equal(xr.numpy(), ref)
+        assert y.tolist() == yr.tolist() == list(index.label[tracks])
+
+
+def test_whole_tracks_cover_validation_split(cache_dir):
+    cache = open_cache(cache_dir)
+    index = split_index(cache, "validation")
+    seen = 0
+    for x, y in whole_tracks(index, max_frames=300):
+        assert x.dtype == torch.float32 and x.shape[0] * x.shape[2] <= max(300, x.shape[2])
+        seen += len(y)
+    assert seen == len(index) == 6
+    x, _ = next(whole_tracks(index, max_frames=1))  # shortest tracks first, one per batch
+    i = int(np.flatnonzero(index.length == x.shape[2])[0])
+    np.testing.assert_array_equal(x[0].numpy(), h5_track(cache, "validation", i).T)
+
+
+# ---------------------------------------------------------------- training
+
+
+@pytest.mark.parametrize("arch", ["mrnet", "cnn"])
+def test_one_epoch_reduces_loss(tmp_path, arch):
+    """The epoch's mean training loss falls below the untrained model's validation loss
+    (ln 3); for the cnn the validation loss falls too. (After 12 steps MRNet's eval-mode
+    BatchNorm statistics are still too young for its validation loss to show it.)"""
+    from mrnet.model import build_model
+
+    cache_dir = make_cache(tmp_path / "c", n_per_class=(32, 4, 1), frames=(150,))
+    cfg = tiny(cache_dir, tmp_path / "run", arch=arch, batch_size=8, lr=3e-3, noise_prob=0.0)
+    val = split_index(open_cache(cache_dir), "validation")
+    cpu, ones = torch.device("cpu"), torch.ones(3)
+    torch.manual_seed(cfg.seed)
+    before, _ = validate(build_model(arch, 16, 3, 16), val, ones, cpu, 600)
+    assert abs(before - np.log(3)) < 0.05
+    s = train(cfg)
+    assert s["last"]["train_loss"] < 0.9 * before, (before, s["last"])
+    if arch == "cnn":
+        model = model_from_checkpoint(load_checkpoint(cfg.out / "last.pt"))
+        after, acc = validate(model, val, ones, cpu, 600)
+        assert after < 0.5 * before and acc > 0.9, (before, after, acc)
+
+
+def test_checkpoint_plain_and_loadable(trained, cache_dir):
+    out, summary = trained
+    assert summary["epochs"] == 2 and 0.0 <= summary["best_val_acc"] <= 1.0
+    for name in ("last.pt", "best.pt"):
+        ckpt = torch.load(out / name, map_location="cpu", weights_only=True)
+        assert {
+            "model",
+            "optimizer",
+            "scheduler",
+            "epoch",
+            "best",
+            "rng",
+            "feature_config",
+            "genres",
+            "config",
+            "arch",
+            "n_mels",
+            "n_classes",
+            "channels",
+        } <= set(ckpt)
+        assert not any(k.startswith(("_orig_mod.", "module.")) for k in ckpt["model"])
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["epoch"] == 2 and ckpt["genres"] == ["g0", "g1", "g2"]
+    assert ckpt["feature_config"] == open_cache(cache_dir).feature_config
+    assert ckpt["config"]["cache"] == str(cache_dir) and ckpt["config"]["batch_size"] == 6
+    model = model_from_checkpoint(ckpt)
+    with torch.no_grad():
+        assert model(torch.randn(2, 16, 77)).shape == (2, 3)
+    m = pd.read_csv(out / "metrics.csv")
+    assert list(m["epoch"]) == [1, 2] and set(TIMING_COLUMNS) <= set(m.columns)
+    assert {"train_loss", "train_acc", "val_loss", "val_acc", "lr"} <= set(m.columns)
+    assert (m["val_tracks"] == 6).all() and (m["train_samples"] == 24).all()
+
+
+def test_compile_wrapped_model_saves_plain_keys(tmp_path, cache_dir, monkeypatch):
+    """A stand-in for torch.compile's wrapper: the checkpoint must hold unprefixed keys."""
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self._orig_mod = m
+
+        def forward(self, x):
+            return self._orig_mod(x)
+
+    monkeypatch.setattr(torch, "compile", Wrapped)
+    train(tiny(cache_dir, tmp_path / "run", compile=True))
+    keys = load_checkpoint(tmp_path / "run" / "last.pt")["model"]
+    assert keys and not any(k.startswith("_orig_mod.") for k in keys)
+
+
+def test_bad_checkpoints(tmp_path, trained):
+    with pytest.raises(BadInput, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.pt")
+    data = (trained[0] / "last.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    for name in ("cut.pt", "junk.pt"):
+        with pytest.raises(BadInput, match="corrupt or truncated") as e:
+            load_checkpoint(tmp_path / name)
+        assert "\n" not in str(e.value)
+
+
+def run_cli(*args: str, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "cli.py"), "train", *args],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def test_kill_and_resume_is_exact(tmp_path, cache_dir):
+    """SIGKILL during epoch 2, --resume: same weights and metrics as an unbroken run."""
+    common = ["--cache", str(cache_dir), "--arch", "mrnet", "--channels", "16", "--epochs", "3",
+              "--batch-size", "4", "--crop-seconds", "2", "--workers", "1", "--device", "cpu",
+              "--seed", "5", "--specaugment", "--no-progress"]  # fmt: skip
+    full, broken = tmp_path / "full", tmp_path / "broken"
+    procs = [run_cli(*common, "--out", str(full))]
+    try:
+        # 0.15 s per step, 6 steps: epoch 2 lasts over a second after metrics.csv appears
+        p = run_cli(*common, "--out", str(broken), env={"MRNET_TRAIN_STEP_DELAY": "0.15"})
+        procs.append(p)
+        deadline = time.time() + 300
+        while not (broken / "metrics.csv").exists():
+            assert p.poll() is None and time.time() < deadline, p.stderr.read().decode()
+            time.sleep(0.02)
+        time.sleep(0.3)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        assert load_checkpoint(broken / "last.pt")["epoch"] == 1
+        assert len(pd.read_csv(broken / "metrics.csv")) == 1
+        procs.append(run_cli(*common, "--out", str(broken), "--resume"))
+        for q in (procs[2], procs[0]):
+            assert q.wait(timeout=300) == 0, q.stderr.read().decode()
+    finally:
+        for q in procs:
+            if q.poll() is None:
+                q.kill()
+                q.wait()
+    a, b = load_checkpoint(full / "last.pt"), load_checkpoint(broken / "last.pt")
+    assert a["epoch"] == b["epoch"] == 3 and a["best"] == b["best"]
+    for k, v in a["model"].items():
+        assert torch.allclose(v.float(), b["model"][k].float(), atol=1e-6), k
+    ma = pd.read_csv(full / "metrics.csv").drop(columns=list(TIMING_COLUMNS))
+    mb = pd.read_csv(broken / "metrics.csv").drop(columns=list(TIMING_COLUMNS))
+    pd.testing.assert_frame_equal(ma, mb)
+
+
+# ---------------------------------------------------------------- bad input via the CLI
+
+
+def cli_train(cache: Path, out: Path, *extra: str):
+    return runner.invoke(
+        app,
+        ["train", "--cache", str(cache), "--out", str(out), "--device", "cpu", "--workers", "0",
+         "--arch", "mrnet", "--channels", "8", "--epochs", "1", "--batch-size", "4",
+         "--crop-seconds", "1", "--no-progress", *extra],
+    )  # fmt: skip
+
+
+def assert_one_line_error(r, *words: str) -> None:
+    assert r.exit_code == 2, r.output
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.output
+    assert "Traceback" not in r.output
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+
+
+def broken_cache(tmp_path: Path, case: str) -> Path:
+    root = make_cache(tmp_path / case, n_per_class=(3, 1, 1))
+    first = root / "shards" / "training-00000.h5"
+    if case == "no_manifest":
+        (root / "manifest.json").unlink()
+    elif case == "unfinished":
+        make_cache(root, n_per_class=(3, 1, 1), status="in_progress")
+    elif case == "shard_missing":
+        first.unlink()
+    elif case == "shard_truncated":
+        data = first.read_bytes()
+        first.write_bytes(data[: len(data) - 4000])
+    elif case == "no_training":
+        import shutil
+
+        shutil.rmtree(root)
+        make_cache(root, n_per_class=(0, 2, 2))
+    return root
+
+
+@pytest.mark.parametrize(
+    "case,words",
+    [
+        ("absent", ["does not exist", "mrnet preprocess"]),
+        ("no_manifest", ["manifest.json"]),
+        ("unfinished", ["unfinished"]),
+        ("shard_missing", ["missing"]),
+        ("shard_truncated", ["truncated"]),
+        ("no_training", ["no training tracks"]),
+    ],
+)
+def test_bad_cache(tmp_path, case, words):
+    cache = tmp_path / "absent" if case == "absent" else broken_cache(tmp_path, case)
+    assert_one_line_error(cli_train(cache, tmp_path / "run"), *words)
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_resume_without_last(tmp_path, cache_dir):
+    assert_one_line_error(cli_train(cache_dir, tmp_path / "run", "--resume"), "--resume", "last.pt")
+
+
+def test_resume_with_other_features(tmp_path, trained):
+    other = make_cache(tmp_path / "hop", n_per_class=(8, 2, 2), hop_length=160)
+    r = cli_train(other, trained[0], "--resume", "--epochs", "3")
+    assert_one_line_error(r, "other features", "hop_length")
+    assert load_checkpoint(trained[0] / "last.pt")["epoch"] == 2
+
+
+def test_resume_truncated_checkpoint(tmp_path, cache_dir, trained):
+    run = tmp_path / "run"
+    run.mkdir()
+    data = (trained[0] / "last.pt").read_bytes()
+    (run / "last.pt").write_bytes(data[:1000])
+    assert_one_line_error(cli_train(cache_dir, run, "--resume"), "corrupt or truncated")
+
+
+def test_new_run_over_existing_run(cache_dir, trained):
+    assert_one_line_error(cli_train(cache_dir, trained[0]), "--resume")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_cuda_without_gpu(tmp_path, cache_dir):
+    assert_one_line_error(cli_train(cache_dir, tmp_path / "run", "--device", "cuda"), "cuda")
+
+
+def test_batch_larger_than_training_set(tmp_path, cache_dir):
+    r = cli_train(cache_dir, tmp_path / "run", "--batch-size", "25")
+    assert_one_line_error(r, "--batch-size 25", "24 training tracks")
+
+
+def test_out_is_a_file(tmp_path, cache_dir):
+    (tmp_path / "f").write_text("x")
+    assert_one_line_error(cli_train(cache_dir, tmp_path / "f"), "is a file")
+
+
+def test_resume_continues_with_more_epochs(tmp_path, cache_dir, trained):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "last.pt").write_bytes((trained[0] / "last.pt").read_bytes())
+    s = train(dataclasses.replace(tiny(cache_dir, run, epochs=3), resume=True))
+    assert s["epochs"] == 3
+    assert list(pd.read_csv(run / "metrics.csv")["epoch"]) == [1, 2, 3]

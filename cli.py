@@ -121,12 +121,17 @@ def train(
         False, "--specaugment", help="Add SpecAugment frequency and time masks."
     ),
     compile_model: bool = typer.Option(False, "--compile", help="torch.compile the model."),
+    sync_bn: bool = typer.Option(
+        False, "--sync-bn", help="Under torchrun: BatchNorm statistics over all GPUs (NCCL)."
+    ),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Log to RUN/tb/."),
     seed: int = typer.Option(0, help="Seed of initialisation, crops and augmentation."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from last.pt."),
     progress: bool = typer.Option(True, help="Show a progress bar per epoch."),
 ) -> None:
-    """Train MRNet (or the cnn baseline) on a cache; validate on FMA's validation split."""
+    """Train MRNet (or the cnn baseline) on a cache; validate on FMA's validation split.
+
+    Data parallel: torchrun --nproc-per-node N --no-python mrnet train ... (rank 0 writes)."""
     from mrnet.train import TrainConfig
     from mrnet.train import train as run_train
 
@@ -145,6 +150,7 @@ def train(
         compile=compile_model,
         data_on_gpu=data_on_gpu,
         specaugment=specaugment,
+        sync_bn=sync_bn,
         tensorboard=tensorboard,
         resume=resume,
         progress=progress,
@@ -260,7 +266,7 @@ def demo(
     out: Path = typer.Option(Path("demo"), help="Folder for the dataset, cache, run, report."),
     n_per_genre: int = typer.Option(40, help="Synthetic tracks per genre (8 genres)."),
     seconds: float = typer.Option(30.0, help="Length of each synthetic clip."),
-    epochs: int = typer.Option(8, help="Training epochs."),
+    epochs: int = typer.Option(20, help="Training epochs."),
     channels: int = typer.Option(64, help="MRNet width C (the paper's is 512)."),
     jobs: int | None = typer.Option(None, help="Processes for generation and preprocessing."),
 ) -> None:

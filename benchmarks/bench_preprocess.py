@@ -67,27 +67,21 @@ def timed_preprocess(ds, jobs: int, shard_size: int) -> float:
     """Seconds of a full `run_preprocess`, after a warm-up run that starts the worker pool
     (as (a) and (b) get a warm pool: startup is noise next to a real FMA run)."""
     with tempfile.TemporaryDirectory() as out:
-        warm = PreprocessOptions(
-            audio_dir=ds.audio_dir,
-            metadata_dir=ds.metadata_dir,
-            out=Path(out) / "warm",
-            subset="small",
-            jobs=jobs,
-            shard_size=shard_size,
-            progress=False,
-        )
-        run_preprocess(warm)
-        opts = PreprocessOptions(
-            audio_dir=ds.audio_dir,
-            metadata_dir=ds.metadata_dir,
-            out=Path(out) / "c",
-            subset="small",
-            jobs=jobs,
-            shard_size=shard_size,
-            progress=False,
-        )
+
+        def opts(name: str) -> PreprocessOptions:
+            return PreprocessOptions(
+                audio_dir=ds.audio_dir,
+                metadata_dir=ds.metadata_dir,
+                out=Path(out) / name,
+                subset="small",
+                jobs=jobs,
+                shard_size=shard_size,
+                progress=False,
+            )
+
+        run_preprocess(opts("warm"))
         t = time.perf_counter()
-        run_preprocess(opts)
+        run_preprocess(opts("c"))
         return time.perf_counter() - t
 
 
@@ -112,9 +106,10 @@ def stage_profile(path: str, n: int = 5) -> dict[str, float]:
         return r
 
     for _ in range(n):
-        d = clock("decode", decode, path)
-        m = clock("channel mix", to_mono, d)
-        x = clock("resample", resample, m, d.sample_rate, cfg.sample_rate)
+        clock("[decode, native channels]", decode, path)
+        clock("[numpy channel mix]", to_mono, decode(path))
+        d = clock("decode to mono", decode, path, None, True)
+        x = clock("resample", resample, d.samples, d.sample_rate, cfg.sample_rate)
         mel = clock("stft+mel+log", log_mel, x, cfg)
         with tempfile.TemporaryDirectory() as tmp:
             clock("write", _write_h5, Path(tmp) / "s.h5", mel)
@@ -212,16 +207,18 @@ def main() -> None:
         f"{worker_peak_mb(ds, a.shard_size):.0f} MB (target < 500); "
         f"with 128-track shards: {worker_peak_mb(ds, 128):.0f} MB"
     )
-    prof = stage_profile(paths[0])
-    total = sum(prof.values())
-    print(
-        "per-stage, one 30-s track, one core: "
-        + ", ".join(f"{k} {v:.1f} ms" for k, v in prof.items())
-        + f"; total {total:.1f} ms"
-    )
-    print(
-        f"(maxrss of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MB)"
-    )
+    for name, prof in (
+        ("(c) mrnet", stage_profile(paths[0])),
+        ("(b) reference", reference_profile(paths[0])),
+    ):
+        stages = ", ".join(f"{k} {v:.1f} ms" for k, v in prof.items())
+        print(
+            f"{name} per stage, one 30-s track, one core: {stages}; "
+            f"total {sum(v for k, v in prof.items() if not k.startswith('[')):.1f} ms "
+            "([bracketed] stages are shown for reference, not counted)"
+        )
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    print(f"(maxrss of this process: {rss} MB)")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Training and validation batches from a cache's memmapped shards.
 
     SplitIndex     where every track of one split lies (shard, first frame, length, label)
-    crop_plan      the epoch's (track, start frame) pairs, a pure function of (seed, epoch, rank)
+    crop_plan      a rank's share of the epoch's (track, start frame) pairs: a pure function
+                   of (seed, epoch, rank, world); the ranks' shares are disjoint
     MemmapCrops    crops read from the shards through numpy.memmap (DataLoader, batch-level)
     ResidentCrops  `--data-on-gpu`: all training frames in one device tensor, crops by gather
     whole_tracks   validation batches of whole tracks of equal length
@@ -16,6 +17,7 @@ their index; frames are only ever read through memmaps opened lazily per process
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections import defaultdict
 from collections.abc import Iterator
@@ -46,6 +48,22 @@ class SplitIndex:
 
     def __len__(self) -> int:
         return len(self.track_id)
+
+    def subset(self, rows: np.ndarray) -> SplitIndex:
+        """The tracks ``rows`` (int64 [k], positions in this index), same shards."""
+        return dataclasses.replace(
+            self,
+            shard=self.shard[rows],
+            start=self.start[rows],
+            length=self.length[rows],
+            label=self.label[rows],
+            track_id=self.track_id[rows],
+        )
+
+    def share(self, rank: int, world: int) -> SplitIndex:
+        """Rank ``rank``'s disjoint share of ``world`` (tracks rank, rank + world, ...);
+        the shares of ranks 0 .. world-1 together hold every track once."""
+        return self.subset(np.arange(rank, len(self), world, dtype=np.int64))
 
 
 def split_index(cache: Cache, split: str) -> SplitIndex:
@@ -135,11 +153,13 @@ def crop_plan(
     rank: int = 0,
     world: int = 1,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """An epoch's batches of (track indices int64 [B], start frames int64 [B]).
+    """An epoch's batches of (track indices int64 [B], start frames int64 [B]) for one rank.
 
-    The permutation depends on (seed, epoch) only, so all ranks agree and take disjoint
-    strided slices of it; crop starts depend on (seed, epoch, rank). Incomplete
-    batches are dropped.
+    The permutation depends on (seed, epoch) only, so all ranks agree on it and take
+    disjoint strided slices of its first ``len // world * world`` tracks; crop starts
+    depend on (seed, epoch, rank). Every rank gets the same number of batches,
+    ``len(lengths) // world // batch_size`` (DDP needs equal step counts); incomplete
+    batches are dropped, so an epoch skips fewer than ``world * batch_size`` tracks.
     """
     order = np.random.default_rng([seed, epoch]).permutation(len(lengths))
     per_rank = len(order) // world

@@ -18,7 +18,7 @@ class DemoOptions:
     out: Path = Path("demo")
     n_per_genre: int = 40
     seconds: float = 30.0
-    epochs: int = 8
+    epochs: int = 20
     channels: int = 64
     batch_size: int = 32
     crop_seconds: float = 6.0

@@ -13,10 +13,18 @@ Reproducibility: every epoch reseeds torch / numpy / random from (seed, epoch, r
 and draws its crops from the same triple, so an epoch's randomness does not depend on
 how the run got there; `--resume` restores model, optimizer, scheduler, history and
 RNG states from RUN/last.pt and continues with the next epoch. On CPU a resumed run
-ends with the weights and metrics of an uninterrupted one.
+ends with the weights and metrics of an uninterrupted one (with the same process count).
 
-Under torchrun (WORLD_SIZE > 1) each process trains on its slice of every epoch's
-permutation with DistributedDataParallel; rank 0 validates and writes RUN/.
+Under torchrun (RANK and WORLD_SIZE set; `torchrun --nproc-per-node N --no-python mrnet
+train ...`, multi-node with torchrun's --nnodes/--rdzv-* flags) every process joins one
+process group (NCCL on GPUs, gloo on the CPU) and trains a DistributedDataParallel
+replica on its disjoint share of each epoch's crops (`--batch-size` is per process);
+BatchNorm statistics stay per process unless `--sync-bn`. All processes validate a
+disjoint share of the validation tracks and all-reduce the sums, after taking rank 0's
+BatchNorm buffers, so the figures are those of the saved model. Only rank 0 writes RUN/
+(metrics.csv, last.pt, best.pt, tb/) and prints; the others print errors only. Bad input
+stops every process with the same kind of one-line error (exit code 2). The cache, and
+RUN/ for `--resume` (every process loads RUN/last.pt), must be readable on every node.
 """
 
 from __future__ import annotations
@@ -28,6 +36,8 @@ import math
 import os
 import random
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,6 +118,7 @@ class TrainConfig:
     noise_mean: tuple[float, float] = (-0.03, 0.03)  # noise mean ~ U(range), log-mel units
     noise_std: tuple[float, float] = (0.05, 0.1)  # noise std ~ U(range)
     grad_clip: float = 5.0  # max global gradient norm; 0 = off
+    sync_bn: bool = False  # SyncBatchNorm across torchrun processes (CUDA/NCCL only)
     tensorboard: bool = False
     resume: bool = False
     progress: bool = True
@@ -212,11 +223,12 @@ def epoch_seed(seed: int, epoch: int, rank: int) -> int:
 
 @dataclass(frozen=True)
 class Dist:
-    """This process's place under torchrun (rank 0 of 1 without it)."""
+    """This process's place in a torchrun job; rank 0 of 1, not ``enabled``, without one."""
 
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    enabled: bool = False  # in a process group (even of one process: DDP all the same)
 
     @property
     def main(self) -> bool:
@@ -224,12 +236,52 @@ class Dist:
 
 
 def init_distributed(device: str) -> Dist:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
+    """Join torchrun's process group when RANK and WORLD_SIZE are set: NCCL when the run
+    uses GPUs (this process takes GPU LOCAL_RANK), gloo on the CPU."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         return Dist()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     use_nccl = device != "cpu" and torch.cuda.is_available()
+    if use_nccl:
+        if local_rank >= torch.cuda.device_count():
+            raise BadInput(
+                f"torchrun process {local_rank} of this node has no GPU ("
+                f"{torch.cuda.device_count()} visible); pass --nproc-per-node "
+                f"{torch.cuda.device_count()} or less"
+            )
+        torch.cuda.set_device(local_rank)  # NCCL collectives use the current device
     dist.init_process_group("nccl" if use_nccl else "gloo")
-    return Dist(dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0")))
+    return Dist(dist.get_rank(), dist.get_world_size(), local_rank, enabled=True)
+
+
+@contextmanager
+def same_outcome(ddp: Dist) -> Iterator[None]:
+    """Checks that every process runs: BadInput in any process is raised in all of them
+    (the others name the first failing rank), so none waits in a collective for one
+    that stopped. Every process must enter and leave the block (no return inside)."""
+    error: BadInput | None = None
+    try:
+        yield
+    except BadInput as e:
+        error = e
+    if ddp.enabled:
+        on = torch.device("cuda") if dist.get_backend() == "nccl" else torch.device("cpu")
+        first = torch.tensor([ddp.rank if error else ddp.world], device=on)
+        dist.all_reduce(first, op=dist.ReduceOp.MIN)
+        if error is None and int(first) < ddp.world:
+            error = BadInput(
+                f"torchrun process {int(first)} stopped on bad input (see its error); "
+                "fix that and rerun"
+            )
+    if error is not None:
+        raise error
+
+
+def broadcast_buffers(model: nn.Module) -> None:
+    """Give every process rank 0's buffers (BatchNorm running statistics): DDP keeps the
+    parameters equal, but each process's last forward updated its own statistics."""
+    for b in model.buffers():
+        dist.broadcast(b, src=0)
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -258,8 +310,9 @@ def check_features(ckpt: dict, cache: Cache, what: Path) -> None:
         )
 
 
-def resumed_config(cfg: TrainConfig, stored: dict) -> TrainConfig:
-    """The command's config with the run's RESUME_KEEPS settings; notes what it overrides."""
+def resumed_config(cfg: TrainConfig, stored: dict, say: bool = True) -> TrainConfig:
+    """The command's config with the run's RESUME_KEEPS settings; notes (if ``say``) what
+    it overrides."""
     current = cfg.to_dict()
     default = TrainConfig(cache=cfg.cache, out=cfg.out).to_dict()
     kept = {k: stored[k] for k in RESUME_KEEPS if k in stored}
@@ -268,7 +321,7 @@ def resumed_config(cfg: TrainConfig, stored: dict) -> TrainConfig:
         for k, v in kept.items()
         if current[k] != v and current[k] != default[k]
     ]
-    if changed:
+    if changed and say:
         tqdm.write("note: --resume keeps the run's settings: " + ", ".join(changed))
     return dataclasses.replace(
         cfg, **{k: tuple(v) if isinstance(v, list) else v for k, v in kept.items()}
@@ -287,6 +340,11 @@ def check_config(cfg: TrainConfig, n_train: int, world: int, cache: Path) -> Non
         raise BadInput("--workers must be 0 or more")
     if cfg.batch_size < 2:
         raise BadInput("--batch-size must be at least 2 (the models use BatchNorm)")
+    if cfg.sync_bn and not (cfg.device != "cpu" and torch.cuda.is_available()):
+        raise BadInput(
+            "--sync-bn needs CUDA GPUs (SyncBatchNorm syncs over NCCL, not on the CPU); "
+            "drop --sync-bn or train on GPUs"
+        )
     if cfg.batch_size * world > n_train:
         raise BadInput(
             f"--batch-size {cfg.batch_size} (x {world} processes) is larger than the {n_train} "
@@ -360,8 +418,8 @@ def train_epoch(
     correct = torch.zeros((), dtype=torch.float64, device=device)
     seen = 0
     delay = float(os.environ.get(STEP_DELAY_ENV, "0") or 0)
-    bar = tqdm(
-        total=len(source) * cfg.batch_size,
+    bar = tqdm(  # on rank 0, counting the samples of all processes
+        total=len(source) * cfg.batch_size * ddp.world,
         desc=f"epoch {epoch}/{cfg.epochs}",
         unit="sample",
         leave=False,
@@ -381,14 +439,14 @@ def train_epoch(
         loss_sum += loss.detach() * len(y)
         correct += (logits.argmax(1) == y).sum()
         seen += len(y)
-        bar.update(len(y))
+        bar.update(len(y) * ddp.world)
         if step % 10 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
         if delay:
             time.sleep(delay)
     bar.close()
     totals = torch.stack([loss_sum, correct, torch.tensor(float(seen), device=device).double()])
-    if ddp.world > 1:
+    if ddp.enabled:
         dist.all_reduce(totals)
     loss_sum, correct, seen = totals.tolist()
     return loss_sum / seen, correct / seen, int(seen)
@@ -396,21 +454,36 @@ def train_epoch(
 
 @torch.no_grad()
 def validate(
-    model: nn.Module, index: SplitIndex, weight: torch.Tensor, device: torch.device, max_frames: int
+    model: nn.Module,
+    index: SplitIndex,
+    weight: torch.Tensor,
+    device: torch.device,
+    max_frames: int,
+    ddp: Dist = Dist(),
 ) -> tuple[float, float]:
-    """(class-weighted mean cross entropy, accuracy) over whole tracks; NaNs when empty."""
+    """(class-weighted mean cross entropy, accuracy) over the whole tracks of ``index``;
+    NaNs when it is empty. Under torchrun each process scores its share
+    (``index.share(rank, world)``) and the float64 sums [sum of w_y * loss, sum of w_y,
+    correct, tracks] are all-reduced: every process returns the whole split's figures,
+    those of one process scoring it alone up to float rounding. ``model`` is the plain
+    module (not DDP), the same on every process."""
     if len(index) == 0:
         return math.nan, math.nan
     model.eval()
-    loss_sum = weight_sum = correct = 0.0
-    for x, y in whole_tracks(index, max_frames):
+    sums = torch.zeros(4, dtype=torch.float64, device=device)
+    for x, y in whole_tracks(index.share(ddp.rank, ddp.world), max_frames):
         x, y = x.to(device), y.to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits = model(x).float()
-        loss_sum += F.cross_entropy(logits, y, weight=weight, reduction="sum").item()
-        weight_sum += weight[y].sum().item()
-        correct += (logits.argmax(1) == y).sum().item()
-    return (loss_sum / weight_sum if weight_sum else math.nan), correct / len(index)
+        sums[0] += F.cross_entropy(logits, y, weight=weight, reduction="sum").double()
+        sums[1] += weight[y].double().sum()
+        sums[2] += (logits.argmax(1) == y).sum()
+        sums[3] += len(y)
+    if ddp.enabled:
+        dist.all_reduce(sums)
+    loss_sum, weight_sum, correct, count = sums.tolist()
+    assert count == len(index), (count, len(index))  # the shares cover the split once
+    return (loss_sum / weight_sum if weight_sum else math.nan), correct / count
 
 
 def write_metrics(path: Path, history: list[dict]) -> None:
@@ -440,49 +513,58 @@ def train(cfg: TrainConfig) -> dict:
     try:
         return _train(cfg, ddp)
     finally:
-        if ddp.world > 1:
+        if ddp.enabled:
             dist.destroy_process_group()
 
 
 def _train(cfg: TrainConfig, ddp: Dist) -> dict:
     from mrnet.model import build_model
 
-    device = resolve_device(cfg.device, ddp.local_rank)
     out = cfg.out
-    if out.exists() and not out.is_dir():
-        raise BadInput(f"--out {out} is a file; pass a directory for the run")
-    cache = open_cache(cfg.cache)
     ckpt = None
-    if cfg.resume:
-        if not (out / "last.pt").is_file():
+    with same_outcome(ddp):
+        device = resolve_device(cfg.device, ddp.local_rank)
+        if out.exists() and not out.is_dir():
+            raise BadInput(f"--out {out} is a file; pass a directory for the run")
+        cache = open_cache(cfg.cache)
+        if cfg.resume:
+            if not (out / "last.pt").is_file():
+                raise BadInput(
+                    f"--resume but {out / 'last.pt'} does not exist; drop --resume to start "
+                    "a new run"
+                )
+            ckpt = load_checkpoint(out / "last.pt")
+            check_features(ckpt, cache, out / "last.pt")
+            cfg = resumed_config(cfg, ckpt["config"], say=ddp.main)
+        elif (out / "last.pt").exists():
             raise BadInput(
-                f"--resume but {out / 'last.pt'} does not exist; drop --resume to start a new run"
+                f"{out} already holds a run (last.pt); pass --resume to continue it "
+                "or choose another --out"
             )
-        ckpt = load_checkpoint(out / "last.pt")
-        check_features(ckpt, cache, out / "last.pt")
-        cfg = resumed_config(cfg, ckpt["config"])
-    elif (out / "last.pt").exists():
-        raise BadInput(
-            f"{out} already holds a run (last.pt); pass --resume to continue it "
-            "or choose another --out"
-        )
+        train_idx = split_index(cache, "training")
+        if len(train_idx) == 0:
+            raise BadInput(
+                f"cache {cache.root} has no training tracks; preprocess a subset with a "
+                "`training` split"
+            )
+        val_idx = split_index(cache, "validation")
+        check_config(cfg, len(train_idx), ddp.world, cache.root)
     if ckpt is None and cfg.t0 <= 0:
         cfg = dataclasses.replace(cfg, t0=cfg.epochs)
-    train_idx = split_index(cache, "training")
-    if len(train_idx) == 0:
-        raise BadInput(
-            f"cache {cache.root} has no training tracks; preprocess a subset with a "
-            "`training` split"
-        )
-    val_idx = split_index(cache, "validation")
-    check_config(cfg, len(train_idx), ddp.world, cache.root)
     frames = crop_frames(cfg.crop_seconds, cache.feature_config)
     n_mels, n_classes = train_idx.n_mels, len(cache.genres)
     if ddp.main and len(val_idx) == 0:
         tqdm.write(f"warning: cache {cache.root} has no validation tracks; best.pt = last epoch")
+    if ddp.main and ckpt is not None and ckpt.get("world", 1) != ddp.world:
+        tqdm.write(
+            f"note: {out} was trained by {ckpt.get('world', 1)} process(es), resumed by "
+            f"{ddp.world}: its epochs from now on differ from an unbroken run's"
+        )
 
     seed_all(cfg.seed)
     model = build_model(cfg.arch, n_mels, n_classes, cfg.channels).to(device)
+    if cfg.sync_bn and ddp.enabled:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # same state_dict keys
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, amsgrad=True
     )
@@ -495,9 +577,12 @@ def _train(cfg: TrainConfig, ddp: Dist) -> dict:
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         start, best, history = ckpt["epoch"], ckpt["best"], list(ckpt["history"])
+        # rank 0's states; every epoch reseeds from (seed, epoch, rank) anyway, so no
+        # process needs its own stored state to continue deterministically
         set_rng_state(ckpt["rng"])
         if start >= cfg.epochs:
-            tqdm.write(f"{out} has already trained {start} epochs; pass --epochs above {start}")
+            if ddp.main:
+                tqdm.write(f"{out} has already trained {start} epochs; pass --epochs above {start}")
             return summary(out, history, best, ddp)
 
     weight = class_weights(train_idx.label, n_classes).to(device)
@@ -517,7 +602,7 @@ def _train(cfg: TrainConfig, ddp: Dist) -> dict:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     net = torch.compile(model) if cfg.compile else model
-    if ddp.world > 1:
+    if ddp.enabled:  # broadcasts rank 0's parameters and buffers
         net = DDP(net, device_ids=[device.index] if device.type == "cuda" else None)
 
     tb = None
@@ -537,6 +622,7 @@ def _train(cfg: TrainConfig, ddp: Dist) -> dict:
         "n_mels": n_mels,
         "n_classes": n_classes,
         "channels": cfg.channels,
+        "world": ddp.world,
         "format_version": CHECKPOINT_VERSION,
     }
     for epoch in range(start + 1, cfg.epochs + 1):
@@ -548,28 +634,28 @@ def _train(cfg: TrainConfig, ddp: Dist) -> dict:
         )
         train_s = time.perf_counter() - t0
         scheduler.step()
+        if ddp.enabled:
+            pass  # broadcast_buffers(model)  # score (and save) the same model everywhere
+        val_loss, val_acc = validate(model, val_idx, weight, device, cfg.batch_size * frames, ddp)
+        row = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "train_acc": train_acc,
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "lr": lr,
+            "train_samples": seen,
+            "val_tracks": len(val_idx),
+            "seconds": round(time.perf_counter() - t0, 3),
+            "samples_per_s": round(seen / train_s, 1),
+        }
+        history.append(row)
+        improved = math.isnan(val_acc) or val_acc > best
+        best = val_acc if improved else best
         if ddp.main:
-            val_loss, val_acc = validate(
-                unwrap(net), val_idx, weight, device, cfg.batch_size * frames
-            )
-            row = {
-                "epoch": epoch,
-                "train_loss": train_loss,
-                "train_acc": train_acc,
-                "val_loss": val_loss,
-                "val_acc": val_acc,
-                "lr": lr,
-                "train_samples": seen,
-                "val_tracks": len(val_idx),
-                "seconds": round(time.perf_counter() - t0, 3),
-                "samples_per_s": round(seen / train_s, 1),
-            }
-            history.append(row)
-            improved = math.isnan(val_acc) or val_acc > best
-            best = val_acc if improved else best
             ckpt = {
                 **fixed,
-                "model": unwrap(net).state_dict(),
+                "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "epoch": epoch,
@@ -586,8 +672,8 @@ def _train(cfg: TrainConfig, ddp: Dist) -> dict:
                     tb.add_scalar(k, row[k], epoch)
                 tb.flush()
             tqdm.write(epoch_line(row, cfg.epochs))
-        if ddp.world > 1:
-            dist.barrier()
+        if ddp.enabled:
+            dist.barrier()  # last.pt of this epoch is whole before any process goes on
     if tb is not None:
         tb.close()
     return summary(out, history, best, ddp)
@@ -595,7 +681,7 @@ def _train(cfg: TrainConfig, ddp: Dist) -> dict:
 
 def summary(out: Path, history: list[dict], best: float, ddp: Dist) -> dict:
     """What `mrnet train` reports: run dir, epochs done, best val accuracy and its epoch;
-    ``main`` is False on the other processes of a torchrun job (they keep no history)."""
+    ``main`` is False on the other processes of a torchrun job (they print nothing)."""
     scored = [r for r in history if not math.isnan(r["val_acc"])]
     best_row = max(scored, key=lambda r: r["val_acc"]) if scored else (history or [None])[-1]
     return {

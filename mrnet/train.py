@@ -240,6 +240,11 @@ def init_distributed(device: str) -> Dist:
     uses GPUs (this process takes GPU LOCAL_RANK), gloo on the CPU."""
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         return Dist()
+    if not {"MASTER_ADDR", "MASTER_PORT"} <= set(os.environ):
+        raise BadInput(
+            "RANK and WORLD_SIZE are set but MASTER_ADDR/MASTER_PORT are not; launch "
+            "with `torchrun ... --no-python mrnet train ...` or unset RANK"
+        )
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     use_nccl = device != "cpu" and torch.cuda.is_available()
     if use_nccl:
@@ -635,7 +640,7 @@ def _train(cfg: TrainConfig, ddp: Dist) -> dict:
         train_s = time.perf_counter() - t0
         scheduler.step()
         if ddp.enabled:
-            pass  # broadcast_buffers(model)  # score (and save) the same model everywhere
+            broadcast_buffers(model)  # score (and save) the same model everywhere
         val_loss, val_acc = validate(model, val_idx, weight, device, cfg.batch_size * frames, ddp)
         row = {
             "epoch": epoch,

@@ -71,7 +71,7 @@ def describe_checkpoint(path: Path) -> str:
     lines = [
         f"checkpoint {path}",
         f"  model    {ck.get('arch')} channels={ck.get('channels')} n_mels={ck.get('n_mels')} "
-        f"classes={ck.get('n_classes')} ({n_params / 1e6:.2f} M tensors' elements)",
+        f"classes={ck.get('n_classes')} ({n_params / 1e6:.2f} M weights and buffers)",
         f"  epoch    {ck.get('epoch')}  best val acc {ck.get('best')}",
         f"  genres   {', '.join(ck.get('genres', []))}",
         f"  features {fc}",

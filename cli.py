@@ -231,11 +231,12 @@ def predict(
 
     from mrnet.evaluate import resolve_device
     from mrnet.predict import expand_inputs, predict_files
-    from mrnet.train import load_checkpoint
+    from mrnet.train import load_checkpoint, model_from_checkpoint
 
     if json_out and csv_out:
         fail("--json and --csv exclude each other; pass one")
     ckpt = run_guarded(load_checkpoint, checkpoint)
+    model = run_guarded(model_from_checkpoint, ckpt)
     files = run_guarded(expand_inputs, paths)
     dev = run_guarded(resolve_device, device)
     writer = csv.writer(sys.stdout) if csv_out else None
@@ -243,7 +244,7 @@ def predict(
         header = ["path"] + [f"{c}_{i}" for i in range(1, top + 1) for c in ("genre", "p")]
         writer.writerow(header + ["error"])
     failed = 0
-    for p in predict_files(ckpt, files, dev):
+    for p in predict_files(ckpt, model, files, dev):
         failed += p.error is not None
         if json_out:
             typer.echo(json.dumps({"path": str(p.path), "top": p.top(top), "error": p.error}))
@@ -255,7 +256,7 @@ def predict(
         else:
             typer.echo(f"{p.path}: " + ", ".join(f"{g} {v:.2f}" for g, v in p.top(top)))
     if failed == len(files):
-        raise typer.Exit(1)
+        fail(f"none of the {len(files)} files could be read; pass MP3/WAV/FLAC/OGG audio files")
 
 
 # ---------------------------------------------------------------- demo

@@ -36,6 +36,11 @@ def run_demo(opts: DemoOptions, echo=print) -> dict:
 
     if opts.out.exists() and not opts.out.is_dir():
         raise BadInput(f"--out {opts.out} is a file; pass a directory for the demo")
+    if opts.n_per_genre < 3:
+        raise BadInput(
+            f"--n-per-genre must be at least 3 (got {opts.n_per_genre}): "
+            "each genre needs training, validation and test tracks"
+        )
     jobs = opts.jobs or len(os.sched_getaffinity(0))
     t0 = time.perf_counter()
     data = opts.out / "fma"
@@ -72,7 +77,7 @@ def run_demo(opts: DemoOptions, echo=print) -> dict:
             arch="mrnet",
             channels=opts.channels,
             epochs=opts.epochs,
-            batch_size=opts.batch_size,
+            batch_size=min(opts.batch_size, manifest.splits["training"]["tracks"]),
             crop_seconds=opts.crop_seconds,
             device=opts.device,
             workers=0,

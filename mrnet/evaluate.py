@@ -128,9 +128,10 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, genres: list[str]) ->
         "weighted_f1": float(
             metrics.f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0)
         ),
-        "top2_accuracy": float(
-            metrics.top_k_accuracy_score(y_true, probs, k=min(2, k), labels=labels)
-        ),
+        # With two classes or fewer the truth is always among the top two.
+        "top2_accuracy": float(metrics.top_k_accuracy_score(y_true, probs, k=2, labels=labels))
+        if k > 2
+        else 1.0,
         "n_tracks": int(len(y_true)),
         "per_genre": {
             g: {

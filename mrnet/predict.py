@@ -19,6 +19,7 @@ from pipeline.errors import BadInput
 from pipeline.features import FeatureConfig, log_mel
 
 AUDIO_SUFFIXES = {".mp3", ".wav", ".flac", ".ogg", ".aiff", ".aif"}
+MIN_SECONDS = 0.5  # shorter files are reported as too_short
 
 
 @dataclass
@@ -36,7 +37,9 @@ def expand_inputs(inputs: Iterable[Path]) -> list[Path]:
     files: list[Path] = []
     for p in inputs:
         if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in AUDIO_SUFFIXES)
+            files += sorted(
+                f for f in p.rglob("*") if f.suffix.lower() in AUDIO_SUFFIXES and f.is_file()
+            )
         elif p.exists():
             files.append(p)
         else:
@@ -52,14 +55,16 @@ def expand_inputs(inputs: Iterable[Path]) -> list[Path]:
 
 @torch.no_grad()
 def predict_files(
-    ckpt: dict, files: list[Path], device: torch.device, min_seconds: float = 0.5
+    ckpt: dict,
+    model: torch.nn.Module,
+    files: list[Path],
+    device: torch.device,
+    min_seconds: float = MIN_SECONDS,
 ) -> Iterator[Prediction]:
-    """Yield one Prediction per file, in order."""
-    from mrnet.train import model_from_checkpoint
-
+    """Yield one Prediction per file, in order (``model`` from ``model_from_checkpoint``)."""
     cfg = FeatureConfig.from_dict(ckpt["feature_config"])
     genres = list(ckpt["genres"])
-    model = model_from_checkpoint(ckpt).to(device).eval()
+    model = model.to(device).eval()
     for path in files:
         try:
             x = load_audio(path, cfg.sample_rate, cfg.max_seconds, min_seconds)

@@ -178,8 +178,11 @@ def decode(
         raise DecodeError("missing", str(path)) from None
     if size == 0:
         raise DecodeError("empty_file", str(path))
-    with open(path, "rb") as f:
-        audio_bytes = size - _id3v2_size(f.read(10))
+    try:
+        with open(path, "rb") as f:
+            audio_bytes = size - _id3v2_size(f.read(10))
+    except OSError as e:  # a directory, no permission, ...
+        raise DecodeError("undecodable", f"{path}: {e.strerror}") from None
     is_mp3 = path.suffix.lower() == ".mp3"
     errors, best = [], None
     for decoder in (_decode_miniaudio, _decode_soundfile):

@@ -40,10 +40,23 @@ class FeatureConfig:
     max_seconds: float = 30.0
 
     def __post_init__(self) -> None:
+        for name in ("sample_rate", "n_fft", "hop_length", "n_mels"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive (got {getattr(self, name)})")
+        if self.n_fft < 16:
+            raise ValueError(f"n_fft {self.n_fft} is too small; use 256 or more")
+        if not self.max_seconds > 0:
+            raise ValueError(f"max_seconds must be positive (got {self.max_seconds})")
         if self.f_max > self.sample_rate / 2:
             raise ValueError(f"f_max {self.f_max} Hz is above Nyquist ({self.sample_rate / 2} Hz)")
         if not 0 <= self.f_min < self.f_max:
             raise ValueError("f_min must be >= 0 and below f_max")
+        empty = int((mel_filterbank(self).max(axis=0) == 0).sum())
+        if empty:
+            raise ValueError(
+                f"{empty} of {self.n_mels} mel filters cover no FFT bin; "
+                "use fewer mels or a larger n_fft"
+            )
 
     @property
     def frames_per_second(self) -> float:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
+import json
 import os
 import sys
 import time
@@ -161,7 +163,12 @@ def _check_out_dir(out: Path, plan: dict) -> Manifest | None:
         return None
     manifest_path = out / MANIFEST
     if not manifest_path.exists():
-        visible = [p for p in out.iterdir() if not p.name.startswith(".")]
+        visible = [
+            p
+            for p in out.iterdir()
+            if not p.name.startswith(".")
+            and not (p.name == SHARDS_DIR and p.is_dir() and not any(p.iterdir()))
+        ]
         if visible:
             raise BadInput(
                 f"--out {out} is a non-empty folder that is not an mrnet cache; "
@@ -170,18 +177,44 @@ def _check_out_dir(out: Path, plan: dict) -> Manifest | None:
         return None
     old = Manifest.read(out)
     if old.plan != plan:
-        diff = sorted(k for k in set(old.plan) | set(plan) if old.plan.get(k) != plan.get(k))
-        detail = ", ".join(f"{k}: {old.plan.get(k)} -> {plan.get(k)}" for k in diff)
         raise BadInput(
-            f"cache {out} was built with other settings ({detail}); "
-            "rerun with the original settings or choose another --out"
+            f"cache {out} was built with other settings ({_plan_diff(old.plan, plan)}); "
+            "rerun with the original settings and metadata or choose another --out"
         )
     return old
+
+
+def _plan_diff(old: dict, new: dict) -> str:
+    """'key: old -> new' for what differs, one level into nested dicts."""
+    parts = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            parts += [
+                f"{k2}: {a.get(k2)} -> {b.get(k2)}"
+                for k2 in sorted(set(a) | set(b))
+                if a.get(k2) != b.get(k2)
+            ]
+        elif k == "tracks_sha256":
+            parts.append("the selected tracks (tracks.csv changed?)")
+        else:
+            parts.append(f"{k}: {a} -> {b}")
+    return ", ".join(parts)
+
+
+def _fingerprint(jobs: list[ShardJob]) -> str:
+    """Hash of the plan's content: which track, with which label, lands in which shard."""
+    rows = [[j.name, list(j.track_ids), list(j.labels)] for j in jobs]
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
 
 
 def _validate(opts: PreprocessOptions) -> None:
     if opts.jobs is not None and opts.jobs < 1:
         raise BadInput(f"--jobs must be at least 1 (got {opts.jobs}); omit it to use all cores")
+    if opts.min_seconds < 0:
+        raise BadInput(f"--min-seconds must be 0 or more (got {opts.min_seconds})")
     if opts.shard_size < 1:
         raise BadInput(f"--shard-size must be at least 1 (got {opts.shard_size})")
     if not opts.audio_dir.is_dir():
@@ -220,7 +253,10 @@ def run_preprocess(opts: PreprocessOptions) -> Manifest:
             f"no audio of subset {opts.subset} found under {opts.audio_dir}; pass --audio-dir "
             f"pointing at fma_{opts.subset}/ or fma_large/"
         )
+    jobs = plan_shards(selection, opts.shard_size)
     plan = {
+        "genres": list(selection.genres),
+        "tracks_sha256": _fingerprint(jobs),
         "feature_config": cfg.to_dict(),
         "subset": opts.subset,
         "shard_size": opts.shard_size,
@@ -250,7 +286,6 @@ def run_preprocess(opts: PreprocessOptions) -> Manifest:
         manifest.write(opts.out)
         for p in (opts.out / SHARDS_DIR).glob(f"*{PARTIAL_SUFFIX}*"):
             p.unlink(missing_ok=True)  # left by a killed run: never trusted
-        jobs = plan_shards(selection, opts.shard_size)
         todo = [j for j in jobs if not _is_done(opts.out / j.name)]
         done_tracks = sum(len(j.track_ids) for j in jobs if j not in todo)
         if len(todo) < len(jobs):

@@ -206,3 +206,22 @@ def test_demo_runs_end_to_end(tmp_path):
     assert rep["n_tracks"] > 0 and 0.0 <= rep["accuracy"] <= 1.0
     for p in ("cache/manifest.json", "run/best.pt", "run/metrics.csv", "report/confusion.png"):
         assert (tmp_path / "demo" / p).exists(), p
+
+
+def test_metrics_with_two_genres():
+    from mrnet.evaluate import compute_metrics
+
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]], np.float32)
+    rep = compute_metrics(np.array([0, 1, 1]), probs, ["a", "b"])
+    assert rep["accuracy"] == pytest.approx(2 / 3) and rep["top2_accuracy"] == 1.0
+    assert np.array(rep["confusion"]["matrix"]).sum() == 3
+
+
+def test_predict_all_unreadable_is_bad_input_and_skips_folders(run, tmp_path):
+    (tmp_path / "album.mp3").mkdir()  # a folder with an audio suffix is not a file
+    (tmp_path / "bad.mp3").write_bytes(b"\x00" * 100)
+    r = runner.invoke(
+        app, ["predict", "--checkpoint", str(run / "best.pt"), "--device", "cpu", str(tmp_path)]
+    )
+    assert r.exit_code == 2, r.output
+    assert "bad.mp3: cannot read" in r.output and "none of the 1 files" in r.output

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -245,3 +246,34 @@ def test_sigint_leaves_resumable_cache(synth, tmp_path):
     assert proc.returncode == 130
     assert "rerun the same command to resume" in err
     assert "Traceback" not in err
+
+
+def test_changed_metadata_into_finished_cache_is_refused(cache, synth, tmp_path):
+    before = cache_content(cache)
+    meta = tmp_path / "meta"
+    shutil.copytree(synth.metadata_dir, meta)
+    victim = int(pd.read_csv(cache / "tracks.csv")["track_id"].iloc[0])
+    full = pd.read_csv(meta / "tracks.csv", index_col=0, header=[0, 1])
+    full.drop(index=victim).to_csv(meta / "tracks.csv")
+    argv = args(synth, cache, "--shard-size", "8")
+    argv[argv.index("--metadata-dir") + 1] = str(meta)
+    r = runner.invoke(app, argv)
+    assert r.exit_code == 2, r.output
+    assert "selected tracks" in r.output
+    assert cache_content(cache) == before
+
+
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["--hop-length", "0"], "hop_length must be positive"),
+        (["--n-mels", "256", "--n-fft", "256"], "cover no FFT bin"),
+        (["--max-seconds", "0"], "max_seconds must be positive"),
+        (["--min-seconds", "-1"], "--min-seconds"),
+    ],
+)
+def test_bad_feature_values_are_one_line_errors(synth, tmp_path, extra, needle):
+    r = runner.invoke(app, args(synth, tmp_path / "out", *extra))
+    assert r.exit_code == 2, r.output
+    assert needle in r.output and len(r.output.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()

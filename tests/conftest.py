@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import h5py
@@ -66,3 +70,36 @@ def cache_content(root: Path) -> dict:
                 k: a.tolist() if a.dtype == object else a.tobytes() for k, a in arrays.items()
             } | dict(f.attrs)
     return content
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# One job runs in-process, so slowing decoding there makes a kill land mid-run.
+_SLOW_PREPROCESS = (
+    "import sys, time, pipeline.audio as a\n"
+    "orig = a.load_audio\n"
+    "def slow(*x, **k):\n"
+    "    time.sleep(0.08)\n"
+    "    return orig(*x, **k)\n"
+    "a.load_audio = slow\n"
+    "from cli import app\n"
+    "sys.argv[0] = 'mrnet'\n"
+    "app()\n"
+)
+
+
+def kill_mid_run(synth, out: Path, min_shards: int = 2) -> None:
+    """Start `mrnet preprocess` (1 job, 8-track shards) into ``out`` and SIGKILL it once
+    ``min_shards`` shards are written."""
+    argv = [
+        sys.executable,
+        "-c",
+        _SLOW_PREPROCESS,
+        *args(synth, out, "--jobs", "1", "--shard-size", "8"),
+    ]
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and len(list((out / "shards").glob("*.h5"))) < min_shards:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()

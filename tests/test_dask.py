@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
-from conftest import args, cache_content
+from conftest import args, cache_content, kill_mid_run
 from typer.testing import CliRunner
 
 from cli import app
@@ -31,17 +29,11 @@ def test_dask_backend_builds_the_same_cache(cache, synth, scheduler, tmp_path):
     assert cache_content(out) == cache_content(cache)
 
 
-def test_interrupted_local_run_resumes_on_the_cluster(cache, synth, scheduler, tmp_path):
+def test_killed_local_run_resumes_on_the_cluster(cache, synth, scheduler, tmp_path):
     out = tmp_path / "resumed"
-    shutil.copytree(cache, out)
-    # emulate a local run killed half-way: drop the later shards and the finished state
-    shards = sorted((out / "shards").glob("*.h5"))
-    for p in shards[len(shards) // 2 :]:
-        p.unlink()
-    shards[0].with_name(shards[0].name + ".partial-1-cafe").write_bytes(b"half")
-    (out / "manifest.json").write_text(
-        (out / "manifest.json").read_text().replace('"complete"', '"in_progress"')
-    )
+    kill_mid_run(synth, out, min_shards=2)
+    n_done = len(list((out / "shards").glob("*.h5")))
+    assert 2 <= n_done < len(list((cache / "shards").glob("*.h5"))), "kill missed the run"
     r = runner.invoke(
         app, args(synth, out, "--shard-size", "8", "--backend", "dask", "--scheduler", scheduler)
     )

@@ -28,7 +28,7 @@ from pipeline.shards import read_shard
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 
-from conftest import args, cache_content  # noqa: E402
+from conftest import args, cache_content, kill_mid_run  # noqa: E402
 
 
 def test_every_selected_track_is_cached_or_failed_never_both(cache, synth):
@@ -90,29 +90,7 @@ def test_rerun_of_finished_cache_changes_nothing(cache, synth):
 
 def test_killed_run_resumes_to_identical_cache(cache, synth, tmp_path):
     out = tmp_path / "killed"
-    # One job runs in-process, so slowing decoding here makes the kill land mid-run.
-    slow = (
-        "import sys, time, pipeline.audio as a\n"
-        "orig = a.load_audio\n"
-        "def slow(*x, **k):\n"
-        "    time.sleep(0.08)\n"
-        "    return orig(*x, **k)\n"
-        "a.load_audio = slow\n"
-        "from cli import app\n"
-        "sys.argv[0] = 'mrnet'\n"
-        "app()\n"
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", slow, *args(synth, out, "--jobs", "1", "--shard-size", "8")],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 60
-    while time.time() < deadline and len(list((out / "shards").glob("*.h5"))) < 2:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_mid_run(synth, out, min_shards=2)
     done = list((out / "shards").glob("*.h5"))
     assert 2 <= len(done) < len(list((cache / "shards").glob("*.h5"))), "kill missed the run"
     assert (out / ".lock").exists()  # a stale lock, taken over below

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.errors import BadInput
-from pipeline.manifest import FAILURES, MANIFEST, open_cache
+from pipeline.manifest import FAILURES, MANIFEST, Manifest, open_cache
 
 
 def describe(path: Path) -> str:
@@ -30,6 +30,14 @@ def _size(path: Path) -> int:
 
 
 def describe_cache(path: Path) -> str:
+    m = Manifest.read(path)
+    if m.status != "complete":
+        done = len(list((path / "shards").glob("*.h5")))
+        return (
+            f"cache {path} ({m.status}): subset {m.subset}, {done} shards of up to "
+            f"{m.plan.get('shard_size')} tracks written so far; rerun the same "
+            "`mrnet preprocess` command to finish it"
+        )
     cache = open_cache(path, check_shards=False)
     m = cache.manifest
     fc = m.feature_config

@@ -94,6 +94,8 @@ def test_killed_run_resumes_to_identical_cache(cache, synth, tmp_path):
     done = list((out / "shards").glob("*.h5"))
     assert 2 <= len(done) < len(list((cache / "shards").glob("*.h5"))), "kill missed the run"
     assert (out / ".lock").exists()  # a stale lock, taken over below
+    r = runner.invoke(app, ["info", str(out)])
+    assert r.exit_code == 0 and "in_progress" in r.output, r.output
     r = runner.invoke(app, args(synth, out, "--jobs", "2", "--shard-size", "8"))
     assert r.exit_code == 0, r.output
     assert "resuming" in r.output

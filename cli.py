@@ -191,7 +191,9 @@ def evaluate(
     split: str = typer.Option("test", help="FMA split to evaluate: training | validation | test."),
     out: Path = typer.Option(..., help="Report directory (created): report.json, CSVs, PNG."),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
-    batch_size: int = typer.Option(16, help="Whole tracks per forward pass."),
+    batch_size: int = typer.Option(
+        16, help="Whole tracks per forward pass (more when the tracks are shorter)."
+    ),
 ) -> None:
     """Whole-track inference on a cache split; write per-genre confusion reports."""
     from mrnet.evaluate import EvalOptions, format_table
@@ -229,9 +231,8 @@ def predict(
     import csv
     import json
 
-    from mrnet.evaluate import resolve_device
     from mrnet.predict import expand_inputs, predict_files
-    from mrnet.train import load_checkpoint, model_from_checkpoint
+    from mrnet.train import load_checkpoint, model_from_checkpoint, resolve_device
 
     if json_out and csv_out:
         fail("--json and --csv exclude each other; pass one")

@@ -300,11 +300,14 @@ class ResidentCrops:
             yield to_model_layout(self.data[rows]), self.label[t]
 
 
-def whole_tracks(index: SplitIndex, max_frames: int) -> Iterator[Batch]:
-    """Validation batches of whole tracks grouped by equal length, shortest first.
+def whole_tracks(
+    index: SplitIndex, max_frames: int
+) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
+    """Batches (rows, x, y) of whole tracks grouped by equal length, shortest first.
 
     A batch of length-n tracks holds max(1, max_frames // n) of them, so its size in
-    frames stays near ``max_frames``; x float32 [b, n_mels, n].
+    frames stays near ``max_frames``; rows int64 [b] (positions in ``index``),
+    x float32 [b, n_mels, n], y int64 [b].
     """
     store = FrameStore(index.shards)
     groups: dict[int, list[int]] = defaultdict(list)
@@ -315,4 +318,4 @@ def whole_tracks(index: SplitIndex, max_frames: int) -> Iterator[Batch]:
         for i in range(0, len(members), per_batch):
             tracks = np.array(members[i : i + per_batch], np.int64)
             x = store.read(index, tracks, np.zeros(len(tracks), np.int64), n)
-            yield to_model_layout(x), torch.from_numpy(index.label[tracks])
+            yield tracks, to_model_layout(x), torch.from_numpy(index.label[tracks])

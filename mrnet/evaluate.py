@@ -13,7 +13,6 @@ REPORT/
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import torch
 from sklearn import metrics
 from tqdm import tqdm
 
+from mrnet.data import split_index, whole_tracks
 from pipeline.errors import BadInput
 from pipeline.manifest import Cache, open_cache
 
@@ -38,35 +38,6 @@ class EvalOptions:
     progress: bool = True
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise BadInput("--device cuda but no GPU is visible; use --device cpu or auto")
-    if name not in ("cpu", "cuda"):
-        raise BadInput(f"unknown --device {name!r}; use auto, cpu or cuda")
-    return torch.device(name)
-
-
-def check_compatible(ckpt: dict, cache: Cache, what: str) -> None:
-    """Refuse a checkpoint whose features or label order differ from the cache's."""
-    if ckpt.get("feature_config") != cache.feature_config:
-        diff = sorted(
-            k
-            for k in set(ckpt.get("feature_config", {})) | set(cache.feature_config)
-            if ckpt.get("feature_config", {}).get(k) != cache.feature_config.get(k)
-        )
-        raise BadInput(
-            f"{what} was trained on other features than cache {cache.root} "
-            f"(differs in {', '.join(diff)}); evaluate on a cache built with the same settings"
-        )
-    if list(ckpt.get("genres", [])) != list(cache.genres):
-        raise BadInput(
-            f"{what} has another genre order than cache {cache.root}; "
-            "evaluate on a cache of the subset it was trained on"
-        )
-
-
 @torch.no_grad()
 def predict_split(
     model: torch.nn.Module,
@@ -78,36 +49,22 @@ def predict_split(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Whole-track class probabilities for a split.
 
-    Tracks of equal length are batched together (most FMA clips have the same length).
+    Tracks of equal length go through together (most FMA clips have the same length),
+    at most ``batch_size`` longest-track's worth of frames per forward pass.
     Returns (track_id int64 [n], label int64 [n], probs float32 [n, n_classes]) in the
     order of the cache's tracks.csv.
     """
-    rows = cache.split(split).reset_index(drop=True)
-    groups: dict[int, list[int]] = defaultdict(list)
-    for i, n in enumerate(rows["n_frames"]):
-        groups[int(n)].append(i)
-    probs = np.zeros((len(rows), len(cache.genres)), np.float32)
-    mems = {name: idx.memmap() for name, idx in cache.shards.items()}
+    index = split_index(cache, split)
+    probs = np.zeros((len(index), len(cache.genres)), np.float32)
     use_bf16 = device.type == "cuda"
-    bar = tqdm(total=len(rows), unit="track", desc=f"evaluate {split}", disable=not progress)
-    for _, members in sorted(groups.items()):
-        for start in range(0, len(members), batch_size):
-            batch = members[start : start + batch_size]
-            x = np.stack(
-                [
-                    cache.shards[rows.at[i, "shard"]].track(
-                        int(rows.at[i, "row"]), mems[rows.at[i, "shard"]]
-                    )
-                    for i in batch
-                ]
-            )  # [b, frames, n_mels] float16
-            xt = torch.from_numpy(x).to(device).float().transpose(1, 2)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                logits = model(xt)
-            probs[batch] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
-            bar.update(len(batch))
+    bar = tqdm(total=len(index), unit="track", desc=f"evaluate {split}", disable=not progress)
+    for rows, x, _ in whole_tracks(index, batch_size * int(index.length.max())):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            logits = model(x.to(device))
+        probs[rows] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+        bar.update(len(rows))
     bar.close()
-    return rows["track_id"].to_numpy(), rows["label"].to_numpy().astype(np.int64), probs
+    return index.track_id, index.label, probs
 
 
 def compute_metrics(y_true: np.ndarray, probs: np.ndarray, genres: list[str]) -> dict:
@@ -226,7 +183,7 @@ def format_table(rep: dict) -> str:
 
 def evaluate(opts: EvalOptions) -> dict:
     """Run the evaluation and write REPORT/; returns the report dict."""
-    from mrnet.train import load_checkpoint, model_from_checkpoint
+    from mrnet.train import check_features, load_checkpoint, model_from_checkpoint, resolve_device
 
     if opts.out.exists() and not opts.out.is_dir():
         raise BadInput(f"--out {opts.out} is a file; pass a directory for the report")
@@ -235,7 +192,12 @@ def evaluate(opts: EvalOptions) -> dict:
     device = resolve_device(opts.device)
     ckpt = load_checkpoint(opts.checkpoint)
     cache = open_cache(opts.cache)
-    check_compatible(ckpt, cache, f"checkpoint {opts.checkpoint}")
+    check_features(
+        ckpt,
+        cache,
+        f"checkpoint {opts.checkpoint}",
+        fix="evaluate on a cache built with the same settings and subset",
+    )
     if cache.split(opts.split).empty:
         known = sorted(set(cache.tracks["split"]))
         raise BadInput(

@@ -299,20 +299,21 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device("cuda", local_rank)
 
 
-def check_features(ckpt: dict, cache: Cache, what: Path) -> None:
-    """Refuse to resume on a cache of other features or another genre order."""
+RESUME_FIX = "resume with the cache it was trained on or start a new --out"
+
+
+def check_features(ckpt: dict, cache: Cache, what: Path | str, fix: str = RESUME_FIX) -> None:
+    """Refuse a checkpoint whose features or genre order differ from the cache's;
+    ``fix`` ends the one-line message."""
     if ckpt["feature_config"] != cache.feature_config:
         fc, cc = ckpt["feature_config"], cache.feature_config
         diff = sorted(k for k in set(fc) | set(cc) if fc.get(k) != cc.get(k))
         raise BadInput(
             f"{what} was trained on other features than cache {cache.root} (differs in "
-            f"{', '.join(diff)}); resume with the cache it was trained on or start a new --out"
+            f"{', '.join(diff)}); {fix}"
         )
     if list(ckpt["genres"]) != list(cache.genres):
-        raise BadInput(
-            f"{what} has another genre order than cache {cache.root}; "
-            "resume with the cache it was trained on or start a new --out"
-        )
+        raise BadInput(f"{what} has another genre order than cache {cache.root}; {fix}")
 
 
 def resumed_config(cfg: TrainConfig, stored: dict, say: bool = True) -> TrainConfig:
@@ -476,7 +477,7 @@ def validate(
         return math.nan, math.nan
     model.eval()
     sums = torch.zeros(4, dtype=torch.float64, device=device)
-    for x, y in whole_tracks(index.share(ddp.rank, ddp.world), max_frames):
+    for _, x, y in whole_tracks(index.share(ddp.rank, ddp.world), max_frames):
         x, y = x.to(device), y.to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits = model(x).float()

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.errors import BadInput
-from pipeline.manifest import FAILURES, MANIFEST, Manifest, open_cache
+from pipeline.manifest import FAILURES, MANIFEST, Manifest, dir_bytes, open_cache
 
 
 def describe(path: Path) -> str:
@@ -23,10 +23,6 @@ def describe(path: Path) -> str:
     raise BadInput(
         f"{path} is neither a cache (manifest.json), a run directory (last.pt) nor a checkpoint"
     )
-
-
-def _size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 def describe_cache(path: Path) -> str:
@@ -49,7 +45,7 @@ def describe_cache(path: Path) -> str:
         f"hop {fc['hop_length']} ({fc['sample_rate'] / fc['hop_length']:.0f} frames/s), "
         f"f {fc['f_min']:.0f}-{fc['f_max']:.0f} Hz, max {fc['max_seconds']} s",
         f"  shards   {len(m.shards)} of up to {m.plan.get('shard_size')} tracks; "
-        f"size {_size(path) / 2**20:.1f} MiB",
+        f"size {dir_bytes(path) / 2**20:.1f} MiB",
     ]
     t = cache.tracks
     table = pd.crosstab(t["genre"], t["split"]).reindex(index=m.genres, fill_value=0)

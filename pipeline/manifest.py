@@ -78,6 +78,11 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def dir_bytes(path: Path) -> int:
+    """Bytes of all files under ``path``."""
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
 @dataclass
 class Cache:
     """An opened, validated cache: manifest, per-track table, shard indexes by name."""

@@ -40,6 +40,7 @@ from pipeline.manifest import (
     TRACK_COLUMNS,
     TRACKS,
     Manifest,
+    dir_bytes,
     write_atomic,
 )
 from pipeline.shards import PARTIAL_SUFFIX, ShardError, read_shard
@@ -290,10 +291,7 @@ def run_preprocess(opts: PreprocessOptions) -> Manifest:
         done_tracks = sum(len(j.track_ids) for j in jobs if j not in todo)
         if len(todo) < len(jobs):
             log(f"resuming: {len(jobs) - len(todo)} of {len(jobs)} shards already done")
-        n_jobs = opts.jobs or len(os.sched_getaffinity(0))
-        new_tracks = _run_jobs(
-            todo, opts, cfg, n_jobs, done_tracks, sum(len(j.track_ids) for j in jobs)
-        )
+        new_tracks = _run_jobs(todo, opts, cfg, done_tracks, sum(len(j.track_ids) for j in jobs))
         elapsed = time.perf_counter() - t0
         manifest = _finish(opts, manifest, jobs, selection, new_tracks, elapsed)
     return manifest
@@ -314,7 +312,6 @@ def _run_jobs(
     todo: list[ShardJob],
     opts: PreprocessOptions,
     cfg: FeatureConfig,
-    n_jobs: int,
     done_tracks: int,
     total_tracks: int,
 ) -> int:
@@ -334,10 +331,13 @@ def _run_jobs(
     args = (opts.out, opts.audio_dir, cfg, opts.min_seconds)
     try:
         with _executor(opts):
-            n = n_jobs if opts.backend == "loky" else (opts.jobs or -1)
-            results = Parallel(
-                n_jobs=min(n, max(len(todo), 1)) if n > 0 else n, return_as="generator_unordered"
-            )(delayed(build_shard)(job, *args) for job in todo)
+            # loky: all local cores by default; dask: all of the cluster's workers (-1)
+            n_jobs = opts.jobs or (len(os.sched_getaffinity(0)) if opts.backend == "loky" else -1)
+            if n_jobs > 0:
+                n_jobs = min(n_jobs, max(len(todo), 1))
+            results = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
+                delayed(build_shard)(job, *args) for job in todo
+            )
             for r in results:
                 n_done = r.tracks + r.failed
                 processed += n_done
@@ -432,7 +432,7 @@ def _finish(
     fails = pd.DataFrame(failures, columns=FAILURE_COLUMNS).sort_values("track_id")
     write_atomic(opts.out / TRACKS, tracks.to_csv(index=False))
     write_atomic(opts.out / FAILURES, fails.to_csv(index=False))
-    size = sum(p.stat().st_size for p in opts.out.rglob("*") if p.is_file())
+    size = dir_bytes(opts.out)
     manifest.splits = splits
     manifest.shards = shards
     manifest.summary = {

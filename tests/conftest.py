@@ -88,18 +88,26 @@ _SLOW_PREPROCESS = (
 )
 
 
-def kill_mid_run(synth, out: Path, min_shards: int = 2) -> None:
-    """Start `mrnet preprocess` (1 job, 8-track shards) into ``out`` and SIGKILL it once
-    ``min_shards`` shards are written."""
+def interrupt_mid_run(synth, out: Path, sig: int, min_shards: int = 2) -> tuple[int, str]:
+    """Start `mrnet preprocess` (1 job, 8-track shards, decoding slowed) into ``out``,
+    send ``sig`` once ``min_shards`` shards are written; returns (exit code, stderr)."""
     argv = [
         sys.executable,
         "-c",
         _SLOW_PREPROCESS,
         *args(synth, out, "--jobs", "1", "--shard-size", "8"),
     ]
-    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.time() + 60
     while time.time() < deadline and len(list((out / "shards").glob("*.h5"))) < min_shards:
         time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    return proc.returncode, err
+
+
+def kill_mid_run(synth, out: Path, min_shards: int = 2) -> None:
+    """SIGKILL a preprocess run into ``out`` once ``min_shards`` shards are written."""
+    interrupt_mid_run(synth, out, signal.SIGKILL, min_shards)

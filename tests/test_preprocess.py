@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import h5py
@@ -28,7 +24,7 @@ from pipeline.shards import read_shard
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 
-from conftest import args, cache_content, kill_mid_run  # noqa: E402
+from conftest import args, cache_content, interrupt_mid_run, kill_mid_run  # noqa: E402
 
 
 def test_every_selected_track_is_cached_or_failed_never_both(cache, synth):
@@ -206,26 +202,15 @@ def test_info_describes_cache(cache):
     assert "total" in r.output and str(len(tracks)) in r.output
 
 
-def test_sigint_leaves_resumable_cache(synth, tmp_path):
+def test_sigint_leaves_resumable_cache(cache, synth, tmp_path):
     out = tmp_path / "int"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cli", *args(synth, out, "--jobs", "1", "--shard-size", "4")],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=os.environ | {"PYTHONUNBUFFERED": "1"},
-    )
-    deadline = time.time() + 60
-    while time.time() < deadline and not list((out / "shards").glob("*.h5")):
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    if proc.returncode == 0:
-        pytest.skip("run finished before the interrupt landed")
-    assert proc.returncode == 130
+    code, err = interrupt_mid_run(synth, out, signal.SIGINT, min_shards=1)
+    assert code == 130, err
     assert "rerun the same command to resume" in err
     assert "Traceback" not in err
+    r = runner.invoke(app, args(synth, out, "--shard-size", "8"))
+    assert r.exit_code == 0 and "resuming" in r.output, r.output
+    assert cache_content(out) == cache_content(cache)
 
 
 def test_changed_metadata_into_finished_cache_is_refused(cache, synth, tmp_path):

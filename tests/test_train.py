@@ -194,11 +194,11 @@ def test_whole_tracks_cover_validation_split(cache_dir):
     cache = open_cache(cache_dir)
     index = split_index(cache, "validation")
     seen = 0
-    for x, y in whole_tracks(index, max_frames=300):
+    for _, x, y in whole_tracks(index, max_frames=300):
         assert x.dtype == torch.float32 and x.shape[0] * x.shape[2] <= max(300, x.shape[2])
         seen += len(y)
     assert seen == len(index) == 6
-    x, _ = next(whole_tracks(index, max_frames=1))  # shortest tracks first, one per batch
+    _, x, _ = next(whole_tracks(index, max_frames=1))  # shortest tracks first, one per batch
     i = int(np.flatnonzero(index.length == x.shape[2])[0])
     np.testing.assert_array_equal(x[0].numpy(), h5_track(cache, "validation", i).T)
 

@@ -7,8 +7,10 @@ mrnet evaluate    checkpoint + cache -> per-genre confusion reports
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 
@@ -22,18 +24,44 @@ app = typer.Typer(
 )
 
 
-def fail(message: str) -> None:
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread as Ctrl-C raises KeyboardInterrupt."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
+    raise Terminated()
+
+
+@app.callback()
+def _setup() -> None:
+    signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def fail(message: str) -> NoReturn:
     """Print a one-line error and exit 2 (bad input the user can fix)."""
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)
 
 
+def interrupted(e: KeyboardInterrupt, what: str) -> NoReturn:
+    """Ctrl-C (exit 130) or SIGTERM (exit 143): say how to carry on."""
+    typer.echo(f"\ninterrupted: {what}", err=True)
+    raise typer.Exit(143 if isinstance(e, Terminated) else 130)
+
+
 def run_guarded(fn, *args, **kwargs):
-    """Call ``fn``; BadInput becomes a one-line error with exit code 2."""
+    """Call ``fn``; BadInput (and a full disk anywhere) becomes a one-line error, exit 2."""
+    from pipeline.atomic import write_error
+
     try:
         return fn(*args, **kwargs)
     except BadInput as e:
         fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    except OSError as e:
+        if e.errno not in (28, 122):  # ENOSPC, EDQUOT: an environment fault the user fixes
+            raise
+        fail(str(write_error(Path(e.filename or "?"), e)))
 
 
 # ---------------------------------------------------------------- preprocess
@@ -91,11 +119,8 @@ def preprocess(
     )
     try:
         manifest = run_guarded(run_preprocess, opts)
-    except KeyboardInterrupt:
-        typer.echo(
-            "\ninterrupted: finished shards are kept; rerun the same command to resume.", err=True
-        )
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as e:
+        interrupted(e, "finished shards are kept; rerun the same command to resume.")
     typer.echo(format_summary(manifest))
 
 
@@ -157,9 +182,8 @@ def train(
     )
     try:
         s = run_guarded(run_train, cfg)
-    except KeyboardInterrupt:
-        typer.echo(f"\ninterrupted: rerun with --resume to continue from {out}/last.pt", err=True)
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as e:
+        interrupted(e, f"rerun with --resume to continue from {out}/last.pt")
     if s["main"]:
         typer.echo(
             f"{s['epochs']} epochs in {s['run']}; best validation accuracy "
@@ -176,9 +200,34 @@ def info(
     path: Path = typer.Argument(..., help="A cache directory, a run directory or a checkpoint."),
 ) -> None:
     """Print what a cache, run or checkpoint holds."""
-    from pipeline.info import describe
+    from mrnet.info import describe
 
     typer.echo(run_guarded(describe, path))
+
+
+# ---------------------------------------------------------------- verify
+
+
+@app.command()
+def verify(
+    cache: Path = typer.Argument(..., help="Cache directory written by `mrnet preprocess`."),
+    repair: bool = typer.Option(
+        False,
+        "--repair",
+        help="Delete damaged shards (the cache becomes unfinished) so that rerunning the "
+        "same `mrnet preprocess` command rebuilds exactly them.",
+    ),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Re-read every shard: checksums, finite frames, label range, agreement with tracks.csv.
+
+    Exit 0 when all is sound (or after --repair), 2 listing damaged shards otherwise."""
+    from pipeline.verify import damaged_error, format_report, verify_cache
+
+    report = run_guarded(verify_cache, cache, repair=repair, progress=progress)
+    typer.echo(format_report(report))
+    if not report.ok and not report.repaired:
+        fail(str(damaged_error(report)))
 
 
 # ---------------------------------------------------------------- evaluate
@@ -222,7 +271,7 @@ def evaluate(
 def predict(
     paths: list[Path] = typer.Argument(..., help="Audio files or folders (searched recursively)."),
     checkpoint: Path = typer.Option(..., help="Checkpoint, e.g. RUN/best.pt."),
-    top: int = typer.Option(3, help="How many genres to show per file."),
+    top: int = typer.Option(3, help="How many genres to show per file (1 or more)."),
     json_out: bool = typer.Option(False, "--json", help="One JSON object per line."),
     csv_out: bool = typer.Option(False, "--csv", help="CSV: path, genre_1, p_1, ..., error."),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
@@ -231,15 +280,19 @@ def predict(
     import csv
     import json
 
+    from mrnet import checkpoint as ckpt_io
     from mrnet.predict import expand_inputs, predict_files
-    from mrnet.train import load_checkpoint, model_from_checkpoint, resolve_device
+    from mrnet.runtime import resolve_device
 
     if json_out and csv_out:
         fail("--json and --csv exclude each other; pass one")
-    ckpt = run_guarded(load_checkpoint, checkpoint)
-    model = run_guarded(model_from_checkpoint, ckpt)
+    if top < 1:
+        fail(f"--top must be 1 or more (got {top})")
+    ckpt = run_guarded(ckpt_io.load, checkpoint)
+    model = run_guarded(ckpt_io.load_model, ckpt)
     files = run_guarded(expand_inputs, paths)
     dev = run_guarded(resolve_device, device)
+    top = min(top, len(ckpt.labels))
     writer = csv.writer(sys.stdout) if csv_out else None
     if writer:
         header = ["path"] + [f"{c}_{i}" for i in range(1, top + 1) for c in ("genre", "p")]
@@ -248,7 +301,8 @@ def predict(
     for p in predict_files(ckpt, model, files, dev):
         failed += p.error is not None
         if json_out:
-            typer.echo(json.dumps({"path": str(p.path), "top": p.top(top), "error": p.error}))
+            row = {"path": str(p.path), "top": p.top(top), "error": p.error}
+            typer.echo(json.dumps(row, allow_nan=False))
         elif writer:
             cells = [x for g, v in p.top(top) for x in (g, f"{v:.4f}")]
             writer.writerow([str(p.path), *cells, *[""] * (2 * top - len(cells)), p.error or ""])

@@ -55,6 +55,7 @@ def synthetic_cache(
     frames = round(seconds * FeatureConfig(n_mels=n_mels).frames_per_second) + 1
     rng = np.random.default_rng(0)
     rows, shards, tid = [], [], 1
+    (root / "shards").mkdir(parents=True, exist_ok=True)
     for split, n in (("training", n_tracks), ("validation", n_val)):
         for k, s0 in enumerate(range(0, n, shard_size)):
             name = f"shards/{split}-{k:05d}.h5"

@@ -248,6 +248,12 @@ class MemmapCrops:
     def __len__(self) -> int:
         return len(self.sampler)
 
+    def plan(self, epoch: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The epoch's (track positions, start frames) per batch, in `batches` order."""
+        lengths, frames, batch_size, seed = self.sampler.args
+        rank, world = self.sampler.rank, self.sampler.world
+        return crop_plan(lengths, frames, batch_size, seed, epoch, rank, world)
+
     def batches(self, epoch: int) -> Iterator[Batch]:
         self.sampler.set_epoch(epoch)
         yield from self.loader
@@ -290,10 +296,13 @@ class ResidentCrops:
         batch_size, _, _, world = self.args
         return len(self.index) // world // batch_size
 
-    def batches(self, epoch: int) -> Iterator[Batch]:
+    def plan(self, epoch: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The epoch's (track positions, start frames) per batch, in `batches` order."""
         batch_size, seed, rank, world = self.args
-        plan = crop_plan(self.index.length, self.frames, batch_size, seed, epoch, rank, world)
-        for tracks, starts in plan:
+        return crop_plan(self.index.length, self.frames, batch_size, seed, epoch, rank, world)
+
+    def batches(self, epoch: int) -> Iterator[Batch]:
+        for tracks, starts in self.plan(epoch):
             t = torch.as_tensor(tracks, device=self.device)
             s = torch.as_tensor(starts, device=self.device)
             rows = self.base[t, None] + (s[:, None] + self.steps) % self.length[t, None]

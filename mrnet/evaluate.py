@@ -22,7 +22,9 @@ import torch
 from sklearn import metrics
 from tqdm import tqdm
 
+from mrnet import checkpoint as ckpt_io
 from mrnet.data import split_index, whole_tracks
+from mrnet.runtime import autocast, resolve_device
 from pipeline.errors import BadInput
 from pipeline.manifest import Cache, open_cache
 
@@ -56,14 +58,20 @@ def predict_split(
     """
     index = split_index(cache, split)
     probs = np.zeros((len(index), len(cache.genres)), np.float32)
-    use_bf16 = device.type == "cuda"
     bar = tqdm(total=len(index), unit="track", desc=f"evaluate {split}", disable=not progress)
     for rows, x, _ in whole_tracks(index, batch_size * int(index.length.max())):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+        with autocast(device):
             logits = model(x.to(device))
         probs[rows] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
         bar.update(len(rows))
     bar.close()
+    bad = ~np.isfinite(probs).all(axis=1)
+    if bad.any():
+        ids = " ".join(str(t) for t in index.track_id[bad][:10].tolist())
+        raise BadInput(
+            f"the model's outputs are NaN or infinite for {int(bad.sum())} tracks of split "
+            f"{split} (e.g. {ids}); check the cache with `mrnet verify {cache.root}`"
+        )
     return index.track_id, index.label, probs
 
 
@@ -183,17 +191,14 @@ def format_table(rep: dict) -> str:
 
 def evaluate(opts: EvalOptions) -> dict:
     """Run the evaluation and write REPORT/; returns the report dict."""
-    from mrnet.train import check_features, load_checkpoint, model_from_checkpoint, resolve_device
-
     if opts.out.exists() and not opts.out.is_dir():
         raise BadInput(f"--out {opts.out} is a file; pass a directory for the report")
     if opts.batch_size < 1:
         raise BadInput(f"--batch-size must be at least 1 (got {opts.batch_size})")
     device = resolve_device(opts.device)
-    ckpt = load_checkpoint(opts.checkpoint)
+    ckpt = ckpt_io.load(opts.checkpoint)
     cache = open_cache(opts.cache)
-    check_features(
-        ckpt,
+    ckpt.check_cache(
         cache,
         f"checkpoint {opts.checkpoint}",
         fix="evaluate on a cache built with the same settings and subset",
@@ -203,7 +208,7 @@ def evaluate(opts: EvalOptions) -> dict:
         raise BadInput(
             f"split {opts.split!r} of cache {opts.cache} has no tracks; use one of {known}"
         )
-    model = model_from_checkpoint(ckpt).to(device).eval()
+    model = ckpt_io.load_model(ckpt).to(device).eval()
     genres = list(cache.genres)
     track_id, y_true, probs = predict_split(
         model, cache, opts.split, device, opts.batch_size, opts.progress
@@ -213,8 +218,8 @@ def evaluate(opts: EvalOptions) -> dict:
         "checkpoint": str(opts.checkpoint),
         "cache": str(opts.cache),
         "split": opts.split,
-        "epoch": ckpt.get("epoch"),
-        "arch": ckpt.get("arch"),
+        "epoch": ckpt.epoch,
+        "arch": ckpt.arch,
         "feature_config": cache.feature_config,
     }
     opts.out.mkdir(parents=True, exist_ok=True)

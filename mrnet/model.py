@@ -31,8 +31,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ARCHS = ("mrnet", "cnn")
-
 
 class ConvReluBN(nn.Sequential):
     """Conv1d -> ReLU -> BatchNorm1d, "same" length. [B, c_in, T] -> [B, c_out, T].
@@ -278,12 +276,3 @@ class CNNBaseline(nn.Module):
         if x.shape[-2:] != (self.size, self.size):
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
         return self.classifier(self.features(x))
-
-
-def build_model(arch: str, n_mels: int, n_classes: int, channels: int = 512) -> nn.Module:
-    """Model for `--arch`: "mrnet" (channels = C) or "cnn" (channels unused)."""
-    if arch == "mrnet":
-        return MRNet(n_mels, n_classes, channels=channels)
-    if arch == "cnn":
-        return CNNBaseline(n_mels, n_classes)
-    raise ValueError(f"unknown arch {arch!r}; expected one of {', '.join(ARCHS)}")

@@ -14,9 +14,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.audio import DecodeError, load_audio
-from pipeline.errors import BadInput
-from pipeline.features import FeatureConfig, log_mel
+from mrnet.checkpoint import Checkpoint
+from mrnet.runtime import autocast
+from pipeline.audio import load_audio
+from pipeline.errors import BadInput, TrackFailed
+from pipeline.features import FeatureConfig, stored_log_mel
 
 AUDIO_SUFFIXES = {".mp3", ".wav", ".flac", ".ogg", ".aiff", ".aif"}
 MIN_SECONDS = 0.5  # shorter files are reported as too_short
@@ -55,26 +57,29 @@ def expand_inputs(inputs: Iterable[Path]) -> list[Path]:
 
 @torch.no_grad()
 def predict_files(
-    ckpt: dict,
+    ckpt: Checkpoint,
     model: torch.nn.Module,
     files: list[Path],
     device: torch.device,
     min_seconds: float = MIN_SECONDS,
 ) -> Iterator[Prediction]:
-    """Yield one Prediction per file, in order (``model`` from ``model_from_checkpoint``)."""
-    cfg = FeatureConfig.from_dict(ckpt["feature_config"])
-    genres = list(ckpt["genres"])
+    """Yield one Prediction per file, in order (``model`` from `checkpoint.load_model`)."""
+    cfg = FeatureConfig.from_dict(ckpt.feature_config)
+    genres = list(ckpt.labels)
     model = model.to(device).eval()
     for path in files:
         try:
             x = load_audio(path, cfg.sample_rate, cfg.max_seconds, min_seconds)
-        except DecodeError as e:
+            mel = stored_log_mel(x, cfg)  # float16, as in the shards
+        except TrackFailed as e:
             yield Prediction(path, error=e.reason)
             continue
-        mel = log_mel(x, cfg).astype(np.float16)  # stored as in the shards
         mel = torch.from_numpy(np.ascontiguousarray(mel.T))[None].to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with autocast(device):
             logits = model(mel.float())
         p = torch.softmax(logits.float(), -1)[0].cpu().numpy()
+        if not np.isfinite(p).all():  # finite weights and input: an overflow in the model
+            yield Prediction(path, error="non_finite_output")
+            continue
         order = np.argsort(p)[::-1]
         yield Prediction(path, {genres[i]: float(p[i]) for i in order})

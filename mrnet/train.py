@@ -4,27 +4,29 @@ One loop, nanoGPT style. Per epoch: a random crop of every training track
 (mrnet.data), additive Gaussian noise and optional SpecAugment on the device, a
 forward pass (bf16 autocast on CUDA, fp32 on CPU), class-weighted cross entropy
 (weight = max count / count over the training split), AdamW (amsgrad), gradient
-clipping; then the cosine-with-warm-restarts schedule steps, the whole tracks of
-FMA's `validation` split are scored (never `test`), RUN/last.pt is replaced
-atomically, RUN/best.pt when validation accuracy improves, and metrics.csv is
-rewritten from the history stored in the checkpoint.
+clipping; then the cosine-with-warm-restarts schedule steps and the whole tracks of
+FMA's `validation` split are scored (never `test`). Then RUN/best.pt (when validation
+accuracy improved), RUN/last.pt and metrics.csv are replaced atomically, in that order.
+
+What a crash cannot break: last.pt holds the whole run (states, history, and the
+weights of the best epoch), and best.pt and metrics.csv are views of it. A kill between
+two writes leaves a view one epoch behind or ahead; `--resume` rewrites both from
+last.pt (best.pt: the first epoch with the highest validation accuracy in the history;
+for a run directory of mrnet 0.1, whose last.pt lacks those weights, by replaying the
+epochs from the latest checkpoint that has them) before it goes on. A loss that turns
+NaN or infinite stops the run at once (exit 2, naming the batch's tracks) before
+anything is saved. RUN/.lock keeps a second run out of the directory.
 
 Reproducibility: every epoch reseeds torch / numpy / random from (seed, epoch, rank)
-and draws its crops from the same triple, so an epoch's randomness does not depend on
-how the run got there; `--resume` restores model, optimizer, scheduler, history and
-RNG states from RUN/last.pt and continues with the next epoch. On CPU a resumed run
-ends with the weights and metrics of an uninterrupted one (with the same process count).
+and draws its crops from the same triple (mrnet.seeds), so an epoch's randomness does
+not depend on how the run got there; on CPU a resumed run ends with the weights and
+metrics of an uninterrupted one (with the same process count).
 
-Under torchrun (RANK and WORLD_SIZE set; `torchrun --nproc-per-node N --no-python mrnet
-train ...`, multi-node with torchrun's --nnodes/--rdzv-* flags) every process joins one
-process group (NCCL on GPUs, gloo on the CPU) and trains a DistributedDataParallel
-replica on its disjoint share of each epoch's crops (`--batch-size` is per process);
-BatchNorm statistics stay per process unless `--sync-bn`. All processes validate a
-disjoint share of the validation tracks and all-reduce the sums, after taking rank 0's
-BatchNorm buffers, so the figures are those of the saved model. Only rank 0 writes RUN/
-(metrics.csv, last.pt, best.pt, tb/) and prints; the others print errors only. Bad input
-stops every process with the same kind of one-line error (exit code 2). The cache, and
-RUN/ for `--resume` (every process loads RUN/last.pt), must be readable on every node.
+Under torchrun (see mrnet.runtime) every process trains a DistributedDataParallel
+replica on its disjoint share of each epoch's crops (`--batch-size` is per process) and
+validates a disjoint share of the validation tracks (all-reduced, after taking rank 0's
+BatchNorm buffers, so the figures are those of the saved model). Only rank 0 writes RUN/
+and prints. The cache, and RUN/ for `--resume`, must be readable on every node.
 """
 
 from __future__ import annotations
@@ -34,28 +36,42 @@ import dataclasses
 import io
 import math
 import os
-import random
+import signal
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+import uuid
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-import torchaudio.transforms as AT
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
+from mrnet import checkpoint as ckpt_io
+from mrnet.augment import Augment
+from mrnet.checkpoint import ARCHS, Checkpoint, ModelConfig, best_epoch, build_model
 from mrnet.data import MemmapCrops, ResidentCrops, SplitIndex, split_index, whole_tracks
+from mrnet.runtime import (
+    Dist,
+    autocast,
+    broadcast_buffers,
+    collective_device,
+    init_distributed,
+    resolve_device,
+    same_outcome,
+)
+from mrnet.seeds import epoch_seed, rng_state, seed_all, set_rng_state
+from pipeline.atomic import remove_temps, write_atomic
 from pipeline.errors import BadInput
 from pipeline.features import FeatureConfig
-from pipeline.manifest import Cache, open_cache, write_atomic
+from pipeline.lock import DirLock
+from pipeline.manifest import Cache, open_cache
+from pipeline.settings import setting
 
-CHECKPOINT_VERSION = 1
 METRIC_COLUMNS = (
     "epoch",
     "train_loss",
@@ -67,6 +83,7 @@ METRIC_COLUMNS = (
     "val_tracks",
 )
 TIMING_COLUMNS = ("seconds", "samples_per_s")  # differ between otherwise identical runs
+SELECT_BY = "val_acc"  # the validation figure that picks best.pt
 # Settings a resumed run takes from its checkpoint (they decide what is computed).
 RESUME_KEEPS = (
     "arch",
@@ -88,40 +105,48 @@ RESUME_KEEPS = (
     "grad_clip",
 )
 STEP_DELAY_ENV = "MRNET_TRAIN_STEP_DELAY"  # test hook: seconds to sleep after each step
+KILL_AT_ENV = "MRNET_TEST_KILL_AT"  # test hook: "best.pt@3" SIGKILLs after that write
+_NO_BAD = 2**62  # "no non-finite loss yet" in the device-side step counter
 
 
 @dataclass
 class TrainConfig:
     """Everything `mrnet train` takes. Stored, as plain types, in every checkpoint."""
 
-    cache: Path
-    out: Path
-    arch: str = "mrnet"
-    epochs: int = 30
-    batch_size: int = 48  # crops per step (per process under torchrun)
-    lr: float = 1e-3
+    cache: Path = setting(help="Cache directory written by `mrnet preprocess`.")
+    out: Path = setting(help="Run directory: last.pt, best.pt, metrics.csv, tb/.")
+    arch: str = setting("mrnet", "Model: mrnet | cnn (128x128 mel-image baseline).")
+    epochs: int = setting(30, "Epochs in total (a resumed run continues up to this).")
+    batch_size: int = setting(48, "Crops per step (per process under torchrun).")
+    lr: float = setting(1e-3, "Peak learning rate (AdamW, cosine warm restarts).")
     lr_min: float = 5e-4  # cosine floor (the MRNet authors' lr_min)
     t0: int = 0  # epochs of the first cosine cycle; 0 = `epochs` (fixed at the run's start)
     t_mult: int = 2
     weight_decay: float = 1e-4
-    channels: int = 512
-    crop_seconds: float = 6.0
-    workers: int = 2  # DataLoader worker processes (0 = read in the main process)
-    device: str = "auto"
-    seed: int = 0
-    compile: bool = False
-    data_on_gpu: bool = False
-    specaugment: bool = False
+    channels: int = setting(512, "MRNet width C (unused by cnn).")
+    crop_seconds: float = setting(6.0, "Length of the random training crops, s.")
+    workers: int = setting(2, "DataLoader worker processes (0 = main process).")
+    device: str = setting("auto", "auto | cpu | cuda.")
+    seed: int = setting(0, "Seed of initialisation, crops and augmentation.")
+    compile: bool = setting(False, "torch.compile the model.", flag="--compile")
+    data_on_gpu: bool = setting(
+        False, "Hold the training features in device memory (no loader).", flag="--data-on-gpu"
+    )
+    specaugment: bool = setting(
+        False, "Add SpecAugment frequency and time masks.", flag="--specaugment"
+    )
     freq_mask: int = 16  # SpecAugment: widest of 2 frequency masks, mel bands
     time_mask: int = 30  # SpecAugment: widest of 2 time masks, frames
     noise_prob: float = 0.7  # probability that a crop gets additive Gaussian noise
     noise_mean: tuple[float, float] = (-0.03, 0.03)  # noise mean ~ U(range), log-mel units
     noise_std: tuple[float, float] = (0.05, 0.1)  # noise std ~ U(range)
     grad_clip: float = 5.0  # max global gradient norm; 0 = off
-    sync_bn: bool = False  # SyncBatchNorm across torchrun processes (CUDA/NCCL only)
-    tensorboard: bool = False
-    resume: bool = False
-    progress: bool = True
+    sync_bn: bool = setting(
+        False, "Under torchrun: BatchNorm statistics over all GPUs (NCCL).", flag="--sync-bn"
+    )
+    tensorboard: bool = setting(False, "Log to RUN/tb/.", flag="--tensorboard")
+    resume: bool = setting(False, "Continue the run in --out from last.pt.", flag="--resume")
+    progress: bool = setting(True, "Show a progress bar per epoch.")
 
     def to_dict(self) -> dict:
         """Plain types only (str, int, float, bool, list), as checkpoints require."""
@@ -130,190 +155,30 @@ class TrainConfig:
             for k, v in dataclasses.asdict(self).items()
         }
 
+    def model_config(self, n_mels: int, n_classes: int) -> ModelConfig:
+        return ModelConfig(self.arch, n_mels, n_classes, channels=self.channels)
 
-# ---------------------------------------------------------------- checkpoints
-
-
-def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Read a checkpoint with ``weights_only=True`` onto the CPU; BadInput if unusable."""
-    path = Path(path)
-    if not path.is_file():
-        raise BadInput(f"checkpoint {path} does not exist; train one with `mrnet train`")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for truncated or foreign files
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-        raise BadInput(
-            f"checkpoint {path} is corrupt or truncated ({reason}); use another checkpoint "
-            "(RUN/best.pt or RUN/last.pt) or retrain"
-        ) from e
-    needed = {"model", "arch", "n_mels", "n_classes", "feature_config", "genres"}
-    if not isinstance(ckpt, dict) or not needed <= set(ckpt):
-        raise BadInput(f"{path} is not an mrnet checkpoint; pass RUN/best.pt or RUN/last.pt")
-    return ckpt
+    def augment(self) -> Augment:
+        return Augment(
+            self.noise_prob, self.noise_mean, self.noise_std,
+            self.specaugment, self.freq_mask, self.time_mask,
+        )  # fmt: skip
 
 
-def model_from_checkpoint(ckpt: dict) -> nn.Module:
-    """The checkpoint's model with its weights, on the CPU, in eval mode."""
-    from mrnet.model import build_model
-
-    model = build_model(ckpt["arch"], ckpt["n_mels"], ckpt["n_classes"], ckpt.get("channels", 512))
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as e:
-        raise BadInput(
-            f"checkpoint weights do not fit a {ckpt['arch']} model "
-            f"({str(e).splitlines()[0][:120]}); retrain with this version of mrnet"
-        ) from e
-    return model.eval()
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The plain module under DistributedDataParallel and torch.compile wrappers."""
-    if isinstance(model, DDP):
-        model = model.module
-    return getattr(model, "_orig_mod", model)
-
-
-def save_atomic(obj: dict, path: Path) -> None:
-    """torch.save to a temporary name, fsync, rename: ``path`` is always whole."""
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def rng_state() -> dict:
-    """torch (CPU, CUDA), numpy and python RNG states as tensors and plain types."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    version, state, gauss = random.getstate()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
-        "python": [version, list(state), gauss],
-    }
-
-
-def set_rng_state(s: dict) -> None:
-    torch.set_rng_state(s["torch"])
-    if s["cuda"] and torch.cuda.is_available() and len(s["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(s["cuda"])
-    kind, keys, pos, has_gauss, cached = s["numpy"]
-    np.random.set_state((kind, np.array(keys, np.uint32), pos, has_gauss, cached))
-    version, state, gauss = s["python"]
-    random.setstate((version, tuple(state), gauss))
-
-
-def seed_all(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-    random.seed(seed)
-
-
-def epoch_seed(seed: int, epoch: int, rank: int) -> int:
-    """A 63-bit seed that is a pure function of (seed, epoch, rank)."""
-    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1, np.uint64)[0] >> 1)
-
-
-# ---------------------------------------------------------------- setup
-
-
-@dataclass(frozen=True)
-class Dist:
-    """This process's place in a torchrun job; rank 0 of 1, not ``enabled``, without one."""
-
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    enabled: bool = False  # in a process group (even of one process: DDP all the same)
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device: str) -> Dist:
-    """Join torchrun's process group when RANK and WORLD_SIZE are set: NCCL when the run
-    uses GPUs (this process takes GPU LOCAL_RANK), gloo on the CPU."""
-    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        return Dist()
-    if not {"MASTER_ADDR", "MASTER_PORT"} <= set(os.environ):
-        raise BadInput(
-            "RANK and WORLD_SIZE are set but MASTER_ADDR/MASTER_PORT are not; launch "
-            "with `torchrun ... --no-python mrnet train ...` or unset RANK"
-        )
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    use_nccl = device != "cpu" and torch.cuda.is_available()
-    if use_nccl:
-        if local_rank >= torch.cuda.device_count():
-            raise BadInput(
-                f"torchrun process {local_rank} of this node has no GPU ("
-                f"{torch.cuda.device_count()} visible); pass --nproc-per-node "
-                f"{torch.cuda.device_count()} or less"
-            )
-        torch.cuda.set_device(local_rank)  # NCCL collectives use the current device
-    dist.init_process_group("nccl" if use_nccl else "gloo")
-    return Dist(dist.get_rank(), dist.get_world_size(), local_rank, enabled=True)
-
-
-@contextmanager
-def same_outcome(ddp: Dist) -> Iterator[None]:
-    """Checks that every process runs: BadInput in any process is raised in all of them
-    (the others name the first failing rank), so none waits in a collective for one
-    that stopped. Every process must enter and leave the block (no return inside)."""
-    error: BadInput | None = None
-    try:
-        yield
-    except BadInput as e:
-        error = e
-    if ddp.enabled:
-        on = torch.device("cuda") if dist.get_backend() == "nccl" else torch.device("cpu")
-        first = torch.tensor([ddp.rank if error else ddp.world], device=on)
-        dist.all_reduce(first, op=dist.ReduceOp.MIN)
-        if error is None and int(first) < ddp.world:
-            error = BadInput(
-                f"torchrun process {int(first)} stopped on bad input (see its error); "
-                "fix that and rerun"
-            )
-    if error is not None:
-        raise error
-
-
-def broadcast_buffers(model: nn.Module) -> None:
-    """Give every process rank 0's buffers (BatchNorm running statistics): DDP keeps the
-    parameters equal, but each process's last forward updated its own statistics."""
-    for b in model.buffers():
-        dist.broadcast(b, src=0)
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    if name not in ("auto", "cpu", "cuda"):
-        raise BadInput(f"unknown --device {name!r}; use auto, cpu or cuda")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise BadInput("--device cuda but no GPU is visible; use --device cpu or auto")
-    if name == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device("cuda", local_rank)
+# ---------------------------------------------------------------- checks
 
 
 RESUME_FIX = "resume with the cache it was trained on or start a new --out"
 
 
-def check_features(ckpt: dict, cache: Cache, what: Path | str, fix: str = RESUME_FIX) -> None:
-    """Refuse a checkpoint whose features or genre order differ from the cache's;
-    ``fix`` ends the one-line message."""
-    if ckpt["feature_config"] != cache.feature_config:
-        fc, cc = ckpt["feature_config"], cache.feature_config
-        diff = sorted(k for k in set(fc) | set(cc) if fc.get(k) != cc.get(k))
+def check_resume(ckpt: Checkpoint, cache: Cache, what: Path) -> None:
+    """Features, label order and the very tracks must be those the run trained on."""
+    ckpt.check_cache(cache, what, RESUME_FIX)
+    if ckpt.cache_fingerprint and ckpt.cache_fingerprint != cache.fingerprint:
         raise BadInput(
-            f"{what} was trained on other features than cache {cache.root} (differs in "
-            f"{', '.join(diff)}); {fix}"
+            f"cache {cache.root} holds other tracks than {what} was trained on (track "
+            f"fingerprint {cache.fingerprint}, run: {ckpt.cache_fingerprint}); {RESUME_FIX}"
         )
-    if list(ckpt["genres"]) != list(cache.genres):
-        raise BadInput(f"{what} has another genre order than cache {cache.root}; {fix}")
 
 
 def resumed_config(cfg: TrainConfig, stored: dict, say: bool = True) -> TrainConfig:
@@ -335,8 +200,6 @@ def resumed_config(cfg: TrainConfig, stored: dict, say: bool = True) -> TrainCon
 
 
 def check_config(cfg: TrainConfig, n_train: int, world: int, cache: Path) -> None:
-    from mrnet.model import ARCHS
-
     if cfg.arch not in ARCHS:
         raise BadInput(f"unknown --arch {cfg.arch!r}; use one of {', '.join(ARCHS)}")
     for name in ("epochs", "channels", "lr", "crop_seconds"):
@@ -370,46 +233,39 @@ def class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
     return torch.tensor(w, dtype=torch.float32)
 
 
-# ---------------------------------------------------------------- augmentation
+# ---------------------------------------------------------------- one epoch
 
 
-class Augment(nn.Module):
-    """Training-time augmentation of x float32 [B, n_mels, T], on its device.
-
-    Additive Gaussian noise per crop with probability ``p`` (mean and std drawn
-    uniformly from the given ranges, as the MRNet authors train); then, if enabled,
-    SpecAugment: 2 frequency and 2 time masks per crop, filled with the crop's mean.
-    """
-
-    def __init__(self, cfg: TrainConfig) -> None:
-        super().__init__()
-        self.p, self.mean, self.std = cfg.noise_prob, cfg.noise_mean, cfg.noise_std
-        masks = [AT.FrequencyMasking(cfg.freq_mask, iid_masks=True)] * 2
-        masks += [AT.TimeMasking(cfg.time_mask, iid_masks=True)] * 2
-        self.masks = nn.ModuleList(masks) if cfg.specaugment else nn.ModuleList()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.p > 0:
-            u = torch.rand(x.shape[0], 3, 1, 1, device=x.device)  # apply?, mean, std
-            on = (u[:, 0] < self.p).to(x.dtype)
-            mean = self.mean[0] + (self.mean[1] - self.mean[0]) * u[:, 1]
-            std = self.std[0] + (self.std[1] - self.std[0]) * u[:, 2]
-            x = x + on * (mean + std * torch.randn_like(x))
-        if len(self.masks):
-            mu = x.mean(dim=(1, 2), keepdim=True)
-            x = x - mu
-            for mask in self.masks:
-                x = mask(x)
-            x = x + mu
-        return x
-
-
-# ---------------------------------------------------------------- epochs
+def _raise_if_non_finite(
+    first_bad: torch.Tensor, plan: list, index: SplitIndex, epoch: int, ddp: Dist, cache: Path
+) -> None:
+    """Stop every process at the first step whose loss was not finite (device counter:
+    one host sync per check). The process that saw it names its batch's tracks."""
+    code = torch.where(first_bad < _NO_BAD, first_bad * ddp.world + ddp.rank, first_bad)
+    if ddp.enabled:
+        code = code.to(collective_device())
+        dist.all_reduce(code, op=dist.ReduceOp.MIN)
+    code = int(code)
+    if code >= _NO_BAD:
+        return
+    step, rank = divmod(code, ddp.world)
+    if rank != ddp.rank:
+        raise BadInput(
+            f"training loss became NaN or infinite at epoch {epoch} on torchrun process {rank} "
+            "(see its error); last.pt and best.pt are left as they were"
+        )
+    ids = " ".join(str(t) for t in index.track_id[plan[step][0]].tolist())
+    raise BadInput(
+        f"training loss became NaN or infinite at epoch {epoch}, step {step + 1}, on a batch "
+        f"of tracks {ids}; last.pt and best.pt are left as they were; check the cache with "
+        f"`mrnet verify {cache}` (or lower --lr) and rerun"
+    )
 
 
 def train_epoch(
-    model: nn.Module,
+    net: nn.Module,
     source: MemmapCrops | ResidentCrops,
+    index: SplitIndex,
     epoch: int,
     optimizer: torch.optim.Optimizer,
     criterion: nn.Module,
@@ -418,14 +274,18 @@ def train_epoch(
     device: torch.device,
     ddp: Dist,
 ) -> tuple[float, float, int]:
-    """One pass over the epoch's crops. Returns (mean loss, accuracy, samples) over all ranks."""
-    model.train()
+    """One pass over the epoch's crops. Returns (mean loss, accuracy, samples) over all
+    ranks; BadInput at the first non-finite loss (checked every step on CPU, every 16
+    steps on a GPU, where each check is a host sync)."""
+    net.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.float64, device=device)
-    seen = 0
+    first_bad = torch.full((), _NO_BAD, dtype=torch.int64, device=device)
+    plan, steps, seen = source.plan(epoch), len(source), 0
+    check_every = 1 if device.type == "cpu" else 16
     delay = float(os.environ.get(STEP_DELAY_ENV, "0") or 0)
     bar = tqdm(  # on rank 0, counting the samples of all processes
-        total=len(source) * cfg.batch_size * ddp.world,
+        total=steps * cfg.batch_size * ddp.world,
         desc=f"epoch {epoch}/{cfg.epochs}",
         unit="sample",
         leave=False,
@@ -434,18 +294,22 @@ def train_epoch(
     for step, (x, y) in enumerate(source.batches(epoch)):
         x = augment(x.to(device, non_blocking=True))
         y = y.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            logits = model(x)
+        with autocast(device):
+            logits = net(x)
         loss = criterion(logits.float(), y)
+        bad = ~torch.isfinite(loss) & (first_bad == _NO_BAD)
+        first_bad = torch.where(bad, torch.full_like(first_bad, step), first_bad)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
         optimizer.step()
         loss_sum += loss.detach() * len(y)
         correct += (logits.argmax(1) == y).sum()
         seen += len(y)
         bar.update(len(y) * ddp.world)
+        if (step + 1) % check_every == 0 or step + 1 == steps:
+            _raise_if_non_finite(first_bad, plan, index, epoch, ddp, cfg.cache)
         if step % 10 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
         if delay:
@@ -470,24 +334,36 @@ def validate(
     """(class-weighted mean cross entropy, accuracy) over the whole tracks of ``index``;
     NaNs when it is empty. Under torchrun each process scores its share
     (``index.share(rank, world)``) and the float64 sums [sum of w_y * loss, sum of w_y,
-    correct, tracks] are all-reduced: every process returns the whole split's figures,
-    those of one process scoring it alone up to float rounding. ``model`` is the plain
-    module (not DDP), the same on every process."""
+    correct, tracks, non-finite tracks] are all-reduced: every process returns the whole
+    split's figures. BadInput when a track's outputs are not finite. ``model`` is the
+    plain module (not DDP), the same on every process."""
     if len(index) == 0:
         return math.nan, math.nan
     model.eval()
-    sums = torch.zeros(4, dtype=torch.float64, device=device)
-    for _, x, y in whole_tracks(index.share(ddp.rank, ddp.world), max_frames):
+    sums = torch.zeros(5, dtype=torch.float64, device=device)
+    share = index.share(ddp.rank, ddp.world)
+    bad_ids: list[int] = []
+    for rows, x, y in whole_tracks(share, max_frames):
         x, y = x.to(device), y.to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with autocast(device):
             logits = model(x).float()
+        finite = torch.isfinite(logits).all(dim=1)
+        if not bool(finite.all()):
+            bad_ids += share.track_id[rows[~finite.cpu().numpy()]].tolist()
         sums[0] += F.cross_entropy(logits, y, weight=weight, reduction="sum").double()
         sums[1] += weight[y].double().sum()
         sums[2] += (logits.argmax(1) == y).sum()
         sums[3] += len(y)
+        sums[4] += (~finite).sum()
     if ddp.enabled:
         dist.all_reduce(sums)
-    loss_sum, weight_sum, correct, count = sums.tolist()
+    loss_sum, weight_sum, correct, count, n_bad = sums.tolist()
+    if n_bad:
+        shown = f" (here: {' '.join(map(str, bad_ids[:10]))})" if bad_ids else ""
+        raise BadInput(
+            f"validation outputs are NaN or infinite for {int(n_bad)} tracks{shown}; last.pt "
+            f"and best.pt are left as they were; check the cache with `mrnet verify` and rerun"
+        )
     assert count == len(index), (count, len(index))  # the shares cover the split once
     return (loss_sum / weight_sum if weight_sum else math.nan), correct / count
 
@@ -509,66 +385,112 @@ def epoch_line(row: dict, epochs: int) -> str:
     )
 
 
-# ---------------------------------------------------------------- the run
+# ---------------------------------------------------------------- the run's state
 
 
-def train(cfg: TrainConfig) -> dict:
-    """Train (or resume) the run in ``cfg.out``; returns a summary (best val acc, last row)."""
-    cfg = dataclasses.replace(cfg, cache=Path(cfg.cache), out=Path(cfg.out))
-    ddp = init_distributed(cfg.device)
-    try:
-        return _train(cfg, ddp)
-    finally:
+@dataclass
+class Run:
+    """One training run in memory: data, model, optimizer, schedule and history."""
+
+    cfg: TrainConfig
+    ddp: Dist
+    device: torch.device
+    cache: Cache
+    train_idx: SplitIndex
+    val_idx: SplitIndex
+    model_config: ModelConfig
+    model: nn.Module  # the plain module: what is saved
+    net: nn.Module  # what runs the forward pass: compiled and/or DDP-wrapped ``model``
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    source: MemmapCrops | ResidentCrops
+    criterion: nn.Module
+    augment: Augment
+    weight: torch.Tensor
+    frames: int
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    epoch: int = 0
+    history: list[dict] = field(default_factory=list)
+    best_model: dict | None = None  # CPU copy of the weights of the best epoch
+
+    @property
+    def best_epoch(self) -> int | None:
+        return best_epoch(self.history, SELECT_BY)
+
+    def restore(self, ck: Checkpoint) -> None:
+        """Continue from ``ck`` (its weights, optimizer, schedule, history, RNG)."""
+        self.model.load_state_dict(ck.model)
+        self.optimizer.load_state_dict(ck.optimizer)
+        self.scheduler.load_state_dict(ck.scheduler)
+        set_rng_state(ck.rng)
+        self.epoch, self.history = ck.epoch, list(ck.history)
+        self.run_id = ck.run_id or self.run_id
+
+    def run_epoch(self) -> dict:
+        """Train and validate the next epoch; returns its metrics row."""
+        cfg, ddp = self.cfg, self.ddp
+        epoch = self.epoch + 1
+        seed_all(epoch_seed(cfg.seed, epoch, ddp.rank))
+        lr = self.optimizer.param_groups[0]["lr"]
+        t0 = time.perf_counter()
+        train_loss, train_acc, seen = train_epoch(
+            self.net, self.source, self.train_idx, epoch, self.optimizer, self.criterion,
+            self.augment, cfg, self.device, ddp,
+        )  # fmt: skip
+        train_s = time.perf_counter() - t0
+        self.scheduler.step()
         if ddp.enabled:
-            dist.destroy_process_group()
+            broadcast_buffers(self.model)  # score (and save) the same model everywhere
+        max_frames = cfg.batch_size * self.frames
+        val_loss, val_acc = validate(
+            self.model, self.val_idx, self.weight, self.device, max_frames, ddp
+        )
+        self.epoch = epoch
+        return {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "train_acc": train_acc,
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "lr": lr,
+            "train_samples": seen,
+            "val_tracks": len(self.val_idx),
+            "seconds": round(time.perf_counter() - t0, 3),
+            "samples_per_s": round(seen / train_s, 1),
+        }
 
-
-def _train(cfg: TrainConfig, ddp: Dist) -> dict:
-    from mrnet.model import build_model
-
-    out = cfg.out
-    ckpt = None
-    with same_outcome(ddp):
-        device = resolve_device(cfg.device, ddp.local_rank)
-        if out.exists() and not out.is_dir():
-            raise BadInput(f"--out {out} is a file; pass a directory for the run")
-        cache = open_cache(cfg.cache)
-        if cfg.resume:
-            if not (out / "last.pt").is_file():
-                raise BadInput(
-                    f"--resume but {out / 'last.pt'} does not exist; drop --resume to start "
-                    "a new run"
-                )
-            ckpt = load_checkpoint(out / "last.pt")
-            check_features(ckpt, cache, out / "last.pt")
-            cfg = resumed_config(cfg, ckpt["config"], say=ddp.main)
-        elif (out / "last.pt").exists():
-            raise BadInput(
-                f"{out} already holds a run (last.pt); pass --resume to continue it "
-                "or choose another --out"
-            )
-        train_idx = split_index(cache, "training")
-        if len(train_idx) == 0:
-            raise BadInput(
-                f"cache {cache.root} has no training tracks; preprocess a subset with a "
-                "`training` split"
-            )
-        val_idx = split_index(cache, "validation")
-        check_config(cfg, len(train_idx), ddp.world, cache.root)
-    if ckpt is None and cfg.t0 <= 0:
-        cfg = dataclasses.replace(cfg, t0=cfg.epochs)
-    frames = crop_frames(cfg.crop_seconds, cache.feature_config)
-    n_mels, n_classes = train_idx.n_mels, len(cache.genres)
-    if ddp.main and len(val_idx) == 0:
-        tqdm.write(f"warning: cache {cache.root} has no validation tracks; best.pt = last epoch")
-    if ddp.main and ckpt is not None and ckpt.get("world", 1) != ddp.world:
-        tqdm.write(
-            f"note: {out} was trained by {ckpt.get('world', 1)} process(es), resumed by "
-            f"{ddp.world}: its epochs from now on differ from an unbroken run's"
+    def checkpoint(self) -> Checkpoint:
+        """RUN/last.pt of the current epoch."""
+        return Checkpoint(
+            model_config=self.model_config,
+            feature_config=self.cache.feature_config,
+            labels=list(self.cache.genres),
+            model=self.model.state_dict(),
+            train_config=self.cfg.to_dict(),
+            cache_fingerprint=self.cache.fingerprint,
+            run_id=self.run_id,
+            world=self.ddp.world,
+            epoch=self.epoch,
+            history=list(self.history),
+            best_epoch=self.best_epoch,
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            rng=rng_state(),
+            best_model=self.best_model if self.best_epoch != self.epoch else None,
         )
 
+
+def _state_copy(model: nn.Module) -> dict:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def build_run(cfg: TrainConfig, ddp: Dist, device: torch.device, cache: Cache,
+              train_idx: SplitIndex, val_idx: SplitIndex) -> Run:  # fmt: skip
+    """A fresh run: seeded initial weights, optimizer, schedule, loader."""
+    frames = crop_frames(cfg.crop_seconds, cache.feature_config)
+    model_config = cfg.model_config(train_idx.n_mels, len(cache.genres))
     seed_all(cfg.seed)
-    model = build_model(cfg.arch, n_mels, n_classes, cfg.channels).to(device)
+    model = build_model(model_config).to(device)
     if cfg.sync_bn and ddp.enabled:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # same state_dict keys
     optimizer = torch.optim.AdamW(
@@ -577,23 +499,7 @@ def _train(cfg: TrainConfig, ddp: Dist) -> dict:
     scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
         optimizer, T_0=cfg.t0, T_mult=cfg.t_mult, eta_min=cfg.lr_min
     )
-    start, best, history = 0, -math.inf, []
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        start, best, history = ckpt["epoch"], ckpt["best"], list(ckpt["history"])
-        # rank 0's states; every epoch reseeds from (seed, epoch, rank) anyway, so no
-        # process needs its own stored state to continue deterministically
-        set_rng_state(ckpt["rng"])
-        if start >= cfg.epochs:
-            if ddp.main:
-                tqdm.write(f"{out} has already trained {start} epochs; pass --epochs above {start}")
-            return summary(out, history, best, ddp)
-
-    weight = class_weights(train_idx.label, n_classes).to(device)
-    criterion = nn.CrossEntropyLoss(weight=weight)
-    augment = Augment(cfg).to(device)
+    weight = class_weights(train_idx.label, model_config.n_classes).to(device)
     if cfg.data_on_gpu:
         source = ResidentCrops(
             train_idx, frames, cfg.batch_size, cfg.seed, device, ddp.rank, ddp.world
@@ -610,91 +516,224 @@ def _train(cfg: TrainConfig, ddp: Dist) -> dict:
     net = torch.compile(model) if cfg.compile else model
     if ddp.enabled:  # broadcasts rank 0's parameters and buffers
         net = DDP(net, device_ids=[device.index] if device.type == "cuda" else None)
+    return Run(
+        cfg, ddp, device, cache, train_idx, val_idx, model_config, model, net, optimizer,
+        scheduler, source, nn.CrossEntropyLoss(weight=weight), cfg.augment().to(device),
+        weight, frames,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------- best.pt
+
+
+def _read_best(path: Path) -> Checkpoint | None:
+    try:
+        return ckpt_io.load(path)
+    except BadInput:
+        return None  # missing, truncated or foreign: rewritten below
+
+
+def _holds_best(best: Checkpoint | None, last: Checkpoint, b: int) -> bool:
+    """``best`` is the checkpoint of epoch ``b`` of the run in ``last``."""
+    if best is None or best.epoch != b or best.history != last.history[:b]:
+        return False
+    if best.run_id and last.run_id and best.run_id != last.run_id:
+        return False
+    weights = last.model if b == last.epoch else last.best_model
+    if weights is not None:
+        return set(weights) == set(best.model) and all(
+            torch.equal(weights[k], best.model[k]) for k in weights
+        )
+    return True
+
+
+def heal_best(run: Run, last: Checkpoint) -> None:
+    """Make RUN/best.pt the checkpoint of the first epoch with the best validation figure
+    in last.pt's history, and set ``run.best_model`` to its weights. The weights come
+    from last.pt; for a last.pt of mrnet 0.1 (no best weights in it) the epochs up to the
+    best one are replayed from best.pt (when it is an earlier, resumable epoch of the same
+    run) or from the start. ``run`` is left at last.pt's state by the caller."""
+    out = run.cfg.out / "best.pt"
+    b = best_epoch(last.history, SELECT_BY)
+    if b is None:
+        return
+    current = _read_best(out)
+    if run.ddp.enabled:
+        dist.barrier()  # every process has read best.pt before rank 0 may rewrite it
+    if _holds_best(current, last, b):
+        run.best_model = current.model
+        return
+    if b == last.epoch:
+        weights = last.model
+    elif last.best_model is not None:
+        weights = last.best_model
+    else:
+        start = current
+        usable = (
+            start is not None and start.resumable and start.epoch < b
+            and start.history == last.history[: start.epoch]
+        )  # fmt: skip
+        weights = _replay(run, start if usable else None, b, last)
+    run.best_model = weights
+    if run.ddp.main:
+        was = f"epoch {current.epoch}" if current is not None else "no readable checkpoint"
+        healed = dataclasses.replace(last, best_model=weights, best_epoch=b)
+        ckpt_io.save(healed.as_best(), out)
+        tqdm.write(f"note: repaired {out}: it held {was}; the best epoch is {b}")
+
+
+def _replay(run: Run, start: Checkpoint | None, target: int, last: Checkpoint) -> dict:
+    """Train epochs up to ``target`` again from ``start`` (None: from the run's seeded
+    initial state, which ``run`` holds when fresh) and return the weights at ``target``."""
+    if start is not None:
+        run.restore(start)
+    first = run.epoch + 1
+    if run.ddp.main:
+        tqdm.write(f"note: rebuilding best.pt: replaying epochs {first}-{target} of {run.cfg.out}")
+    while run.epoch < target:
+        row = run.run_epoch()
+    want = last.history[target - 1]
+    if run.ddp.main and not math.isclose(row[SELECT_BY], want[SELECT_BY], abs_tol=1e-9):
+        tqdm.write(
+            f"warning: the replayed epoch {target} scored {SELECT_BY} {row[SELECT_BY]:.4f}, the "
+            f"run logged {want[SELECT_BY]:.4f} (GPU nondeterminism); best.pt holds the replay"
+        )
+    return _state_copy(run.model)
+
+
+# ---------------------------------------------------------------- the run
+
+
+def _fault_point(name: str, epoch: int) -> None:
+    """Test hook: SIGKILL this process right after writing ``name`` in ``epoch``."""
+    if os.environ.get(KILL_AT_ENV) == f"{name}@{epoch}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def save_epoch(run: Run, improved: bool) -> None:
+    """best.pt (when improved), then last.pt, then metrics.csv: last.pt is the truth, and
+    a kill between two writes is repaired from it by `--resume` (see heal_best)."""
+    out, epoch = run.cfg.out, run.epoch
+    last = run.checkpoint()
+    if improved:
+        ckpt_io.save(last.as_best(), out / "best.pt")
+        _fault_point("best.pt", epoch)
+    ckpt_io.save(last, out / "last.pt")
+    _fault_point("last.pt", epoch)
+    write_metrics(out / "metrics.csv", run.history)
+    _fault_point("metrics.csv", epoch)
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Train (or resume) the run in ``cfg.out``; returns a summary (best val acc, last row)."""
+    cfg = dataclasses.replace(cfg, cache=Path(cfg.cache), out=Path(cfg.out))
+    ddp = init_distributed(cfg.device)
+    try:
+        with ExitStack() as stack:
+            return _train(cfg, ddp, stack)
+    finally:
+        if ddp.enabled:
+            dist.destroy_process_group()
+
+
+def _claim(cfg: TrainConfig, ddp: Dist, stack: ExitStack) -> Checkpoint | None:
+    """Take RUN/.lock (rank 0) and decide new run vs resume; returns last.pt to resume."""
+    out = cfg.out
+    if cfg.resume and not (out / "last.pt").is_file():
+        raise BadInput(
+            f"--resume but {out / 'last.pt'} does not exist; drop --resume to start a new run"
+        )
+    if ddp.main:
+        out.mkdir(parents=True, exist_ok=True)
+        stack.enter_context(DirLock(out, "run", fix="choose another --out"))
+        remove_temps(out)  # left by a run killed while saving
+    if not cfg.resume:
+        if (out / "last.pt").exists():
+            raise BadInput(
+                f"{out} already holds a run (last.pt); pass --resume to continue it "
+                "or choose another --out"
+            )
+        return None
+    return ckpt_io.load(out / "last.pt", resume=True)
+
+
+def _train(cfg: TrainConfig, ddp: Dist, stack: ExitStack) -> dict:
+    out = cfg.out
+    with same_outcome(ddp):
+        device = resolve_device(cfg.device, ddp.local_rank)
+        if out.exists() and not out.is_dir():
+            raise BadInput(f"--out {out} is a file; pass a directory for the run")
+        cache = open_cache(cfg.cache)
+        train_idx = split_index(cache, "training")
+        if len(train_idx) == 0:
+            raise BadInput(
+                f"cache {cache.root} has no training tracks; preprocess a subset with a "
+                "`training` split"
+            )
+        val_idx = split_index(cache, "validation")
+        check_config(cfg, len(train_idx), ddp.world, cache.root)
+        last = _claim(cfg, ddp, stack)
+        if last is not None:
+            check_resume(last, cache, out / "last.pt")
+            cfg = resumed_config(cfg, last.train_config, say=ddp.main)
+            check_config(cfg, len(train_idx), ddp.world, cache.root)
+    if last is None and cfg.t0 <= 0:
+        cfg = dataclasses.replace(cfg, t0=cfg.epochs)
+    if ddp.main and len(val_idx) == 0:
+        tqdm.write(f"warning: cache {cache.root} has no validation tracks; best.pt = last epoch")
+    if ddp.main and last is not None and last.world != ddp.world:
+        tqdm.write(
+            f"note: {out} was trained by {last.world} process(es), resumed by "
+            f"{ddp.world}: its epochs from now on differ from an unbroken run's"
+        )
+
+    run = build_run(cfg, ddp, device, cache, train_idx, val_idx)
+    if last is not None:
+        heal_best(run, last)
+        # rank 0's states; every epoch reseeds from (seed, epoch, rank) anyway, so no
+        # process needs its own stored state to continue deterministically
+        run.restore(last)
+        if ddp.main:
+            write_metrics(out / "metrics.csv", run.history)
+        if run.epoch >= cfg.epochs:
+            if ddp.main:
+                tqdm.write(f"{out} has already trained {run.epoch} epochs; pass --epochs above "
+                           f"{run.epoch}")  # fmt: skip
+            return summary(out, run.history, ddp)
 
     tb = None
     if cfg.tensorboard and ddp.main:
         from torch.utils.tensorboard import SummaryWriter
 
-        tb = SummaryWriter(str(out / "tb"), purge_step=start + 1)
-    if ddp.main:
-        out.mkdir(parents=True, exist_ok=True)
-        for stale in out.glob("*.pt.tmp-*"):  # left by a run killed while saving
-            stale.unlink(missing_ok=True)
-    fixed = {
-        "feature_config": cache.feature_config,
-        "genres": list(cache.genres),
-        "config": cfg.to_dict(),
-        "arch": cfg.arch,
-        "n_mels": n_mels,
-        "n_classes": n_classes,
-        "channels": cfg.channels,
-        "world": ddp.world,
-        "format_version": CHECKPOINT_VERSION,
-    }
-    for epoch in range(start + 1, cfg.epochs + 1):
-        seed_all(epoch_seed(cfg.seed, epoch, ddp.rank))
-        lr = optimizer.param_groups[0]["lr"]
-        t0 = time.perf_counter()
-        train_loss, train_acc, seen = train_epoch(
-            net, source, epoch, optimizer, criterion, augment, cfg, device, ddp
-        )
-        train_s = time.perf_counter() - t0
-        scheduler.step()
-        if ddp.enabled:
-            broadcast_buffers(model)  # score (and save) the same model everywhere
-        val_loss, val_acc = validate(model, val_idx, weight, device, cfg.batch_size * frames, ddp)
-        row = {
-            "epoch": epoch,
-            "train_loss": train_loss,
-            "train_acc": train_acc,
-            "val_loss": val_loss,
-            "val_acc": val_acc,
-            "lr": lr,
-            "train_samples": seen,
-            "val_tracks": len(val_idx),
-            "seconds": round(time.perf_counter() - t0, 3),
-            "samples_per_s": round(seen / train_s, 1),
-        }
-        history.append(row)
-        improved = math.isnan(val_acc) or val_acc > best
-        best = val_acc if improved else best
+        tb = stack.enter_context(SummaryWriter(str(out / "tb"), purge_step=run.epoch + 1))
+    while run.epoch < cfg.epochs:
+        row = run.run_epoch()
+        run.history.append(row)
+        improved = run.best_epoch == run.epoch
+        if improved:
+            run.best_model = _state_copy(run.model)
         if ddp.main:
-            ckpt = {
-                **fixed,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "epoch": epoch,
-                "best": best,
-                "history": history,
-                "rng": rng_state(),
-            }
-            save_atomic(ckpt, out / "last.pt")
-            if improved:
-                save_atomic(ckpt, out / "best.pt")
-            write_metrics(out / "metrics.csv", history)
+            save_epoch(run, improved)
             if tb is not None:
                 for k in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "samples_per_s"):
-                    tb.add_scalar(k, row[k], epoch)
+                    tb.add_scalar(k, row[k], run.epoch)
                 tb.flush()
             tqdm.write(epoch_line(row, cfg.epochs))
         if ddp.enabled:
             dist.barrier()  # last.pt of this epoch is whole before any process goes on
-    if tb is not None:
-        tb.close()
-    return summary(out, history, best, ddp)
+    return summary(out, run.history, ddp)
 
 
-def summary(out: Path, history: list[dict], best: float, ddp: Dist) -> dict:
-    """What `mrnet train` reports: run dir, epochs done, best val accuracy and its epoch;
-    ``main`` is False on the other processes of a torchrun job (they print nothing)."""
-    scored = [r for r in history if not math.isnan(r["val_acc"])]
-    best_row = max(scored, key=lambda r: r["val_acc"]) if scored else (history or [None])[-1]
+def summary(out: Path, history: list[dict], ddp: Dist) -> dict:
+    """What `mrnet train` reports: run dir, epochs done, best val acc and its epoch (the
+    epoch best.pt holds); ``main`` is False on the other torchrun processes."""
+    b = best_epoch(history, SELECT_BY)
+    best_row = history[b - 1] if b else None
     return {
         "main": ddp.main,
         "run": str(out),
         "epochs": len(history),
-        "best_val_acc": best,
-        "best_epoch": best_row["epoch"] if best_row else None,
+        "best_val_acc": best_row[SELECT_BY] if best_row else math.nan,
+        "best_epoch": b,
         "last": history[-1] if history else None,
     }

@@ -6,7 +6,8 @@ as fast as libsndfile and faster than PyAV or librosa. libsndfile (soundfile) is
 fallback for files miniaudio refuses (it also reads OGG/AIFF...). Resampling: soxr.
 
 Every failure is a `DecodeError` with a `reason` from `REASONS`, never a crash.
-A decoded length is checked against the file size: an MP3 cannot carry more than
+For MP3 content (judged by the bytes, not the suffix: see pipeline.mp3), a decoded length
+is checked against the audio bytes, tags excluded: an MP3 cannot carry more than
 320 kbit/s, so a decode implying more stopped early; and a libsndfile decode must cover
 the duration the MP3's frame headers add up to (it stops early on some VBR files that
 lack a Xing header). Otherwise the other decoder is tried, else "truncated_decode".
@@ -17,30 +18,22 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import miniaudio
 import numpy as np
 import soundfile
 import soxr
 
-REASONS = (
-    "missing",  # no file at the path
-    "empty_file",  # 0 bytes
-    "undecodable",  # no decoder could read it
-    "no_audio",  # decoded to 0 samples
-    "too_short",  # fewer seconds than asked
-    "truncated_decode",  # decoded length implausibly short for the file size
-)
+from pipeline import mp3
+from pipeline.errors import FAILURE_REASONS, TrackFailed
+
+REASONS = FAILURE_REASONS  # kept for callers that classify decode failures
 MAX_KBPS = 450.0  # MPEG-1 Layer III tops out at 320 kbit/s; margin for tags and headers
 
 
-class DecodeError(Exception):
+class DecodeError(TrackFailed):
     """A file that could not be turned into audio; ``reason`` is one of REASONS."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -102,65 +95,21 @@ class _quiet_stderr:
         os.close(self._saved)
 
 
-def _id3v2_size(head: bytes) -> int:
-    """Bytes taken by a leading ID3v2 tag (cover art can be large), else 0."""
-    if len(head) >= 10 and head[:3] == b"ID3":
-        s = head[6:10]
-        return 10 + ((s[0] & 127) << 21 | (s[1] & 127) << 14 | (s[2] & 127) << 7 | (s[3] & 127))
-    return 0
-
-
-# MPEG audio frame headers: kbit/s by bit-rate index (Layer III), Hz by sample-rate index.
-_KBPS = {
-    3: (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),  # MPEG-1
-    2: (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),  # MPEG-2 / 2.5
-}
-_HZ = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
-
-
-def mp3_seconds(path: Path) -> float:
-    """Duration that the Layer III frame headers of an MP3 add up to (~2 ms for 30 s).
-
-    libsndfile guesses a VBR file's length from its first frame when there is no Xing
-    header and stops there; counting frames tells such an early stop from a short file.
-    """
-    data = path.read_bytes()
-    i, seconds = _id3v2_size(data[:10]), 0.0
-    while i + 4 <= len(data):
-        h1, h2 = data[i + 1], data[i + 2]
-        version, layer = (h1 >> 3) & 3, (h1 >> 1) & 3
-        rate_idx, br_idx = (h2 >> 2) & 3, h2 >> 4
-        if (
-            data[i] != 0xFF
-            or h1 & 0xE0 != 0xE0
-            or version == 1
-            or layer != 1
-            or br_idx in (0, 15)
-            or rate_idx == 3
-        ):
-            nxt = data.find(b"\xff", i + 1)  # resynchronise on the next 0xFF
-            if nxt < 0:
-                break
-            i = nxt
-            continue
-        rate = _HZ[version][rate_idx]
-        mpeg1 = version == 3
-        kbps = _KBPS[3 if mpeg1 else 2][br_idx]
-        i += (144 if mpeg1 else 72) * kbps * 1000 // rate + ((h2 >> 1) & 1)
-        seconds += (1152 if mpeg1 else 576) / rate
-    return seconds
-
-
-def _plausible(
-    d: Decoded, path: Path, audio_bytes: int, max_seconds: float | None, counted: bool
+def _plausible_mp3(
+    d: Decoded, f: BinaryIO, size: int, max_seconds: float | None, counted: bool
 ) -> bool:
-    """Decoded duration consistent with the file: under the MP3 bit-rate ceiling, and,
-    when ``counted``, covering the duration its frame headers add up to."""
+    """Decoded duration consistent with the MP3 in open file ``f``: under the bit-rate
+    ceiling for its audio bytes (tags excluded), and, when ``counted``, covering the
+    duration its frame headers add up to."""
     if max_seconds is not None and d.seconds >= max_seconds - 0.05:
         return True  # we stopped it ourselves
-    if audio_bytes * 8 / 1000 / max(d.seconds, 1e-3) > MAX_KBPS:
+    for thorough in (False, True):  # the thorough pass looks for a large appended tag
+        start, end = mp3.audio_region(f, size, thorough)
+        if (end - start) * 8 / 1000 / max(d.seconds, 1e-3) <= MAX_KBPS:
+            break
+    else:
         return False
-    return not counted or d.seconds >= 0.95 * mp3_seconds(path) - 0.1
+    return not counted or d.seconds >= 0.95 * mp3.frame_seconds(f, start, end) - 0.1
 
 
 def decode(
@@ -179,11 +128,18 @@ def decode(
     if size == 0:
         raise DecodeError("empty_file", str(path))
     try:
-        with open(path, "rb") as f:
-            audio_bytes = size - _id3v2_size(f.read(10))
+        f = open(path, "rb")
     except OSError as e:  # a directory, no permission, ...
         raise DecodeError("undecodable", f"{path}: {e.strerror}") from None
-    is_mp3 = path.suffix.lower() == ".mp3"
+    with f:
+        return _decode_checked(path, f, size, max_seconds, mono)
+
+
+def _decode_checked(
+    path: Path, f: BinaryIO, size: int, max_seconds: float | None, mono: bool
+) -> Decoded:
+    """Try each decoder; keep the first plausible result (MP3 rules only for MP3 content)."""
+    is_mp3 = mp3.is_mp3(f)
     errors, best = [], None
     for decoder in (_decode_miniaudio, _decode_soundfile):
         try:
@@ -203,7 +159,7 @@ def decode(
             continue
         # Frame counting is only needed for libsndfile (miniaudio reads every frame).
         counted = decoder is _decode_soundfile
-        if not is_mp3 or _plausible(d, path, audio_bytes, max_seconds, counted):
+        if not is_mp3 or _plausible_mp3(d, f, size, max_seconds, counted):
             return d
         best = d if best is None or d.samples.size > best.samples.size else best
         errors.append(f"{decoder.__name__[8:]}: stopped at {d.seconds:.1f} s")

@@ -24,6 +24,8 @@ import numpy as np
 import scipy.fft
 import scipy.sparse
 
+from pipeline.errors import TrackFailed
+
 
 @dataclass(frozen=True)
 class FeatureConfig:
@@ -135,6 +137,20 @@ def power_spectrogram(x: np.ndarray, n_fft: int, hop_length: int) -> np.ndarray:
     power = spec.real * spec.real
     power += spec.imag * spec.imag
     return power.T
+
+
+def stored_log_mel(audio: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """``log_mel`` as the cache stores it: float16 [frames, n_mels], every value finite.
+
+    Raises TrackFailed("non_finite") otherwise (NaN or infinite samples in the audio,
+    or a power so large that float16 cannot hold its log): such a track is a failure,
+    never a row of the cache.
+    """
+    mel = log_mel(audio, cfg).astype(np.float16)
+    if not np.isfinite(mel).all():
+        bad = int((~np.isfinite(mel)).any(axis=1).sum())
+        raise TrackFailed("non_finite", f"{bad} of {len(mel)} frames hold NaN or infinity")
+    return mel
 
 
 def log_mel(audio: np.ndarray, cfg: FeatureConfig) -> np.ndarray:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +31,6 @@ SUBSETS = ("small", "medium", "large")
 SPLITS = ("training", "validation", "test")
 SUBSET_DTYPE = pd.CategoricalDtype(categories=list(SUBSETS), ordered=True)
 REQUIRED_COLUMNS = (("set", "subset"), ("set", "split"), ("track", "genre_top"))
-GENRE_COLUMNS = ("#tracks", "parent", "title", "top_level")
 TRACKS_CSV = "tracks.csv"
 GENRES_CSV = "genres.csv"
 
@@ -45,7 +45,7 @@ class Selection:
     label (int64, index into ``genres``); rows sorted by (SPLITS order, track_id),
     index 0..n-1. ``genres``: sorted names of the genres present (label order).
     ``skipped_no_genre``: tracks of the subset without ``genre_top`` (not examples).
-    ``skipped_no_split``: labelled tracks with no split (0 in the real release).
+    ``skipped_no_split``: labelled tracks whose split is empty or not one of SPLITS.
     """
 
     tracks: pd.DataFrame
@@ -130,19 +130,25 @@ def load_tracks(
         names = ", ".join(".".join(c) for c in missing)
         raise BadInput(f"{path} is not FMA's tracks.csv (missing columns {names}); {_FIX}")
     positions = [1 + pairs.index(c) for c in wanted]  # first occurrence; 0 is track_id
+    last = len(pairs)  # the last column: NaN in the last row when that row was cut short
+    usecols = sorted({0, *positions, last})
     try:
         raw = pd.read_csv(
             path,
             header=None,
             skiprows=n_header,
-            usecols=[0, *positions],
-            dtype={p: "str" for p in positions},
+            usecols=usecols,
+            dtype={p: "str" for p in usecols if p},
             encoding="utf-8",
             engine="c",
         )
     except (ValueError, UnicodeDecodeError, pd.errors.ParserError, OSError) as e:
+        if "EOF inside string" in str(e):
+            raise BadInput(_truncated(path)) from None
         reason = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
         raise BadInput(f"{path} is not a readable FMA tracks.csv ({reason}); {_FIX}") from None
+    if len(raw) and pd.isna(raw[last].iloc[-1]) and not _ends_with_newline(path):
+        raise BadInput(_truncated(path))
     ids = pd.to_numeric(raw[0], errors="coerce")
     if ids.isna().any() or (ids % 1 != 0).any() or (ids < 0).any():
         raise BadInput(f"{path} has track ids that are not integers; {_FIX}")
@@ -152,9 +158,24 @@ def load_tracks(
     if not frame.index.is_unique:
         raise BadInput(f"{path} lists some track ids twice; {_FIX}")
     _check_values(path, frame[("set", "subset")], SUBSETS, "set.subset")
-    _check_values(path, frame[("set", "split")], SPLITS, "set.split")
     frame[("set", "subset")] = frame[("set", "subset")].astype(SUBSET_DTYPE)
     return frame
+
+
+def _truncated(path: Path) -> str:
+    return (
+        f"{path.name} ends mid-row: truncated download? ({path}); download fma_metadata.zip "
+        "again and unzip it over the old folder"
+    )
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() == 0:
+            return True
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"
 
 
 def _check_values(path: Path, column: pd.Series, allowed: tuple[str, ...], name: str) -> None:
@@ -234,3 +255,26 @@ def load_genres(metadata_dir: Path) -> pd.DataFrame | None:
             f"{path} is not FMA's genres.csv (no column {missing or 'genre_id'}); {_FIX}"
         )
     return genres
+
+
+def check_genre_titles(tracks: pd.DataFrame, genres: pd.DataFrame, path: Path) -> None:
+    """Every ``genre_top`` of ``tracks`` must be a title of genres.csv: a value that is not
+    one (a name cut by a truncated download, "Fol") would become a class of its own."""
+    used = tracks[("track", "genre_top")].dropna().astype(str).str.strip()
+    unknown = sorted(set(used[used != ""]) - set(genres["title"].astype(str)))
+    if unknown:
+        shown = ", ".join(repr(u) for u in unknown[:3])
+        raise BadInput(
+            f"{path} has genre_top {shown} that genres.csv does not list: a damaged or "
+            "edited tracks.csv? download fma_metadata.zip again"
+        )
+
+
+def read_selection(metadata_dir: Path, subset: str) -> Selection:
+    """``select(load_tracks(metadata_dir), subset)``, with genre_top checked against
+    genres.csv when that file is present."""
+    tracks = load_tracks(metadata_dir)
+    genres = load_genres(metadata_dir)
+    if genres is not None:
+        check_genre_titles(tracks, genres, Path(metadata_dir) / TRACKS_CSV)
+    return select(tracks, subset)

@@ -16,8 +16,11 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import math
 import os
+import stat
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -29,9 +32,10 @@ import pandas as pd
 from tqdm import tqdm
 
 from pipeline import __version__, fma
+from pipeline.atomic import is_temp, remove_temps, write_atomic
 from pipeline.errors import BadInput
 from pipeline.features import FeatureConfig
-from pipeline.lock import CacheLock
+from pipeline.lock import DirLock, lock_token
 from pipeline.manifest import (
     FAILURE_COLUMNS,
     FAILURES,
@@ -41,9 +45,9 @@ from pipeline.manifest import (
     TRACKS,
     Manifest,
     dir_bytes,
-    write_atomic,
+    tracks_fingerprint,
 )
-from pipeline.shards import PARTIAL_SUFFIX, ShardError, read_shard
+from pipeline.shards import FORMAT_VERSION, ShardError, read_shard
 
 
 @dataclass
@@ -62,7 +66,7 @@ class PreprocessOptions:
     f_max: float = 0.0  # 0: Nyquist
     max_seconds: float = 30.0
     min_seconds: float = 1.0
-    shard_size: int = 128
+    shard_size: int | None = None  # None: from the number of tracks (`auto_shard_size`)
     backend: str = "loky"  # "loky": local processes; "dask": a dask.distributed cluster
     scheduler: str | None = None  # dask scheduler address, e.g. tcp://host:8786
     progress: bool = True
@@ -82,6 +86,15 @@ class PreprocessOptions:
 
 
 BACKENDS = ("loky", "dask")
+MIN_SHARD, MAX_SHARD = 8, 128
+
+
+def auto_shard_size(n_tracks: int) -> int:
+    """Tracks per shard when --shard-size is not given: about 64 shards for a small run
+    (so every worker stays busy to the end: one shard is one job), 128 tracks at most.
+    A pure function of the selection, so that resuming with other --jobs or on a dask
+    cluster plans the same shards."""
+    return min(MAX_SHARD, max(MIN_SHARD, math.ceil(n_tracks / 64)))
 
 
 @dataclass(frozen=True)
@@ -128,47 +141,92 @@ def build_shard(
     audio_dir: Path,
     cfg: FeatureConfig,
     min_seconds: float,
-) -> ShardResult:
-    """Decode and featurise the job's tracks into one shard (runs in a worker process)."""
+    owner: tuple[int, str] | None = None,
+) -> ShardResult | None:
+    """Decode and featurise the job's tracks into one shard (runs in a worker process).
+
+    ``owner``: (pid, lock token) of the run this job serves. A local worker whose parent
+    is that pid stops within a fraction of a second of its death (a watchdog thread),
+    and no worker renames a shard into place once the cache's lock holds another token
+    (or is gone): a killed run's workers write nothing more. Returns None then.
+    """
     # Workers never import torch (~480 MB per process) and run single-threaded numpy/scipy
     # (loky's inner_max_num_threads=1): n busy workers on n cores, no oversubscription.
-    from pipeline.audio import DecodeError, load_audio
-    from pipeline.features import log_mel
+    from pipeline.audio import load_audio
+    from pipeline.errors import TrackFailed
+    from pipeline.features import stored_log_mel
     from pipeline.shards import ShardWriter
 
+    if owner is not None and os.getppid() == owner[0]:
+        _watch_parent(owner[0])
     path = cache_dir / job.name
     writer = ShardWriter(path, cfg.to_dict(), job.split)
     result = ShardResult(job.name, 0, 0, 0.0)
-    for tid, label in zip(job.track_ids, job.labels):
-        try:
-            x = load_audio(
-                fma.audio_path(audio_dir, tid), cfg.sample_rate, cfg.max_seconds, min_seconds
-            )
-        except DecodeError as e:
-            writer.fail(tid, e.reason)
-            result.failures[e.reason] += 1
-            continue
-        writer.add(tid, label, log_mel(x, cfg), len(x) / cfg.sample_rate)
-        result.seconds_audio += len(x) / cfg.sample_rate
-    writer.commit()
+    try:
+        for tid, label in zip(job.track_ids, job.labels):
+            try:
+                x = load_audio(
+                    fma.audio_path(audio_dir, tid), cfg.sample_rate, cfg.max_seconds, min_seconds
+                )
+                mel = stored_log_mel(x, cfg)
+            except TrackFailed as e:
+                writer.fail(tid, e.reason)
+                result.failures[e.reason] += 1
+                continue
+            writer.add(tid, label, mel, len(x) / cfg.sample_rate)
+            result.seconds_audio += len(x) / cfg.sample_rate
+
+        def still_wanted() -> bool:
+            return owner is None or lock_token(cache_dir) == owner[1]
+
+        if not writer.commit(still_wanted):
+            return None
+    finally:
+        writer.discard()
     result.tracks = len(job.track_ids) - sum(result.failures.values())
     result.failed = sum(result.failures.values())
     return result
 
 
+_watching: int | None = None
+
+
+def _watch_parent(parent: int, interval: float = 0.2) -> None:
+    """Exit this worker process once ``parent`` is gone (it is then re-parented): loky
+    would otherwise keep a killed run's workers alive, finishing their jobs."""
+    global _watching
+    if _watching == parent:
+        return
+    _watching = parent
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="mrnet-parent-watchdog", daemon=True).start()
+
+
 def _check_out_dir(out: Path, plan: dict) -> Manifest | None:
-    """Refuse an --out that is a file, a foreign folder, or a cache of other settings."""
+    """Refuse an --out that is a file, a foreign folder, or a cache of other settings;
+    returns the manifest already there (None for a new cache). mrnet's own leftovers
+    (temporary files, the lock, an empty shards/) never make a folder foreign."""
     if out.exists() and not out.is_dir():
         raise BadInput(f"--out {out} is a file; pass a directory path for the cache")
     if not out.is_dir():
         return None
-    manifest_path = out / MANIFEST
-    if not manifest_path.exists():
+    if not (out / MANIFEST).exists():
+        shards = out / SHARDS_DIR
         visible = [
             p
             for p in out.iterdir()
             if not p.name.startswith(".")
-            and not (p.name == SHARDS_DIR and p.is_dir() and not any(p.iterdir()))
+            and not is_temp(p.name)
+            and not (
+                p.name == SHARDS_DIR
+                and p.is_dir()
+                and all(is_temp(q.name) for q in shards.iterdir())
+            )
         ]
         if visible:
             raise BadInput(
@@ -216,7 +274,7 @@ def _validate(opts: PreprocessOptions) -> None:
         raise BadInput(f"--jobs must be at least 1 (got {opts.jobs}); omit it to use all cores")
     if opts.min_seconds < 0:
         raise BadInput(f"--min-seconds must be 0 or more (got {opts.min_seconds})")
-    if opts.shard_size < 1:
+    if opts.shard_size is not None and opts.shard_size < 1:
         raise BadInput(f"--shard-size must be at least 1 (got {opts.shard_size})")
     if not opts.audio_dir.is_dir():
         raise BadInput(
@@ -233,6 +291,44 @@ def _validate(opts: PreprocessOptions) -> None:
         raise BadInput(f"unknown subset {opts.subset!r}; use one of {', '.join(fma.SUBSETS)}")
 
 
+def _file_presence(paths: list[Path]) -> tuple[int, int]:
+    """(regular files, absent paths) among ``paths``; the rest exist but are not regular
+    files (folders, FIFOs, ...)."""
+    regular = absent = 0
+    for p in paths:
+        try:
+            regular += stat.S_ISREG(os.stat(p).st_mode)
+        except FileNotFoundError:
+            absent += 1
+        except OSError:
+            pass
+    return regular, absent
+
+
+def _make_plan(opts: PreprocessOptions, cfg: FeatureConfig, selection: fma.Selection,
+               shard_size: int) -> tuple[list[ShardJob], dict]:  # fmt: skip
+    jobs = plan_shards(selection, shard_size)
+    plan = {
+        "genres": list(selection.genres),
+        "tracks_sha256": _fingerprint(jobs),
+        "feature_config": cfg.to_dict(),
+        "subset": opts.subset,
+        "shard_size": shard_size,
+        "min_seconds": opts.min_seconds,
+        "format_version": FORMAT_VERSION,
+    }
+    return jobs, plan
+
+
+def _existing_shard_size(out: Path) -> int | None:
+    """The shard size of the cache already in ``out`` (so that a rerun without
+    --shard-size resumes it whatever `auto_shard_size` would pick)."""
+    try:
+        return int(json.loads((out / MANIFEST).read_text())["plan"]["shard_size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def run_preprocess(opts: PreprocessOptions) -> Manifest:
     """Build (or resume) the cache described by ``opts``; returns the final manifest."""
     t0 = time.perf_counter()
@@ -245,34 +341,39 @@ def run_preprocess(opts: PreprocessOptions) -> Manifest:
         metadata_dir=opts.metadata_dir.absolute(),
     )
     cfg = opts.feature_config()
-    selection = fma.select(fma.load_tracks(opts.metadata_dir), opts.subset)
+    selection = fma.read_selection(opts.metadata_dir, opts.subset)
     if selection.tracks.empty:
-        raise BadInput(f"subset {opts.subset} has no labelled tracks in {opts.metadata_dir}")
-    present = sum(fma.audio_path(opts.audio_dir, t).is_file() for t in selection.tracks["track_id"])
+        raise BadInput(
+            f"subset {opts.subset} has no labelled tracks with an official split in "
+            f"{opts.metadata_dir} ({selection.skipped_no_genre} without genre_top, "
+            f"{selection.skipped_no_split} without a known split)"
+        )
+    paths = [fma.audio_path(opts.audio_dir, t) for t in selection.tracks["track_id"]]
+    present, absent = _file_presence(paths)
     if present == 0:
         raise BadInput(
             f"no audio of subset {opts.subset} found under {opts.audio_dir}; pass --audio-dir "
             f"pointing at fma_{opts.subset}/ or fma_large/"
         )
-    jobs = plan_shards(selection, opts.shard_size)
-    plan = {
-        "genres": list(selection.genres),
-        "tracks_sha256": _fingerprint(jobs),
-        "feature_config": cfg.to_dict(),
-        "subset": opts.subset,
-        "shard_size": opts.shard_size,
-        "min_seconds": opts.min_seconds,
-        "format_version": Manifest.__dataclass_fields__["format_version"].default,
-    }
-    _check_out_dir(opts.out, plan)
-    (opts.out / SHARDS_DIR).mkdir(parents=True, exist_ok=True)
+    shard_size = opts.shard_size or _existing_shard_size(opts.out) or auto_shard_size(len(paths))
+    jobs, plan = _make_plan(opts, cfg, selection, shard_size)
+    old = _check_out_dir(opts.out, plan)
     log = _log(opts.progress)
-    if present < len(selection.tracks):
+    if old is not None and old.status == "complete" and _intact(opts.out, jobs):
+        log(f"cache {opts.out} is complete and up to date; nothing to do")
+        # untouched on disk (readers never see it unfinished); this run's figures in memory
+        last = {"tracks_processed": 0, "seconds": round(time.perf_counter() - t0, 2),
+                "tracks_per_s": 0.0}  # fmt: skip
+        return dataclasses.replace(old, summary={**old.summary, "last_run": last})
+    if present < len(paths):
+        others = len(paths) - present - absent
         log(
-            f"warning: {len(selection.tracks) - present} of {len(selection.tracks)} tracks have "
-            f"no file under {opts.audio_dir}; they will be recorded as missing"
+            f"warning: {len(paths) - present} of {len(paths)} tracks have no regular file "
+            f"under {opts.audio_dir} ({absent} absent, {others} not regular files); each is "
+            "recorded in failures.csv with its reason and the run goes on"
         )
-    with CacheLock(opts.out) as lock:
+    (opts.out / SHARDS_DIR).mkdir(parents=True, exist_ok=True)
+    with DirLock(opts.out, "cache") as lock:
         if lock.stale_pid is not None:
             log(f"taking over the lock of an interrupted run (pid {lock.stale_pid})")
         manifest = Manifest(
@@ -281,30 +382,52 @@ def run_preprocess(opts: PreprocessOptions) -> Manifest:
             genres=list(selection.genres),
             plan=plan,
             source={"audio_dir": str(opts.audio_dir), "metadata_dir": str(opts.metadata_dir)},
-            skipped_no_genre=selection.skipped_no_genre,
+            skipped=_skipped(selection),
             tool_version=__version__,
         )
         manifest.write(opts.out)
-        for p in (opts.out / SHARDS_DIR).glob(f"*{PARTIAL_SUFFIX}*"):
-            p.unlink(missing_ok=True)  # left by a killed run: never trusted
+        # left by a killed run: never trusted
+        remove_temps(opts.out)
+        remove_temps(opts.out / SHARDS_DIR)
         todo = [j for j in jobs if not _is_done(opts.out / j.name)]
-        done_tracks = sum(len(j.track_ids) for j in jobs if j not in todo)
+        todo_names = {j.name for j in todo}
+        done_tracks = sum(len(j.track_ids) for j in jobs if j.name not in todo_names)
         if len(todo) < len(jobs):
             log(f"resuming: {len(jobs) - len(todo)} of {len(jobs)} shards already done")
-        new_tracks = _run_jobs(todo, opts, cfg, done_tracks, sum(len(j.track_ids) for j in jobs))
+        owner = (os.getpid(), lock.token)
+        total = sum(len(j.track_ids) for j in jobs)
+        new_tracks = _run_jobs(todo, opts, cfg, owner, done_tracks, total)
         elapsed = time.perf_counter() - t0
         manifest = _finish(opts, manifest, jobs, selection, new_tracks, elapsed)
     return manifest
 
 
+def _skipped(selection: fma.Selection) -> dict[str, int]:
+    return {"no_genre": selection.skipped_no_genre, "no_split": selection.skipped_no_split}
+
+
+def _intact(out: Path, jobs: list[ShardJob]) -> bool:
+    """Every planned shard is whole and both CSVs are there (a no-op rerun)."""
+    if not ((out / TRACKS).is_file() and (out / FAILURES).is_file()):
+        return False
+    try:
+        for j in jobs:
+            read_shard(out / j.name)
+    except ShardError:
+        return False
+    return True
+
+
 def _is_done(path: Path) -> bool:
+    """A whole shard is at ``path`` (a shard file that exists is final: it was renamed
+    into place complete; one that does not read is deleted and rebuilt)."""
     if not path.exists():
         return False
     try:
         read_shard(path)
         return True
     except ShardError:
-        path.unlink()  # cannot happen through rename-when-complete; rebuild if it does
+        path.unlink()
         return False
 
 
@@ -312,6 +435,7 @@ def _run_jobs(
     todo: list[ShardJob],
     opts: PreprocessOptions,
     cfg: FeatureConfig,
+    owner: tuple[int, str],
     done_tracks: int,
     total_tracks: int,
 ) -> int:
@@ -328,7 +452,7 @@ def _run_jobs(
         smoothing=0.1,
     )
     processed = 0
-    args = (opts.out, opts.audio_dir, cfg, opts.min_seconds)
+    args = (opts.out, opts.audio_dir, cfg, opts.min_seconds, owner)
     try:
         with _executor(opts):
             # loky: all local cores by default; dask: all of the cluster's workers (-1)
@@ -339,6 +463,8 @@ def _run_jobs(
                 delayed(build_shard)(job, *args) for job in todo
             )
             for r in results:
+                if r is None:  # cannot happen while this process holds the lock
+                    raise BadInput(f"cache {opts.out} was taken over by another run; rerun")
                 n_done = r.tracks + r.failed
                 processed += n_done
                 bar.update(n_done)
@@ -421,6 +547,7 @@ def _finish(
                 "tracks": len(idx),
                 "failed": len(idx.failed_track_id),
                 "frames": int(idx.mel_shape[0]),
+                "checksum": idx.checksum,
             }
         )
         s = splits[job.split]
@@ -435,11 +562,13 @@ def _finish(
     size = dir_bytes(opts.out)
     manifest.splits = splits
     manifest.shards = shards
+    manifest.tracks_fingerprint = tracks_fingerprint(tracks)
     manifest.summary = {
         "cached": len(tracks),
         "failed": len(fails),
         "failed_by_reason": dict(sorted(Counter(fails["reason"]).items())),
         "skipped_no_genre": selection.skipped_no_genre,
+        "skipped_no_split": selection.skipped_no_split,
         "hours_of_audio": round(hours, 4),
         "cache_bytes": size,
         "last_run": {
@@ -459,7 +588,8 @@ def format_summary(m: Manifest) -> str:
     run = s["last_run"]
     return (
         f"cached {s['cached']} tracks ({s['hours_of_audio']:.2f} h of audio), "
-        f"failed {s['failed']} ({reasons}), skipped without genre {s['skipped_no_genre']}\n"
+        f"failed {s['failed']} ({reasons}), skipped without genre {s['skipped_no_genre']}, "
+        f"without a known split {s.get('skipped_no_split', 0)}\n"
         f"cache size {s['cache_bytes'] / 2**20:.1f} MiB; this run: {run['tracks_processed']} "
         f"tracks in {run['seconds']:.1f} s ({run['tracks_per_s']:.1f} tracks/s)"
     )

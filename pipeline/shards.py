@@ -2,15 +2,16 @@
 
 One shard file holds the log-mels of up to ``shard_size`` tracks of one split:
 
-    mel       float16 [total_frames, n_mels]  contiguous, unfiltered (memmap-able)
+    mel       float16 [total_frames, n_mels]  contiguous, unfiltered (memmap-able), finite
     offsets   int64   [n + 1]   track i is mel[offsets[i]:offsets[i+1]]
     track_id  int64   [n]
     label     int16   [n]
     seconds   float32 [n]       decoded audio duration
     failed_track_id int64 [m], failed_reason str [m]   tracks of this shard not cached
-    attrs: feature_config (JSON), split, format_version, complete=1 (written last)
+    attrs: feature_config (JSON), split, format_version, checksum + checksum_algo (of the
+           datasets' bytes, see `checksum`), complete=1
 
-A shard is written to ``<name>.partial-<pid>-<rand>`` and renamed into place once complete, so a
+A shard is built under a temporary name and renamed into place once complete, so a
 file at the final name is always whole. Readers open, read the small arrays and
 close; the frames are then read through ``numpy.memmap`` (no h5py handle is shared
 across processes).
@@ -18,92 +19,190 @@ across processes).
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
-import uuid
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-FORMAT_VERSION = 1
-PARTIAL_SUFFIX = ".partial"
+from pipeline.atomic import temp_path, writing
+
+FORMAT_VERSION = 2
+CHECKSUM_ALGO = "sha256"
+# the small datasets, in the order the checksum reads them (after `mel`)
+INDEX_DATASETS = ("offsets", "track_id", "label", "seconds", "failed_track_id", "failed_reason")
+_COPY_CHUNK = 64 * 2**20
 
 
 class ShardError(Exception):
     """A shard file that is absent, truncated, incomplete or not of this schema."""
 
 
-@dataclass
-class ShardWriter:
-    """Collects tracks in memory, then writes one shard atomically on ``commit``.
+def _digest_array(h, name: str, a: np.ndarray) -> None:
+    """Feed one index dataset to the checksum: its name, shape and bytes (strings as
+    length-prefixed UTF-8, so that h5py's bytes and Python's str hash alike)."""
+    h.update(f"{name}{list(a.shape)}".encode())
+    if a.dtype.kind in "OSU":
+        for s in a.tolist():
+            b = s if isinstance(s, bytes) else str(s).encode()
+            h.update(len(b).to_bytes(8, "little") + b)
+    else:
+        h.update(np.ascontiguousarray(a).tobytes())
 
-    Memory: the shard's float16 frames (shard_size * ~384 KB for 30-s clips at
-    the default 50 frames/s x 128 mels).
+
+class ShardWriter:
+    """Streams the tracks of one shard to disk; `commit` writes the HDF5 file atomically.
+
+    Frames go to a temporary spill file beside the shard as they arrive, so memory holds
+    one track (or one chunk of a track) at a time whatever the lengths; `commit` lays out
+    the HDF5 file with a contiguous `mel` dataset, copies the frames into it in the
+    kernel (copy_file_range), adds the index arrays, checksum and ``complete=1``, fsyncs
+    and renames. It never creates folders. A disk fault becomes a one-line BadInput.
     """
 
-    path: Path
-    feature_config: dict
-    split: str
-    _mels: list[np.ndarray] = field(default_factory=list)
-    _ids: list[int] = field(default_factory=list)
-    _labels: list[int] = field(default_factory=list)
-    _seconds: list[float] = field(default_factory=list)
-    _failed: list[tuple[int, str]] = field(default_factory=list)
+    def __init__(self, path: Path, feature_config: dict, split: str) -> None:
+        self.path = Path(path)
+        self.feature_config, self.split = feature_config, split
+        self.n_mels = int(feature_config["n_mels"])
+        self._spill_path = temp_path(self.path, ".mel")
+        self._spill = None
+        self._mel_hash = hashlib.sha256()
+        self._lengths: list[int] = []
+        self._ids: list[int] = []
+        self._labels: list[int] = []
+        self._seconds: list[float] = []
+        self._failed: list[tuple[int, str]] = []
+        self._frames = 0  # frames of the track being added
 
-    def add(self, track_id: int, label: int, mel: np.ndarray, seconds: float) -> None:
-        """mel: [frames, n_mels], any float dtype; stored as float16."""
-        n_mels = self.feature_config["n_mels"]
-        if mel.ndim != 2 or mel.shape[1] != n_mels or mel.shape[0] == 0:
-            raise ValueError(f"mel must be [frames>0, {n_mels}], got {mel.shape}")
-        self._mels.append(mel.astype(np.float16))
+    def append(self, mel: np.ndarray) -> None:
+        """Frames of the current track, [frames, n_mels], finite, any float dtype."""
+        m = np.ascontiguousarray(mel, dtype=np.float16)
+        if m.ndim != 2 or m.shape[1] != self.n_mels:
+            raise ValueError(f"mel must be [frames, {self.n_mels}], got {m.shape}")
+        if not np.isfinite(m).all():
+            raise ValueError("mel holds NaN or infinity; the cache stores finite values only")
+        with writing(self.path, self._spill_path):
+            if self._spill is None:
+                self._spill = open(self._spill_path, "wb", buffering=8 * 2**20)
+            self._spill.write(memoryview(m).cast("B"))
+        self._mel_hash.update(memoryview(m).cast("B"))
+        self._frames += len(m)
+
+    def end_track(self, track_id: int, label: int, seconds: float) -> None:
+        """Close the current track (its frames came through `append`)."""
+        if self._frames == 0:
+            raise ValueError(f"track {track_id} has no frames")
+        self._lengths.append(self._frames)
         self._ids.append(int(track_id))
         self._labels.append(int(label))
         self._seconds.append(float(seconds))
+        self._frames = 0
+
+    def add(self, track_id: int, label: int, mel: np.ndarray, seconds: float) -> None:
+        """A whole track: mel [frames > 0, n_mels]."""
+        self.append(mel)
+        self.end_track(track_id, label, seconds)
 
     def fail(self, track_id: int, reason: str) -> None:
         self._failed.append((int(track_id), reason))
 
-    def commit(self) -> None:
-        """Write ``path.partial``, fsync, rename to ``path``."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Unique per writer: an orphaned worker of a killed run may still be writing.
-        tag = f"{PARTIAL_SUFFIX}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        tmp = self.path.with_name(self.path.name + tag)
-        n_mels = self.feature_config["n_mels"]
-        lengths = np.array([m.shape[0] for m in self._mels], dtype=np.int64)
-        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
+    def _index(self) -> dict[str, np.ndarray]:
+        offsets = np.zeros(len(self._lengths) + 1, dtype=np.int64)
+        np.cumsum(np.array(self._lengths, np.int64), out=offsets[1:])
+        return {
+            "offsets": offsets,
+            "track_id": np.array(self._ids, np.int64),
+            "label": np.array(self._labels, np.int16),
+            "seconds": np.array(self._seconds, np.float32),
+            "failed_track_id": np.array([t for t, _ in self._failed], np.int64),
+            "failed_reason": np.array([r for _, r in self._failed], dtype=object),
+        }
+
+    def discard(self) -> None:
+        """Drop everything written so far (temporary files included)."""
+        if self._spill is not None:
+            self._spill.close()
+            self._spill = None
+        self._spill_path.unlink(missing_ok=True)
+
+    def commit(self, still_wanted: Callable[[], bool] = lambda: True) -> bool:
+        """Write the shard; returns False (and writes nothing) when ``still_wanted()``
+        turns False just before the rename (the run this worker served has died)."""
+        index = self._index()
+        total = int(index["offsets"][-1])
+        h = self._mel_hash.copy()
+        for name in INDEX_DATASETS:
+            _digest_array(h, name, index[name])
+        tmp = temp_path(self.path)
+        with writing(self.path, tmp, self._spill_path):
+            if self._spill is not None:
+                self._spill.close()
+                self._spill = None
+            mel_offset = self._write_hdf5(tmp, index, total, h.hexdigest())
+            if total:
+                _copy_range(self._spill_path, tmp, total * self.n_mels * 2, mel_offset)
+            self._spill_path.unlink(missing_ok=True)
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            if not still_wanted():
+                tmp.unlink(missing_ok=True)
+                return False
+            os.replace(tmp, self.path)
+        return True
+
+    def _write_hdf5(self, tmp: Path, index: dict, total: int, checksum: str) -> int | None:
+        """The whole file but the frames; returns the byte offset reserved for them."""
         with h5py.File(tmp, "w", libver="latest", track_order=False) as f:
-            mel = f.create_dataset(
-                "mel", shape=(int(offsets[-1]), n_mels), dtype=np.float16, track_times=False
-            )
-            for i, m in enumerate(self._mels):
-                mel[offsets[i] : offsets[i + 1]] = m
-            f.create_dataset("offsets", data=offsets, track_times=False)
-            f.create_dataset("track_id", data=np.array(self._ids, np.int64), track_times=False)
-            f.create_dataset("label", data=np.array(self._labels, np.int16), track_times=False)
-            f.create_dataset("seconds", data=np.array(self._seconds, np.float32), track_times=False)
-            f.create_dataset(
-                "failed_track_id",
-                data=np.array([t for t, _ in self._failed], np.int64),
-                track_times=False,
-            )
-            f.create_dataset(
-                "failed_reason",
-                data=np.array([r for _, r in self._failed], dtype=h5py.string_dtype()),
-                dtype=h5py.string_dtype(),
-                track_times=False,
-            )
+            dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+            dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)  # storage placed now
+            dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)  # the frames are copied in below
+            space = h5py.h5s.create_simple((total, self.n_mels))
+            mel = h5py.h5d.create(f.id, b"mel", h5py.h5t.IEEE_F16LE, space, dcpl=dcpl)
+            offset = mel.get_offset() if total else None
+            for name in INDEX_DATASETS:
+                a = index[name]
+                if name == "failed_reason":
+                    f.create_dataset(
+                        name, data=a.astype(str).tolist() if len(a) else np.array([], "S1"),
+                        dtype=h5py.string_dtype(), track_times=False,
+                    )  # fmt: skip
+                else:
+                    f.create_dataset(name, data=a, track_times=False)
             f.attrs["feature_config"] = json.dumps(self.feature_config, sort_keys=True)
             f.attrs["split"] = self.split
             f.attrs["format_version"] = FORMAT_VERSION
-            f.flush()
-            f.attrs["complete"] = 1
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
+            f.attrs["checksum"] = checksum
+            f.attrs["checksum_algo"] = CHECKSUM_ALGO
+            f.attrs["complete"] = 1  # the file is only trusted once renamed into place
+        return offset
+
+
+def _copy_range(src: Path, dst: Path, n: int, offset: int) -> None:
+    """Copy the first ``n`` bytes of ``src`` to byte ``offset`` of ``dst`` (in the kernel
+    where it can, else through a buffer)."""
+    with open(src, "rb") as a, open(dst, "rb+") as b:
+        done = 0
+        try:
+            while done < n:
+                got = os.copy_file_range(a.fileno(), b.fileno(), n - done, done, offset + done)
+                if got == 0:
+                    break
+                done += got
+        except OSError as e:
+            if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+        while done < n:
+            a.seek(done)
+            chunk = a.read(min(_COPY_CHUNK, n - done))
+            if not chunk:
+                raise OSError(f"spill file {src} is shorter than its frames")
+            os.pwrite(b.fileno(), chunk, offset + done)
+            done += len(chunk)
 
 
 @dataclass(frozen=True)
@@ -121,6 +220,7 @@ class ShardIndex:
     split: str
     mel_shape: tuple[int, int]
     mel_offset: int | None  # byte offset of `mel` in the file; None when it has no frames
+    checksum: str | None = None  # recorded when written (None: a format-1 shard)
 
     def __len__(self) -> int:
         return len(self.track_id)
@@ -138,9 +238,19 @@ class ShardIndex:
         mel = self.memmap() if mel is None else mel
         return mel[self.offsets[i] : self.offsets[i + 1]]
 
+    def index_arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "offsets": self.offsets,
+            "track_id": self.track_id,
+            "label": self.label,
+            "seconds": self.seconds,
+            "failed_track_id": self.failed_track_id,
+            "failed_reason": np.array(self.failed_reason, dtype=object),
+        }
+
 
 def read_shard(path: str | os.PathLike) -> ShardIndex:
-    """Open, check and index a shard; raise ShardError if it is not whole."""
+    """Open, check and index a shard; raise ShardError if it is not whole or not sane."""
     path = Path(path)
     if not path.is_file():
         raise ShardError(f"shard {path} is missing")
@@ -151,7 +261,10 @@ def read_shard(path: str | os.PathLike) -> ShardIndex:
             mel = f["mel"]
             if mel.chunks is not None or mel.compression is not None:
                 raise ShardError(f"shard {path}: mel is not contiguous")
+            if mel.dtype != np.float16 or mel.ndim != 2:
+                raise ShardError(f"shard {path}: mel is not float16 [frames, n_mels]")
             offsets = f["offsets"][()]
+            checksum = f.attrs.get("checksum")
             index = ShardIndex(
                 path=path,
                 offsets=offsets,
@@ -166,14 +279,24 @@ def read_shard(path: str | os.PathLike) -> ShardIndex:
                 split=str(f.attrs["split"]),
                 mel_shape=tuple(int(s) for s in mel.shape),
                 mel_offset=mel.id.get_offset(),
+                checksum=str(checksum) if checksum is not None else None,
             )
     except ShardError:
         raise
-    except (OSError, KeyError, ValueError) as e:
-        raise ShardError(f"shard {path} is unreadable ({e})") from e
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as e:
+        raise ShardError(f"shard {path} is unreadable ({str(e).splitlines()[0][:100]})") from e
     n = len(index.track_id)
-    if len(offsets) != n + 1 or offsets[-1] != index.mel_shape[0] or len(index.label) != n:
+    if (
+        len(offsets) != n + 1
+        or offsets[0] != 0
+        or (np.diff(offsets) <= 0).any()
+        or offsets[-1] != index.mel_shape[0]
+        or len(index.label) != n
+        or len(index.seconds) != n
+    ):
         raise ShardError(f"shard {path}: inconsistent offsets")
+    if index.mel_shape[1] != int(index.feature_config.get("n_mels", -1)):
+        raise ShardError(f"shard {path}: mel width differs from its feature config")
     if index.mel_offset is None and index.mel_shape[0] > 0:
         raise ShardError(f"shard {path}: mel has no storage")
     if index.mel_offset is not None:
@@ -181,6 +304,27 @@ def read_shard(path: str | os.PathLike) -> ShardIndex:
         if end > path.stat().st_size:
             raise ShardError(f"shard {path} is truncated")
     return index
+
+
+def checksum(index: ShardIndex, chunk_frames: int = 1 << 17) -> str:
+    """Recompute a shard's checksum from its bytes on disk (the mel frames through the
+    memmap in chunks, then the index datasets), as `ShardWriter.commit` computed it."""
+    h = hashlib.sha256()
+    mel = index.memmap()
+    for a in range(0, index.mel_shape[0], chunk_frames):
+        h.update(np.ascontiguousarray(mel[a : a + chunk_frames]).data)
+    arrays = index.index_arrays()
+    for name in INDEX_DATASETS:
+        _digest_array(h, name, arrays[name])
+    return h.hexdigest()
+
+
+def non_finite_frames(index: ShardIndex, chunk_frames: int = 1 << 17) -> int:
+    """How many frames of the shard hold NaN or infinity (0 for a sound shard)."""
+    mel, bad = index.memmap(), 0
+    for a in range(0, index.mel_shape[0], chunk_frames):
+        bad += int((~np.isfinite(mel[a : a + chunk_frames])).any(axis=1).sum())
+    return bad
 
 
 def is_complete(path: str | os.PathLike) -> bool:

@@ -23,15 +23,10 @@ import torch.multiprocessing as mp
 from test_train import ROOT, make_cache
 
 from mrnet.data import CropPlanSampler, crop_plan, split_index
-from mrnet.model import build_model
-from mrnet.train import (
-    TIMING_COLUMNS,
-    Dist,
-    class_weights,
-    load_checkpoint,
-    model_from_checkpoint,
-    validate,
-)
+from mrnet.checkpoint import ModelConfig, build_model, load_model
+from mrnet.checkpoint import load as load_checkpoint
+from mrnet.runtime import Dist
+from mrnet.train import TIMING_COLUMNS, class_weights, validate
 from pipeline.manifest import open_cache
 
 CPU = torch.device("cpu")
@@ -144,7 +139,7 @@ def untrained(cache: Path) -> tuple:
     torch.manual_seed(0)
     c = open_cache(cache)
     weight = class_weights(split_index(c, "training").label, 3)
-    return build_model("mrnet", 16, 3, 16), split_index(c, "validation"), weight, CPU
+    return build_model(ModelConfig("mrnet", 16, 3, channels=16)), split_index(c, "validation"), weight, CPU
 
 
 def test_validation_over_ranks_equals_one_process(tmp_path):
@@ -178,12 +173,12 @@ def test_torchrun_two_processes(ddp_run, cache_dir):
     for name in ("last.pt", "best.pt"):
         ckpt = torch.load(run / name, map_location="cpu", weights_only=True)
         assert not any(k.startswith(("module.", "_orig_mod.")) for k in ckpt["model"])
-        assert ckpt["world"] == 2 and ckpt["config"]["batch_size"] == 4
+        assert ckpt["world"] == 2 and ckpt["train_config"]["batch_size"] == 4
     # the reduced validation figures are those of the saved model scored by one process
     ckpt = load_checkpoint(run / "last.pt")
     index = split_index(open_cache(cache_dir), "validation")
     weight = class_weights(split_index(open_cache(cache_dir), "training").label, 3)
-    loss, acc = validate(model_from_checkpoint(ckpt), index, weight, CPU, 400)
+    loss, acc = validate(load_model(ckpt), index, weight, CPU, 400)
     assert m["val_loss"].iloc[-1] == pytest.approx(loss, rel=1e-6)
     assert m["val_acc"].iloc[-1] == acc
     # rank 0 alone prints: its epoch lines and the summary; rank 1 prints nothing
@@ -210,15 +205,15 @@ def test_torchrun_stop_and_resume(ddp_run, cache_dir, tmp_path):
             p.kill()
             p.wait()
     assert p.returncode != 0
-    assert load_checkpoint(run / "last.pt")["epoch"] == 1 and len(metrics(run)) == 1
+    assert load_checkpoint(run / "last.pt").epoch == 1 and len(metrics(run)) == 1
     q = torchrun(cache_dir, run, "--resume", stderr=subprocess.PIPE)
     _, stderr = q.communicate(timeout=120)
     assert q.returncode == 0, stderr.decode()[-3000:]
     pd.testing.assert_frame_equal(metrics(run), metrics(ddp_run[0]))
     a, b = load_checkpoint(run / "last.pt"), load_checkpoint(ddp_run[0] / "last.pt")
-    assert a["epoch"] == b["epoch"] == 2
-    for k, v in a["model"].items():
-        assert torch.allclose(v.float(), b["model"][k].float(), atol=1e-6), k
+    assert a.epoch == b.epoch == 2
+    for k, v in a.model.items():
+        assert torch.allclose(v.float(), b.model[k].float(), atol=1e-6), k
 
 
 def launch_ranks(cache: Path, out: Path, *extra: str, caches: tuple[Path, Path] | None = None):

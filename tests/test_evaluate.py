@@ -153,7 +153,7 @@ def test_refuses_checkpoint_with_other_features_or_genres(run, cache, tmp_path):
     torch.save(ck, tmp_path / "feat.pt")
     _refuse(_evaluate(tmp_path / "feat.pt", cache, tmp_path / "r1"), "other features")
     ck = torch.load(run / "best.pt", weights_only=True)
-    ck["genres"] = list(reversed(ck["genres"]))
+    ck["labels"] = list(reversed(ck["labels"]))
     torch.save(ck, tmp_path / "genres.pt")
     _refuse(_evaluate(tmp_path / "genres.pt", cache, tmp_path / "r2"), "genre order")
     assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()

@@ -161,7 +161,6 @@ BAD = {
         lambda p: _bad_values(p, [(2, "tiny", "training", "Rock")]),
         "set.subset values",
     ),
-    "bad split value": (lambda p: _bad_values(p, [(2, "small", "train", "Rock")]), "set.split"),
     "duplicate ids": (
         lambda p: _bad_values(p, [(2, "small", "training", "Rock")] * 2),
         "twice",

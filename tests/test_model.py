@@ -1,7 +1,13 @@
 import pytest
 import torch
 
-from mrnet.model import ARCHS, AttentiveStatsPool, CNNBaseline, MRNet, build_model
+from mrnet.checkpoint import ARCHS, ModelConfig
+from mrnet.checkpoint import build_model as build
+from mrnet.model import AttentiveStatsPool, CNNBaseline, MRNet
+
+
+def build_model(arch: str, n_mels: int, n_classes: int, channels: int = 512) -> torch.nn.Module:
+    return build(ModelConfig(arch, n_mels, n_classes, channels=channels))
 
 N_MELS = 40
 N_CLASSES = 8

@@ -17,7 +17,7 @@ from cli import app
 from pipeline import fma
 from pipeline.audio import load_audio
 from pipeline.features import FeatureConfig, log_mel
-from pipeline.lock import CacheLock
+from pipeline.lock import DirLock
 from pipeline.manifest import open_cache
 from pipeline.shards import read_shard
 
@@ -121,7 +121,7 @@ def test_partial_shard_is_discarded(cache, synth, tmp_path):
 def test_live_lock_is_refused(synth, tmp_path):
     out = tmp_path / "locked"
     out.mkdir()
-    with CacheLock(out):
+    with DirLock(out):
         r = runner.invoke(app, args(synth, out))
     assert r.exit_code == 2
     assert "being written by another run" in r.output

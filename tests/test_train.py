@@ -26,14 +26,9 @@ from mrnet.data import (
     split_index,
     whole_tracks,
 )
-from mrnet.train import (
-    TIMING_COLUMNS,
-    TrainConfig,
-    load_checkpoint,
-    model_from_checkpoint,
-    train,
-    validate,
-)
+from mrnet.checkpoint import ModelConfig, build_model, load_model
+from mrnet.checkpoint import load as load_checkpoint
+from mrnet.train import TIMING_COLUMNS, TrainConfig, train, validate
 from pipeline.errors import BadInput
 from pipeline.features import FeatureConfig
 from pipeline.manifest import TRACK_COLUMNS, Manifest, open_cache
@@ -64,6 +59,7 @@ def make_cache(
     band = n_mels // n_classes
     period = 3 + 2 * np.arange(n_classes)  # frames between class-specific pulses
     rows, shards, tid = [], [], 1
+    (root / "shards").mkdir(parents=True, exist_ok=True)
     for split, n in zip(SPLITS, n_per_class):
         labels = [c for c in range(n_classes) for _ in range(n)]
         for k, s0 in enumerate(range(0, len(labels), shard_size)):
@@ -211,19 +207,17 @@ def test_one_epoch_reduces_loss(tmp_path, arch):
     """The epoch's mean training loss falls below the untrained model's validation loss
     (ln 3); for the cnn the validation loss falls too. (After 12 steps MRNet's eval-mode
     BatchNorm statistics are still too young for its validation loss to show it.)"""
-    from mrnet.model import build_model
-
     cache_dir = make_cache(tmp_path / "c", n_per_class=(32, 4, 1), frames=(150,))
     cfg = tiny(cache_dir, tmp_path / "run", arch=arch, batch_size=8, lr=3e-3, noise_prob=0.0)
     val = split_index(open_cache(cache_dir), "validation")
     cpu, ones = torch.device("cpu"), torch.ones(3)
     torch.manual_seed(cfg.seed)
-    before, _ = validate(build_model(arch, 16, 3, 16), val, ones, cpu, 600)
+    before, _ = validate(build_model(ModelConfig(arch, 16, 3, channels=16)), val, ones, cpu, 600)
     assert abs(before - np.log(3)) < 0.05
     s = train(cfg)
     assert s["last"]["train_loss"] < 0.9 * before, (before, s["last"])
     if arch == "cnn":
-        model = model_from_checkpoint(load_checkpoint(cfg.out / "last.pt"))
+        model = load_model(load_checkpoint(cfg.out / "last.pt"))
         after, acc = validate(model, val, ones, cpu, 600)
         assert after < 0.5 * before and acc > 0.9, (before, after, acc)
 
@@ -231,29 +225,22 @@ def test_one_epoch_reduces_loss(tmp_path, arch):
 def test_checkpoint_plain_and_loadable(trained, cache_dir):
     out, summary = trained
     assert summary["epochs"] == 2 and 0.0 <= summary["best_val_acc"] <= 1.0
+    scoring = {"model", "model_config", "feature_config", "labels", "epoch", "history"}
+    resuming = {"optimizer", "scheduler", "rng", "train_config", "cache_fingerprint", "run_id"}
     for name in ("last.pt", "best.pt"):
         ckpt = torch.load(out / name, map_location="cpu", weights_only=True)
-        assert {
-            "model",
-            "optimizer",
-            "scheduler",
-            "epoch",
-            "best",
-            "rng",
-            "feature_config",
-            "genres",
-            "config",
-            "arch",
-            "n_mels",
-            "n_classes",
-            "channels",
-        } <= set(ckpt)
+        assert scoring <= set(ckpt)
+        assert resuming <= set(ckpt) or name == "best.pt"
+        assert ckpt["model_config"] == {
+            "arch": "mrnet", "n_mels": 16, "n_classes": 3, "channels": 16, "embed_dim": 128,
+            "dilations": [2, 3, 4], "scale": 8, "dropout": 0.5,
+        }  # fmt: skip
         assert not any(k.startswith(("_orig_mod.", "module.")) for k in ckpt["model"])
     ckpt = load_checkpoint(out / "last.pt")
-    assert ckpt["epoch"] == 2 and ckpt["genres"] == ["g0", "g1", "g2"]
-    assert ckpt["feature_config"] == open_cache(cache_dir).feature_config
-    assert ckpt["config"]["cache"] == str(cache_dir) and ckpt["config"]["batch_size"] == 6
-    model = model_from_checkpoint(ckpt)
+    assert ckpt.epoch == 2 and ckpt.labels == ["g0", "g1", "g2"]
+    assert ckpt.feature_config == open_cache(cache_dir).feature_config
+    assert ckpt.train_config["cache"] == str(cache_dir) and ckpt.train_config["batch_size"] == 6
+    model = load_model(ckpt)
     with torch.no_grad():
         assert model(torch.randn(2, 16, 77)).shape == (2, 3)
     m = pd.read_csv(out / "metrics.csv")
@@ -275,7 +262,7 @@ def test_compile_wrapped_model_saves_plain_keys(tmp_path, cache_dir, monkeypatch
 
     monkeypatch.setattr(torch, "compile", Wrapped)
     train(tiny(cache_dir, tmp_path / "run", compile=True))
-    keys = load_checkpoint(tmp_path / "run" / "last.pt")["model"]
+    keys = load_checkpoint(tmp_path / "run" / "last.pt").model
     assert keys and not any(k.startswith("_orig_mod.") for k in keys)
 
 
@@ -319,7 +306,7 @@ def test_kill_and_resume_is_exact(tmp_path, cache_dir):
         time.sleep(0.3)
         p.send_signal(signal.SIGKILL)
         p.wait()
-        assert load_checkpoint(broken / "last.pt")["epoch"] == 1
+        assert load_checkpoint(broken / "last.pt").epoch == 1
         assert len(pd.read_csv(broken / "metrics.csv")) == 1
         procs.append(run_cli(*common, "--out", str(broken), "--resume"))
         for q in (procs[2], procs[0]):
@@ -330,9 +317,9 @@ def test_kill_and_resume_is_exact(tmp_path, cache_dir):
                 q.kill()
                 q.wait()
     a, b = load_checkpoint(full / "last.pt"), load_checkpoint(broken / "last.pt")
-    assert a["epoch"] == b["epoch"] == 3 and a["best"] == b["best"]
-    for k, v in a["model"].items():
-        assert torch.allclose(v.float(), b["model"][k].float(), atol=1e-6), k
+    assert a.epoch == b.epoch == 3 and a.best_epoch == b.best_epoch
+    for k, v in a.model.items():
+        assert torch.allclose(v.float(), b.model[k].float(), atol=1e-6), k
     ma = pd.read_csv(full / "metrics.csv").drop(columns=list(TIMING_COLUMNS))
     mb = pd.read_csv(broken / "metrics.csv").drop(columns=list(TIMING_COLUMNS))
     pd.testing.assert_frame_equal(ma, mb)
@@ -404,7 +391,7 @@ def test_resume_with_other_features(tmp_path, trained):
     other = make_cache(tmp_path / "hop", n_per_class=(8, 2, 2), hop_length=160)
     r = cli_train(other, trained[0], "--resume", "--epochs", "3")
     assert_one_line_error(r, "other features", "hop_length")
-    assert load_checkpoint(trained[0] / "last.pt")["epoch"] == 2
+    assert load_checkpoint(trained[0] / "last.pt").epoch == 2
 
 
 def test_resume_truncated_checkpoint(tmp_path, cache_dir, trained):

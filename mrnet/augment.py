@@ -1,0 +1,50 @@
+"""Training-time augmentation, on the device, in log-mel units."""
+
+from __future__ import annotations
+
+import torch
+import torchaudio.transforms as AT
+from torch import nn
+
+
+class Augment(nn.Module):
+    """Augments x float32 [B, n_mels, T] -> [B, n_mels, T].
+
+    Additive Gaussian noise per crop with probability ``noise_prob`` (mean and std drawn
+    uniformly from the given ranges, as the MRNet authors train); then, if
+    ``specaugment``, 2 frequency masks (up to ``freq_mask`` bands) and 2 time masks (up to
+    ``time_mask`` frames) per crop, filled with the crop's mean.
+
+    >>> Augment(noise_prob=1.0, specaugment=True)(torch.zeros(2, 40, 100)).shape
+    torch.Size([2, 40, 100])
+    """
+
+    def __init__(
+        self,
+        noise_prob: float = 0.7,
+        noise_mean: tuple[float, float] = (-0.03, 0.03),
+        noise_std: tuple[float, float] = (0.05, 0.1),
+        specaugment: bool = False,
+        freq_mask: int = 16,
+        time_mask: int = 30,
+    ) -> None:
+        super().__init__()
+        self.p, self.mean, self.std = noise_prob, tuple(noise_mean), tuple(noise_std)
+        masks = [AT.FrequencyMasking(freq_mask, iid_masks=True)] * 2
+        masks += [AT.TimeMasking(time_mask, iid_masks=True)] * 2
+        self.masks = nn.ModuleList(masks) if specaugment else nn.ModuleList()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p > 0:
+            u = torch.rand(x.shape[0], 3, 1, 1, device=x.device)  # apply?, mean, std
+            on = (u[:, 0] < self.p).to(x.dtype)
+            mean = self.mean[0] + (self.mean[1] - self.mean[0]) * u[:, 1]
+            std = self.std[0] + (self.std[1] - self.std[0]) * u[:, 2]
+            x = x + on * (mean + std * torch.randn_like(x))
+        if len(self.masks):
+            mu = x.mean(dim=(1, 2), keepdim=True)
+            x = x - mu
+            for mask in self.masks:
+                x = mask(x)
+            x = x + mu
+        return x

@@ -1,0 +1,72 @@
+"""`mrnet info`: a human-readable account of a cache, a run directory or a checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from mrnet import checkpoint as ckpt_io
+from mrnet.checkpoint import Checkpoint, best_epoch
+from pipeline.errors import BadInput
+from pipeline.info import describe_cache
+from pipeline.manifest import MANIFEST
+
+
+def describe(path: Path) -> str:
+    """Dispatch on what ``path`` is: cache dir (manifest.json), run dir (last.pt) or *.pt."""
+    if not path.exists():
+        raise BadInput(f"{path} does not exist; pass a cache directory, run directory or .pt file")
+    if path.is_dir() and (path / MANIFEST).exists():
+        return describe_cache(path)
+    if path.is_dir() and ((path / "last.pt").exists() or (path / "best.pt").exists()):
+        return describe_run(path)
+    if path.is_file() and path.suffix == ".pt":
+        return describe_checkpoint(path)
+    raise BadInput(
+        f"{path} is neither a cache (manifest.json), a run directory (last.pt) nor a checkpoint"
+    )
+
+
+def _checkpoint_lines(path: Path, ck: Checkpoint) -> list[str]:
+    mc, tc = ck.model_config, ck.train_config
+    n_params = sum(v.numel() for v in ck.model.values())
+    row = ck.history[ck.epoch - 1] if 0 < ck.epoch <= len(ck.history) else {}
+    return [
+        f"checkpoint {path}",
+        f"  model    {mc.arch} channels={mc.channels} n_mels={mc.n_mels} "
+        f"classes={mc.n_classes} ({n_params / 1e6:.2f} M weights and buffers)",
+        f"  epoch    {ck.epoch}  val acc {row.get('val_acc', float('nan')):.4f}  "
+        f"(best epoch of the run so far: {ck.best_epoch})",
+        f"  labels   {', '.join(ck.labels)}",
+        f"  features {ck.feature_config}",
+        f"  trained  on {tc.get('cache')} batch {tc.get('batch_size')} lr {tc.get('lr')} "
+        f"seed {tc.get('seed')} (tracks {ck.cache_fingerprint or 'not recorded'})",
+    ]
+
+
+def describe_checkpoint(path: Path) -> str:
+    return "\n".join(_checkpoint_lines(path, ckpt_io.load(path)))
+
+
+def describe_run(path: Path) -> str:
+    parts = [f"run {path}"]
+    metrics = path / "metrics.csv"
+    if metrics.exists():
+        m = pd.read_csv(metrics)
+        parts.append(f"  {len(m)} epochs logged; last:")
+        parts += ["    " + line for line in m.tail(3).to_string(index=False).splitlines()]
+    last = ckpt_io.load(path / "last.pt") if (path / "last.pt").exists() else None
+    best = ckpt_io.load(path / "best.pt") if (path / "best.pt").exists() else None
+    if last is not None:
+        b = best_epoch(last.history)
+        if best is None or best.epoch != b:
+            held = f"epoch {best.epoch}" if best is not None else "nothing"
+            parts.append(
+                f"  warning: best.pt holds {held} but the best epoch is {b} (the run was "
+                "interrupted); `mrnet train --resume` repairs it"
+            )
+    for name, ck in (("best.pt", best), ("last.pt", last)):
+        if ck is not None:
+            parts += _checkpoint_lines(path / name, ck)
+    return "\n".join(parts)

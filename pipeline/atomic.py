@@ -1,0 +1,108 @@
+"""Whole-or-nothing file writes, and disk faults as one-line errors.
+
+Every file mrnet writes (manifest, CSVs, shards, checkpoints, reports) goes through a
+temporary name in the same folder, is flushed and fsynced, then renamed over its final
+name: a reader, or a crash, sees the old file or the new one, never a part. Temporary
+names all look like ``<name>.tmp-<pid>-<hex>`` so that leftovers of a killed run are
+recognised (`is_temp`), never taken for data and never block a rerun.
+
+An OSError while writing (ENOSPC above all; HDF5 reports it as RuntimeError) becomes a
+`BadInput` naming the path and the fix, after the temporary file is removed.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+from pipeline.errors import BadInput
+
+_TEMP = re.compile(r"\.(tmp|partial)-\d+(-[0-9a-f]+)?(\.[a-z]+)?$")
+
+
+def temp_path(path: Path, suffix: str = "") -> Path:
+    """A fresh temporary name next to ``path`` (unique per process and call)."""
+    return path.with_name(f"{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}")
+
+
+def is_temp(name: str) -> bool:
+    """True for the temporary names of `temp_path` (and of mrnet 0.1's shard partials)."""
+    return bool(_TEMP.search(name)) or name.endswith(".tmp")
+
+
+def remove_temps(folder: Path) -> int:
+    """Delete leftover temporary files in ``folder`` (not recursive); returns how many."""
+    n = 0
+    if folder.is_dir():
+        for p in folder.iterdir():
+            if p.is_file() and is_temp(p.name):
+                p.unlink(missing_ok=True)
+                n += 1
+    return n
+
+
+def _is_disk_full(e: BaseException) -> bool:
+    while e is not None:
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(e)
+        if "No space left" in text or "errno = 28" in text or "Disk quota" in text:
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def write_error(path: Path, e: BaseException) -> BadInput:
+    """The one-line BadInput for a failed write of ``path``."""
+    if _is_disk_full(e):
+        return BadInput(
+            f"no space left on device writing {path}; free space and rerun the same "
+            "command to resume"
+        )
+    reason = getattr(e, "strerror", None) or str(e).splitlines()[0][:120] or type(e).__name__
+    return BadInput(
+        f"cannot write {path} ({reason}); fix that and rerun the same command to resume"
+    )
+
+
+@contextmanager
+def writing(path: Path, *temps: Path) -> Iterator[None]:
+    """Turn an OSError (or HDF5's RuntimeError) in the block into `write_error`,
+    removing the given temporary files first."""
+    try:
+        yield
+    except (OSError, RuntimeError) as e:
+        for t in temps:
+            try:
+                t.unlink(missing_ok=True)
+            except OSError:
+                pass
+        raise write_error(path, e) from e
+
+
+def fsync_path(path: Path) -> None:
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def write_atomic(path: Path, data: str | bytes | Callable[[BinaryIO], None]) -> None:
+    """Write ``data`` (text, bytes, or a function writing to a binary file) to ``path``
+    through a temporary file, fsync and rename. Raises BadInput on a disk fault; the
+    old ``path`` is then untouched."""
+    path = Path(path)
+    tmp = temp_path(path)
+    with writing(path, tmp):
+        with open(tmp, "wb") as f:
+            if callable(data):
+                data(f)
+            else:
+                f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)

@@ -22,9 +22,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from test_train import ROOT, make_cache
 
-from mrnet.data import CropPlanSampler, crop_plan, split_index
 from mrnet.checkpoint import ModelConfig, build_model, load_model
 from mrnet.checkpoint import load as load_checkpoint
+from mrnet.data import CropPlanSampler, crop_plan, split_index
 from mrnet.runtime import Dist
 from mrnet.train import TIMING_COLUMNS, class_weights, validate
 from pipeline.manifest import open_cache
@@ -139,7 +139,8 @@ def untrained(cache: Path) -> tuple:
     torch.manual_seed(0)
     c = open_cache(cache)
     weight = class_weights(split_index(c, "training").label, 3)
-    return build_model(ModelConfig("mrnet", 16, 3, channels=16)), split_index(c, "validation"), weight, CPU
+    model = build_model(ModelConfig("mrnet", 16, 3, channels=16))
+    return model, split_index(c, "validation"), weight, CPU
 
 
 def test_validation_over_ranks_equals_one_process(tmp_path):

@@ -18,6 +18,8 @@ import torch
 from typer.testing import CliRunner
 
 from cli import app
+from mrnet.checkpoint import ModelConfig, build_model, load_model
+from mrnet.checkpoint import load as load_checkpoint
 from mrnet.data import (
     CropDataset,
     MemmapCrops,
@@ -26,8 +28,6 @@ from mrnet.data import (
     split_index,
     whole_tracks,
 )
-from mrnet.checkpoint import ModelConfig, build_model, load_model
-from mrnet.checkpoint import load as load_checkpoint
 from mrnet.train import TIMING_COLUMNS, TrainConfig, train, validate
 from pipeline.errors import BadInput
 from pipeline.features import FeatureConfig

@@ -149,6 +149,12 @@ def train(
     sync_bn: bool = typer.Option(
         False, "--sync-bn", help="Under torchrun: BatchNorm statistics over all GPUs (NCCL)."
     ),
+    verify: bool = typer.Option(
+        False,
+        "--verify",
+        help="Before training, re-read every shard as `mrnet verify` does (checksums, finite "
+        "frames); without it only shard headers and labels are checked.",
+    ),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Log to RUN/tb/."),
     seed: int = typer.Option(0, help="Seed of initialisation, crops and augmentation."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from last.pt."),
@@ -176,6 +182,7 @@ def train(
         data_on_gpu=data_on_gpu,
         specaugment=specaugment,
         sync_bn=sync_bn,
+        verify=verify,
         tensorboard=tensorboard,
         resume=resume,
         progress=progress,

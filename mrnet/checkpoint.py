@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipeline.atomic import temp_path, writing
+from pipeline.atomic import RERUN, temp_path, writing
 from pipeline.errors import BadInput
 from pipeline.features import FeatureConfig
 
@@ -254,7 +254,7 @@ def load(path: str | os.PathLike, *, resume: bool = False) -> Checkpoint:
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "Unsupported global" in str(e):  # a pickle that would import (and run) code
+        if "GLOBAL" in str(e):  # a pickle that would import (and maybe run) code
             raise BadInput(
                 f"{path} is not a weights-only mrnet checkpoint; refusing to load it "
                 "(it may run code); pass RUN/best.pt or RUN/last.pt of an mrnet run"
@@ -285,11 +285,11 @@ def _corrupt(path: Path, e: BaseException) -> str:
     )
 
 
-def save(ckpt: Checkpoint, path: Path) -> None:
+def save(ckpt: Checkpoint, path: Path, rerun: str = RERUN) -> None:
     """torch.save through a temporary file, fsync, rename: ``path`` is always whole; a
-    disk fault is a one-line BadInput and leaves the old file."""
+    disk fault is a one-line BadInput (ending with ``rerun``) and leaves the old file."""
     tmp = temp_path(path)
-    with writing(path, tmp):
+    with writing(path, tmp, rerun=rerun):
         with open(tmp, "wb") as f:
             torch.save(ckpt.to_dict(), f)
             f.flush()

@@ -86,8 +86,13 @@ def split_index(cache: Cache, split: str) -> SplitIndex:
         end[sel] = s.offsets[row[sel] + 1]
         label[sel] = s.label[row[sel]]
         track_id[sel] = s.track_id[row[sel]]
-    if not np.array_equal(track_id, rows["track_id"].to_numpy(np.int64)):
-        raise BadInput(f"tracks.csv of {cache.root} disagrees with its shards; rerun preprocess")
+    if not np.array_equal(track_id, rows["track_id"].to_numpy(np.int64)) or not np.array_equal(
+        label, rows["label"].to_numpy(np.int64)
+    ):
+        raise BadInput(
+            f"tracks.csv of {cache.root} disagrees with its shards; run `mrnet verify "
+            f"{cache.root}` and rerun the same `mrnet preprocess` command"
+        )
     return SplitIndex(
         shards=shards,
         shard=shard,

@@ -25,8 +25,11 @@ from tqdm import tqdm
 from mrnet import checkpoint as ckpt_io
 from mrnet.data import split_index, whole_tracks
 from mrnet.runtime import autocast, resolve_device
+from pipeline.atomic import write_atomic, writing
 from pipeline.errors import BadInput
 from pipeline.manifest import Cache, open_cache
+
+RERUN = "rerun the same command"  # what ends a disk-fault message: nothing to resume
 
 
 @dataclass
@@ -151,7 +154,7 @@ def plot_confusion(cm: np.ndarray, genres: list[str], path: Path, title: str) ->
                 )
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of true genre")
     fig.tight_layout()
-    fig.savefig(path)
+    write_atomic(path, lambda f: fig.savefig(f, format="png"), rerun=RERUN)
     plt.close(fig)
 
 
@@ -222,15 +225,14 @@ def evaluate(opts: EvalOptions) -> dict:
         "arch": ckpt.arch,
         "feature_config": cache.feature_config,
     }
-    opts.out.mkdir(parents=True, exist_ok=True)
-    (opts.out / "report.json").write_text(json.dumps(rep, indent=2) + "\n")
+    with writing(opts.out, rerun=RERUN):
+        opts.out.mkdir(parents=True, exist_ok=True)
+    write_atomic(opts.out / "report.json", json.dumps(rep, indent=2) + "\n", RERUN)
     cm = np.array(rep["confusion"]["matrix"])
-    pd.DataFrame(cm, index=pd.Index(genres, name="true"), columns=genres).to_csv(
-        opts.out / "confusion.csv"
-    )
-    pd.DataFrame.from_dict(rep["per_genre"], orient="index").rename_axis("genre").to_csv(
-        opts.out / "per_genre.csv"
-    )
+    confusion = pd.DataFrame(cm, index=pd.Index(genres, name="true"), columns=genres)
+    write_atomic(opts.out / "confusion.csv", confusion.to_csv(), RERUN)
+    per_genre = pd.DataFrame.from_dict(rep["per_genre"], orient="index").rename_axis("genre")
+    write_atomic(opts.out / "per_genre.csv", per_genre.to_csv(), RERUN)
     pred = pd.DataFrame(
         {
             "track_id": track_id,
@@ -244,7 +246,9 @@ def evaluate(opts: EvalOptions) -> dict:
     titles = _track_titles(cache.manifest.source.get("metadata_dir"))
     if titles is not None:
         pred = pred.join(titles, on="track_id")
-    pred.to_csv(opts.out / "predictions.csv", index=False, float_format="%.6f")
+    write_atomic(
+        opts.out / "predictions.csv", pred.to_csv(index=False, float_format="%.6f"), RERUN
+    )
     plot_confusion(
         cm,
         genres,

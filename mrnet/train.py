@@ -65,12 +65,13 @@ from mrnet.runtime import (
     same_outcome,
 )
 from mrnet.seeds import epoch_seed, rng_state, seed_all, set_rng_state
-from pipeline.atomic import remove_temps, write_atomic
+from pipeline.atomic import RERUN, remove_temps, write_atomic
 from pipeline.errors import BadInput
 from pipeline.features import FeatureConfig
 from pipeline.lock import DirLock
 from pipeline.manifest import Cache, open_cache
 from pipeline.settings import setting
+from pipeline.verify import damaged_error, format_report, verify_cache
 
 METRIC_COLUMNS = (
     "epoch",
@@ -143,6 +144,12 @@ class TrainConfig:
     grad_clip: float = 5.0  # max global gradient norm; 0 = off
     sync_bn: bool = setting(
         False, "Under torchrun: BatchNorm statistics over all GPUs (NCCL).", flag="--sync-bn"
+    )
+    verify: bool = setting(
+        False,
+        "Before training, re-read every shard of the cache as `mrnet verify` does (checksums, "
+        "finite frames); without it only headers and labels are checked.",
+        flag="--verify",
     )
     tensorboard: bool = setting(False, "Log to RUN/tb/.", flag="--tensorboard")
     resume: bool = setting(False, "Continue the run in --out from last.pt.", flag="--resume")
@@ -368,13 +375,13 @@ def validate(
     return (loss_sum / weight_sum if weight_sum else math.nan), correct / count
 
 
-def write_metrics(path: Path, history: list[dict]) -> None:
+def write_metrics(path: Path, history: list[dict], rerun: str = RERUN) -> None:
     """metrics.csv from the history: METRIC_COLUMNS, then TIMING_COLUMNS."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=[*METRIC_COLUMNS, *TIMING_COLUMNS], lineterminator="\n")
     w.writeheader()
     w.writerows(history)
-    write_atomic(path, buf.getvalue())
+    write_atomic(path, buf.getvalue(), rerun)
 
 
 def epoch_line(row: dict, epochs: int) -> str:
@@ -614,13 +621,14 @@ def save_epoch(run: Run, improved: bool) -> None:
     """best.pt (when improved), then last.pt, then metrics.csv: last.pt is the truth, and
     a kill between two writes is repaired from it by `--resume` (see heal_best)."""
     out, epoch = run.cfg.out, run.epoch
+    rerun = "rerun with --resume" if (out / "last.pt").exists() else RERUN
     last = run.checkpoint()
     if improved:
-        ckpt_io.save(last.as_best(), out / "best.pt")
+        ckpt_io.save(last.as_best(), out / "best.pt", rerun)
         _fault_point("best.pt", epoch)
-    ckpt_io.save(last, out / "last.pt")
+    ckpt_io.save(last, out / "last.pt", rerun)
     _fault_point("last.pt", epoch)
-    write_metrics(out / "metrics.csv", run.history)
+    write_metrics(out / "metrics.csv", run.history, rerun)
     _fault_point("metrics.csv", epoch)
 
 
@@ -664,6 +672,11 @@ def _train(cfg: TrainConfig, ddp: Dist, stack: ExitStack) -> dict:
         if out.exists() and not out.is_dir():
             raise BadInput(f"--out {out} is a file; pass a directory for the run")
         cache = open_cache(cfg.cache)
+        if cfg.verify and ddp.main:
+            report = verify_cache(cache.root, progress=cfg.progress)
+            if not report.ok:
+                raise damaged_error(report)
+            tqdm.write(format_report(report))
         train_idx = split_index(cache, "training")
         if len(train_idx) == 0:
             raise BadInput(

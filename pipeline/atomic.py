@@ -58,21 +58,19 @@ def _is_disk_full(e: BaseException) -> bool:
     return False
 
 
-def write_error(path: Path, e: BaseException) -> BadInput:
-    """The one-line BadInput for a failed write of ``path``."""
+RERUN = "rerun the same command to resume"
+
+
+def write_error(path: Path, e: BaseException, rerun: str = RERUN) -> BadInput:
+    """The one-line BadInput for a failed write of ``path``; ``rerun`` ends the fix."""
     if _is_disk_full(e):
-        return BadInput(
-            f"no space left on device writing {path}; free space and rerun the same "
-            "command to resume"
-        )
+        return BadInput(f"no space left on device writing {path}; free space and {rerun}")
     reason = getattr(e, "strerror", None) or str(e).splitlines()[0][:120] or type(e).__name__
-    return BadInput(
-        f"cannot write {path} ({reason}); fix that and rerun the same command to resume"
-    )
+    return BadInput(f"cannot write {path} ({reason}); fix that and {rerun}")
 
 
 @contextmanager
-def writing(path: Path, *temps: Path) -> Iterator[None]:
+def writing(path: Path, *temps: Path, rerun: str = RERUN) -> Iterator[None]:
     """Turn an OSError (or HDF5's RuntimeError) in the block into `write_error`,
     removing the given temporary files first."""
     try:
@@ -83,7 +81,7 @@ def writing(path: Path, *temps: Path) -> Iterator[None]:
                 t.unlink(missing_ok=True)
             except OSError:
                 pass
-        raise write_error(path, e) from e
+        raise write_error(path, e, rerun) from e
 
 
 def fsync_path(path: Path) -> None:
@@ -91,13 +89,15 @@ def fsync_path(path: Path) -> None:
         os.fsync(f.fileno())
 
 
-def write_atomic(path: Path, data: str | bytes | Callable[[BinaryIO], None]) -> None:
+def write_atomic(
+    path: Path, data: str | bytes | Callable[[BinaryIO], None], rerun: str = RERUN
+) -> None:
     """Write ``data`` (text, bytes, or a function writing to a binary file) to ``path``
     through a temporary file, fsync and rename. Raises BadInput on a disk fault; the
     old ``path`` is then untouched."""
     path = Path(path)
     tmp = temp_path(path)
-    with writing(path, tmp):
+    with writing(path, tmp, rerun=rerun):
         with open(tmp, "wb") as f:
             if callable(data):
                 data(f)

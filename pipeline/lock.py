@@ -20,6 +20,7 @@ import os
 import uuid
 from pathlib import Path
 
+from pipeline.atomic import write_error
 from pipeline.errors import BadInput
 
 LOCK_NAME = ".lock"
@@ -73,8 +74,13 @@ class DirLock:
         old = os.read(fd, 128).decode(errors="replace").split()
         if old and old[0].isdigit() and int(old[0]) != os.getpid():
             self.stale_pid = int(old[0])
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{self.token}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{self.token}\n".encode(), 0)
+        except OSError as e:
+            os.close(fd)
+            self.path.unlink(missing_ok=True)
+            raise write_error(self.path, e) from e
         self._fd = fd
         _held.add(fd)
         return self

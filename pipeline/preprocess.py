@@ -32,7 +32,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from pipeline import __version__, fma
-from pipeline.atomic import is_temp, remove_temps, write_atomic
+from pipeline.atomic import is_temp, remove_temps, write_atomic, writing
 from pipeline.errors import BadInput
 from pipeline.features import FeatureConfig
 from pipeline.lock import DirLock, lock_token
@@ -86,6 +86,7 @@ class PreprocessOptions:
 
 
 BACKENDS = ("loky", "dask")
+TRACK_DELAY_ENV = "MRNET_PREPROCESS_TRACK_DELAY"  # test hook: seconds to sleep per track
 MIN_SHARD, MAX_SHARD = 8, 128
 
 
@@ -105,6 +106,16 @@ class ShardJob:
     split: str
     track_ids: tuple[int, ...]
     labels: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The run a shard job serves: its process, its lock token, and whether its workers
+    are its own child processes (loky) rather than a cluster's (dask)."""
+
+    pid: int
+    token: str
+    children: bool
 
 
 @dataclass
@@ -141,14 +152,15 @@ def build_shard(
     audio_dir: Path,
     cfg: FeatureConfig,
     min_seconds: float,
-    owner: tuple[int, str] | None = None,
+    owner: Owner | None = None,
 ) -> ShardResult | None:
     """Decode and featurise the job's tracks into one shard (runs in a worker process).
 
-    ``owner``: (pid, lock token) of the run this job serves. A local worker whose parent
-    is that pid stops within a fraction of a second of its death (a watchdog thread),
-    and no worker renames a shard into place once the cache's lock holds another token
-    (or is gone): a killed run's workers write nothing more. Returns None then.
+    ``owner``: the run this job serves. A loky worker (a child of that run's process)
+    stops within a fraction of a second of its death (a watchdog thread, and a check
+    before every write), and no worker renames a shard into place once the cache's lock
+    holds another token (or is gone): a killed run's workers write nothing more.
+    Returns None then.
     """
     # Workers never import torch (~480 MB per process) and run single-threaded numpy/scipy
     # (loky's inner_max_num_threads=1): n busy workers on n cores, no oversubscription.
@@ -157,8 +169,20 @@ def build_shard(
     from pipeline.features import stored_log_mel
     from pipeline.shards import ShardWriter
 
-    if owner is not None and os.getppid() == owner[0]:
-        _watch_parent(owner[0])
+    local = owner is not None and owner.children and os.getpid() != owner.pid
+
+    def orphaned() -> bool:
+        return local and os.getppid() != owner.pid
+
+    if orphaned():  # a job handed out before the run died
+        os._exit(1)
+    if local:
+        _watch_parent(owner.pid)
+
+    def still_wanted() -> bool:
+        return not orphaned() and (owner is None or lock_token(cache_dir) == owner.token)
+
+    delay = float(os.environ.get(TRACK_DELAY_ENV, "0") or 0)
     path = cache_dir / job.name
     writer = ShardWriter(path, cfg.to_dict(), job.split)
     result = ShardResult(job.name, 0, 0, 0.0)
@@ -173,12 +197,12 @@ def build_shard(
                 writer.fail(tid, e.reason)
                 result.failures[e.reason] += 1
                 continue
+            if orphaned():  # checked before every write, between the watchdog's looks
+                os._exit(1)
             writer.add(tid, label, mel, len(x) / cfg.sample_rate)
             result.seconds_audio += len(x) / cfg.sample_rate
-
-        def still_wanted() -> bool:
-            return owner is None or lock_token(cache_dir) == owner[1]
-
+            if delay:
+                time.sleep(delay)
         if not writer.commit(still_wanted):
             return None
     finally:
@@ -372,7 +396,8 @@ def run_preprocess(opts: PreprocessOptions) -> Manifest:
             f"under {opts.audio_dir} ({absent} absent, {others} not regular files); each is "
             "recorded in failures.csv with its reason and the run goes on"
         )
-    (opts.out / SHARDS_DIR).mkdir(parents=True, exist_ok=True)
+    with writing(opts.out / SHARDS_DIR):
+        (opts.out / SHARDS_DIR).mkdir(parents=True, exist_ok=True)
     with DirLock(opts.out, "cache") as lock:
         if lock.stale_pid is not None:
             log(f"taking over the lock of an interrupted run (pid {lock.stale_pid})")
@@ -394,7 +419,7 @@ def run_preprocess(opts: PreprocessOptions) -> Manifest:
         done_tracks = sum(len(j.track_ids) for j in jobs if j.name not in todo_names)
         if len(todo) < len(jobs):
             log(f"resuming: {len(jobs) - len(todo)} of {len(jobs)} shards already done")
-        owner = (os.getpid(), lock.token)
+        owner = Owner(os.getpid(), lock.token, children=opts.backend == "loky")
         total = sum(len(j.track_ids) for j in jobs)
         new_tracks = _run_jobs(todo, opts, cfg, owner, done_tracks, total)
         elapsed = time.perf_counter() - t0
@@ -435,7 +460,7 @@ def _run_jobs(
     todo: list[ShardJob],
     opts: PreprocessOptions,
     cfg: FeatureConfig,
-    owner: tuple[int, str],
+    owner: Owner,
     done_tracks: int,
     total_tracks: int,
 ) -> int:

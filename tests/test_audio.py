@@ -255,3 +255,101 @@ def test_soundfile_fallback_is_silent_on_stderr(tmp_path, capfd):
     assert "soundfile" in e.value.detail  # the fallback was really tried
     captured = capfd.readouterr()
     assert captured.err == "" and captured.out == ""
+
+
+# --------------------------------------------------------------------------- MP3 rules by content
+
+
+def _syncsafe(n: int) -> bytes:
+    return bytes([(n >> 21) & 127, (n >> 14) & 127, (n >> 7) & 127, n & 127])
+
+
+def id3v2(payload: bytes, version: int = 3, footer: bool = False) -> bytes:
+    """An ID3v2 tag around ``payload`` (with the v2.4 footer when asked)."""
+    flags = 0x10 if footer else 0
+    head = b"ID3" + bytes([version, 0, flags]) + _syncsafe(len(payload))
+    foot = b"3DI" + bytes([version, 0, flags]) + _syncsafe(len(payload)) if footer else b""
+    return head + payload + foot
+
+
+def picture(n: int, seed: int = 0) -> bytes:
+    """An APIC frame of ``n`` random bytes (like cover art: full of 0xFF bytes)."""
+    data = np.random.default_rng(seed).integers(0, 256, n, dtype=np.uint8).tobytes()
+    return b"APIC" + n.to_bytes(4, "big") + b"\x00\x00" + data
+
+
+def ape_tag(items: bytes = b"x" * 100) -> bytes:
+    def block(header: bool) -> bytes:
+        flags = 0x80000000 | (0x20000000 if header else 0)
+        size = (32 + len(items)).to_bytes(4, "little")
+        return (b"APETAGEX" + (2000).to_bytes(4, "little") + size + (1).to_bytes(4, "little")
+                + flags.to_bytes(4, "little") + b"\x00" * 8)  # fmt: skip
+
+    return block(True) + items + block(False)
+
+
+@pytest.fixture(scope="module")
+def clip_mp3() -> bytes:
+    """4 s of a 440 Hz tone, 44.1 kHz stereo, 128 kbit/s."""
+    return encode_mp3(sine(440, 4.0, 44100, channels=2), 44100, 128)
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["two leading ID3v2 tags", "5 MB ID3v2 tag appended", "ID3v2 with footer appended",
+     "APEv2 and ID3v1 appended"],
+)  # fmt: skip
+def test_tags_are_not_counted_as_audio(tmp_path, clip_mp3, case):
+    """Fully decodable MP3s with tags where the old size estimate counted them as audio:
+    they decode whole, never as truncated_decode."""
+    data = {
+        "two leading ID3v2 tags": id3v2(b"TIT2" + (5).to_bytes(4, "big") + b"\x00\x00\x00abcd")
+        + id3v2(picture(300_000), version=4)
+        + clip_mp3,
+        "5 MB ID3v2 tag appended": clip_mp3 + id3v2(picture(5_000_000)),
+        "ID3v2 with footer appended": clip_mp3 + id3v2(picture(2_000_000), 4, footer=True),
+        "APEv2 and ID3v1 appended": clip_mp3 + ape_tag() + b"TAG" + b" " * 125,
+    }[case]
+    p = tmp_path / "tagged.mp3"
+    p.write_bytes(data)
+    x = load_audio(p, SR, min_seconds=1.0)
+    assert abs(len(x) / SR - 4.0) <= 0.1
+    assert abs(peak_hz(x, SR) - 440) < 2
+
+
+@pytest.mark.parametrize("fmt", ["WAV", "FLAC"])
+def test_other_formats_named_mp3_are_not_judged_by_mp3_rules(tmp_path, fmt):
+    p = tmp_path / "track.mp3"
+    soundfile.write(p, sine(440, 4.0, 44100, channels=2), 44100, format=fmt)
+    x = load_audio(p, SR, min_seconds=1.0)
+    assert abs(len(x) / SR - 4.0) <= 0.01 and abs(peak_hz(x, SR) - 440) < 2
+
+
+def test_mp3_content_is_recognised_by_bytes(tmp_path, clip_mp3):
+    from pipeline import mp3
+
+    (tmp_path / "a.dat").write_bytes(id3v2(picture(50_000)) + clip_mp3)
+    soundfile.write(tmp_path / "b.mp3", sine(440, 0.5, 8000), 8000, format="WAV")
+    with open(tmp_path / "a.dat", "rb") as f:
+        assert mp3.is_mp3(f)
+        start, end = mp3.audio_region(f, (tmp_path / "a.dat").stat().st_size)
+        tag = 10 + len(picture(50_000))
+        assert (start, end) == (tag, tag + len(clip_mp3))
+    with open(tmp_path / "b.mp3", "rb") as f:
+        assert not mp3.is_mp3(f)
+
+
+def test_non_finite_samples_are_a_non_finite_failure(tmp_path):
+    """A float WAV holding NaN and infinity decodes, but its features cannot be cached."""
+    from pipeline.errors import TrackFailed
+    from pipeline.features import FeatureConfig, stored_log_mel
+
+    x = sine(440, 2.0, SR)
+    x[SR // 2 : SR // 2 + 10] = np.nan
+    x[SR : SR + 3] = np.inf
+    p = tmp_path / "nan.mp3"  # named like an FMA track
+    soundfile.write(p, x, SR, format="WAV", subtype="FLOAT")
+    audio_ = load_audio(p, SR)
+    with pytest.raises(TrackFailed) as e:
+        stored_log_mel(audio_, FeatureConfig())
+    assert e.value.reason == "non_finite"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from conftest import args, cache_content, kill_mid_run
 from typer.testing import CliRunner
@@ -14,10 +16,16 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def scheduler():
-    with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
-    ) as cluster:
-        yield cluster.scheduler_address
+    saved = dict(os.environ)  # LocalCluster sets OMP_NUM_THREADS=1 here for later tests
+    try:
+        with distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+            dashboard_address=None,
+        ) as cluster:  # fmt: skip
+            yield cluster.scheduler_address
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def test_dask_backend_builds_the_same_cache(cache, synth, scheduler, tmp_path):

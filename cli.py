@@ -87,7 +87,11 @@ def preprocess(
     min_seconds: float = typer.Option(
         1.0, help="Tracks with less decoded audio are recorded as failures (too_short)."
     ),
-    shard_size: int = typer.Option(128, help="Tracks per HDF5 shard (one job writes one shard)."),
+    shard_size: int | None = typer.Option(
+        None,
+        help="Tracks per HDF5 shard (one job writes one shard); default: from the number of "
+        "tracks (about 64 shards of 8 to 128 tracks).",
+    ),
     backend: str = typer.Option(
         "loky", help="Where shard jobs run: loky (local processes) | dask (a dask cluster)."
     ),

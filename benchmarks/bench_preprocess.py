@@ -1,8 +1,10 @@
 """Preprocess throughput: decode-only floor vs the reference librosa+pickle approach vs
 `mrnet preprocess`, same files, same number of processes, one run. Also 1 vs N jobs,
-peak memory per worker, and a per-stage profile of one track.
+the whole `mrnet preprocess` process at default settings (interpreter start, metadata,
+plan, pool start, finish: what a user waits for), peak memory per worker, and a
+per-stage profile of one track.
 
-    python benchmarks/bench_preprocess.py --tracks 96 --jobs 2
+    python benchmarks/bench_preprocess.py --tracks 176 --jobs 2
 
 Files: FMA-like 30-s, 44.1 kHz stereo, 320 kbps MP3s from pipeline.synth.
 """
@@ -85,6 +87,21 @@ def timed_preprocess(ds, jobs: int, shard_size: int) -> float:
         return time.perf_counter() - t
 
 
+def whole_process(ds, *extra: str) -> float:
+    """Wall seconds of `mrnet preprocess` as a user runs it (a new process), defaults
+    unless ``extra`` says otherwise; the best of two runs into fresh caches."""
+    times = []
+    for _ in range(2):
+        with tempfile.TemporaryDirectory() as out:
+            cmd = [sys.executable, str(ROOT / "cli.py"), "preprocess", "--audio-dir",
+                   str(ds.audio_dir), "--metadata-dir", str(ds.metadata_dir), "--out",
+                   str(Path(out) / "c"), *extra]  # fmt: skip
+            t = time.perf_counter()
+            subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
+            times.append(time.perf_counter() - t)
+    return min(times)
+
+
 def _write_h5(path: Path, mel: np.ndarray) -> None:
     import h5py
 
@@ -156,11 +173,11 @@ def worker_peak_mb(ds, shard_size: int) -> float:
     code = (
         "import resource,sys,tempfile; from pathlib import Path\n"
         "from pipeline import fma; from pipeline.features import FeatureConfig\n"
-        "from pipeline.preprocess import plan_shards, build_shard\n"
+        "from pipeline.preprocess import plan_shards; from pipeline.extract import build_shard\n"
         f"sel=fma.select(fma.load_tracks(Path({str(ds.metadata_dir)!r})),'small')\n"
-        f"job=plan_shards(sel,{shard_size})[0]\n"
-        "d=tempfile.mkdtemp()\n"
-        f"build_shard(job,Path(d),Path({str(ds.audio_dir)!r}),FeatureConfig(),1.0)\n"
+        f"job=plan_shards(sel,{shard_size},Path({str(ds.audio_dir)!r}))[0]\n"
+        "d=tempfile.mkdtemp(); (Path(d)/'shards').mkdir()\n"
+        "build_shard(job,Path(d),FeatureConfig(),1.0)\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
     )
     out = subprocess.run(
@@ -193,14 +210,22 @@ def main() -> None:
         tb = timed_parallel(_reference, paths, a.jobs, tmp)
     tc = timed_preprocess(ds, a.jobs, a.shard_size)
     tc1 = timed_preprocess(ds, 1, a.shard_size)
+    td = whole_process(ds)
+    td128 = whole_process(ds, "--shard-size", "128")
     # (c) also handles the few broken files; count only the good ones for all three.
-    ra, rb, rc, rc1 = (len(paths) / t for t in (ta, tb, tc, tc1))
+    ra, rb, rc, rc1, rd, rd128 = (len(paths) / t for t in (ta, tb, tc, tc1, td, td128))
     print(f"(a) decode only        {ra:7.2f} tracks/s")
     print(f"(b) librosa + pickle   {rb:7.2f} tracks/s")
     print(f"(c) mrnet preprocess   {rc:7.2f} tracks/s   (1 job: {rc1:.2f} tracks/s)")
+    print(f"(d) whole process, defaults (all cores, automatic shard size): {rd:7.2f} tracks/s")
+    print(f"(e) whole process, --shard-size 128 (mrnet 0.1's default):   {rd128:7.2f} tracks/s")
     print(
         f"ratios: c/b = {rc / rb:.2f}x (target >= 2.0), c/a = {rc / ra:.2f}x "
         f"(target >= 0.6, aim 0.8), {a.jobs} jobs / 1 job = {rc / rc1:.2f}x (target >= 1.7)"
+    )
+    print(
+        f"whole process at defaults / decode-only floor: d/a = {rd / ra:.2f}x (target >= 0.6, "
+        f"aim 0.8); wall time defaults / shard size 128: {td / td128:.2f}x"
     )
     print(
         f"peak RSS of one worker building a {a.shard_size}-track shard: "

@@ -21,8 +21,6 @@ import json
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.fft
-import scipy.sparse
 
 from pipeline.errors import TrackFailed
 
@@ -109,8 +107,10 @@ def mel_filterbank(cfg: FeatureConfig) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=8)
-def _sparse_filterbank(cfg: FeatureConfig) -> scipy.sparse.csr_matrix:
+def _sparse_filterbank(cfg: FeatureConfig) -> scipy.sparse.csr_matrix:  # noqa: F821
     """The filterbank transposed, [n_mels, n_freqs], as CSR."""
+    import scipy.sparse  # here: the main process of preprocess never needs scipy
+
     return scipy.sparse.csr_matrix(mel_filterbank(cfg).T)
 
 
@@ -123,6 +123,8 @@ def _window(n_fft: int) -> np.ndarray:
 def power_spectrogram(x: np.ndarray, n_fft: int, hop_length: int) -> np.ndarray:
     """|STFT|^2 of float32 [samples], centered with reflect padding (as torch.stft):
     float32 [n_fft // 2 + 1, samples // hop_length + 1] (a transposed view)."""
+    import scipy.fft
+
     pad = n_fft // 2
     mode = "reflect" if len(x) > pad else "constant"
     padded = np.pad(x, pad, mode=mode)

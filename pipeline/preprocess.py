@@ -20,11 +20,10 @@ import math
 import os
 import stat
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +33,9 @@ from tqdm import tqdm
 from pipeline import __version__, fma
 from pipeline.atomic import is_temp, remove_temps, write_atomic, writing
 from pipeline.errors import BadInput
+from pipeline.extract import Owner, ShardJob, build_shard
 from pipeline.features import FeatureConfig
-from pipeline.lock import DirLock, lock_token
+from pipeline.lock import DirLock
 from pipeline.manifest import (
     FAILURE_COLUMNS,
     FAILURES,
@@ -86,7 +86,6 @@ class PreprocessOptions:
 
 
 BACKENDS = ("loky", "dask")
-TRACK_DELAY_ENV = "MRNET_PREPROCESS_TRACK_DELAY"  # test hook: seconds to sleep per track
 MIN_SHARD, MAX_SHARD = 8, 128
 
 
@@ -98,137 +97,20 @@ def auto_shard_size(n_tracks: int) -> int:
     return min(MAX_SHARD, max(MIN_SHARD, math.ceil(n_tracks / 64)))
 
 
-@dataclass(frozen=True)
-class ShardJob:
-    """One unit of parallel work: the tracks of one shard file."""
-
-    name: str  # relative to the cache root, e.g. "shards/training-00000.h5"
-    split: str
-    track_ids: tuple[int, ...]
-    labels: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class Owner:
-    """The run a shard job serves: its process, its lock token, and whether its workers
-    are its own child processes (loky) rather than a cluster's (dask)."""
-
-    pid: int
-    token: str
-    children: bool
-
-
-@dataclass
-class ShardResult:
-    name: str
-    tracks: int
-    failed: int
-    seconds_audio: float
-    failures: Counter = field(default_factory=Counter)
-
-
-def plan_shards(selection: fma.Selection, shard_size: int) -> list[ShardJob]:
+def plan_shards(selection: fma.Selection, shard_size: int, audio_dir: Path) -> list[ShardJob]:
     """Deterministic plan: per split (FMA order), tracks sorted by id, cut every shard_size."""
     jobs = []
     for split in fma.SPLITS:
         part = selection.tracks[selection.tracks["split"] == split].sort_values("track_id")
-        ids = part["track_id"].to_numpy()
-        labels = part["label"].to_numpy()
-        for k, start in enumerate(range(0, len(ids), shard_size)):
-            jobs.append(
-                ShardJob(
-                    name=f"{SHARDS_DIR}/{split}-{k:05d}.h5",
-                    split=split,
-                    track_ids=tuple(int(t) for t in ids[start : start + shard_size]),
-                    labels=tuple(int(x) for x in labels[start : start + shard_size]),
-                )
-            )
+        ids = [int(t) for t in part["track_id"]]
+        labels = [int(x) for x in part["label"]]
+        paths = [str(fma.audio_path(audio_dir, t)) for t in ids]
+        for k, a in enumerate(range(0, len(ids), shard_size)):
+            b = a + shard_size
+            name = f"{SHARDS_DIR}/{split}-{k:05d}.h5"
+            jobs.append(ShardJob(name, split, tuple(ids[a:b]), tuple(labels[a:b]),
+                                 tuple(paths[a:b])))  # fmt: skip
     return jobs
-
-
-def build_shard(
-    job: ShardJob,
-    cache_dir: Path,
-    audio_dir: Path,
-    cfg: FeatureConfig,
-    min_seconds: float,
-    owner: Owner | None = None,
-) -> ShardResult | None:
-    """Decode and featurise the job's tracks into one shard (runs in a worker process).
-
-    ``owner``: the run this job serves. A loky worker (a child of that run's process)
-    stops within a fraction of a second of its death (a watchdog thread, and a check
-    before every write), and no worker renames a shard into place once the cache's lock
-    holds another token (or is gone): a killed run's workers write nothing more.
-    Returns None then.
-    """
-    # Workers never import torch (~480 MB per process) and run single-threaded numpy/scipy
-    # (loky's inner_max_num_threads=1): n busy workers on n cores, no oversubscription.
-    from pipeline.audio import load_audio
-    from pipeline.errors import TrackFailed
-    from pipeline.features import stored_log_mel
-    from pipeline.shards import ShardWriter
-
-    local = owner is not None and owner.children and os.getpid() != owner.pid
-
-    def orphaned() -> bool:
-        return local and os.getppid() != owner.pid
-
-    if orphaned():  # a job handed out before the run died
-        os._exit(1)
-    if local:
-        _watch_parent(owner.pid)
-
-    def still_wanted() -> bool:
-        return not orphaned() and (owner is None or lock_token(cache_dir) == owner.token)
-
-    delay = float(os.environ.get(TRACK_DELAY_ENV, "0") or 0)
-    path = cache_dir / job.name
-    writer = ShardWriter(path, cfg.to_dict(), job.split)
-    result = ShardResult(job.name, 0, 0, 0.0)
-    try:
-        for tid, label in zip(job.track_ids, job.labels):
-            try:
-                x = load_audio(
-                    fma.audio_path(audio_dir, tid), cfg.sample_rate, cfg.max_seconds, min_seconds
-                )
-                mel = stored_log_mel(x, cfg)
-            except TrackFailed as e:
-                writer.fail(tid, e.reason)
-                result.failures[e.reason] += 1
-                continue
-            if orphaned():  # checked before every write, between the watchdog's looks
-                os._exit(1)
-            writer.add(tid, label, mel, len(x) / cfg.sample_rate)
-            result.seconds_audio += len(x) / cfg.sample_rate
-            if delay:
-                time.sleep(delay)
-        if not writer.commit(still_wanted):
-            return None
-    finally:
-        writer.discard()
-    result.tracks = len(job.track_ids) - sum(result.failures.values())
-    result.failed = sum(result.failures.values())
-    return result
-
-
-_watching: int | None = None
-
-
-def _watch_parent(parent: int, interval: float = 0.2) -> None:
-    """Exit this worker process once ``parent`` is gone (it is then re-parented): loky
-    would otherwise keep a killed run's workers alive, finishing their jobs."""
-    global _watching
-    if _watching == parent:
-        return
-    _watching = parent
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(interval)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="mrnet-parent-watchdog", daemon=True).start()
 
 
 def _check_out_dir(out: Path, plan: dict) -> Manifest | None:
@@ -331,7 +213,7 @@ def _file_presence(paths: list[Path]) -> tuple[int, int]:
 
 def _make_plan(opts: PreprocessOptions, cfg: FeatureConfig, selection: fma.Selection,
                shard_size: int) -> tuple[list[ShardJob], dict]:  # fmt: skip
-    jobs = plan_shards(selection, shard_size)
+    jobs = plan_shards(selection, shard_size, opts.audio_dir)
     plan = {
         "genres": list(selection.genres),
         "tracks_sha256": _fingerprint(jobs),
@@ -477,7 +359,7 @@ def _run_jobs(
         smoothing=0.1,
     )
     processed = 0
-    args = (opts.out, opts.audio_dir, cfg, opts.min_seconds, owner)
+    args = (opts.out, cfg, opts.min_seconds, owner)
     try:
         with _executor(opts):
             # loky: all local cores by default; dask: all of the cluster's workers (-1)

@@ -306,25 +306,26 @@ def read_shard(path: str | os.PathLike) -> ShardIndex:
     return index
 
 
-def checksum(index: ShardIndex, chunk_frames: int = 1 << 17) -> str:
-    """Recompute a shard's checksum from its bytes on disk (the mel frames through the
-    memmap in chunks, then the index datasets), as `ShardWriter.commit` computed it."""
+def scan(index: ShardIndex, chunk_frames: int = 1 << 14) -> tuple[str, int]:
+    """(checksum recomputed from the bytes on disk, frames holding NaN or infinity), in one
+    pass over the memmapped frames (chunks small enough to stay in cache for both)."""
     h = hashlib.sha256()
-    mel = index.memmap()
+    mel, bad = index.memmap(), 0
     for a in range(0, index.mel_shape[0], chunk_frames):
-        h.update(np.ascontiguousarray(mel[a : a + chunk_frames]).data)
+        block = np.ascontiguousarray(mel[a : a + chunk_frames])
+        h.update(block.data)
+        # float16 NaN/inf: all five exponent bits set
+        bits = block.view(np.uint16)
+        bad += int(((bits & 0x7C00) == 0x7C00).any(axis=1).sum())
     arrays = index.index_arrays()
     for name in INDEX_DATASETS:
         _digest_array(h, name, arrays[name])
-    return h.hexdigest()
+    return h.hexdigest(), bad
 
 
-def non_finite_frames(index: ShardIndex, chunk_frames: int = 1 << 17) -> int:
-    """How many frames of the shard hold NaN or infinity (0 for a sound shard)."""
-    mel, bad = index.memmap(), 0
-    for a in range(0, index.mel_shape[0], chunk_frames):
-        bad += int((~np.isfinite(mel[a : a + chunk_frames])).any(axis=1).sum())
-    return bad
+def checksum(index: ShardIndex) -> str:
+    """Recompute a shard's checksum from its bytes on disk, as `ShardWriter.commit` did."""
+    return scan(index)[0]
 
 
 def is_complete(path: str | os.PathLike) -> bool:

@@ -27,7 +27,7 @@ from pipeline.manifest import (
     shard_header_problem,
     shard_path,
 )
-from pipeline.shards import ShardError, checksum, non_finite_frames, read_shard
+from pipeline.shards import ShardError, read_shard, scan
 
 
 @dataclass
@@ -60,10 +60,9 @@ def check_shard(root: Path, entry: dict, manifest: Manifest, expected_ids: np.nd
     header = shard_header_problem(idx, entry, manifest)
     if header:
         problems.append(header)
-    if idx.checksum is not None:
-        if checksum(idx) != idx.checksum:
-            problems.append("checksum mismatch: its bytes changed after it was written")
-    bad = non_finite_frames(idx)
+    recomputed, bad = scan(idx)
+    if idx.checksum is not None and recomputed != idx.checksum:
+        problems.append("checksum mismatch: its bytes changed after it was written")
     if bad:
         problems.append(f"{bad} frames hold NaN or infinity")
     if expected_ids is not None and not np.array_equal(idx.track_id, expected_ids):

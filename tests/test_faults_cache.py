@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from cli import app
 from pipeline import fma
-from pipeline.preprocess import TRACK_DELAY_ENV
+from pipeline.extract import TRACK_DELAY_ENV
 from pipeline.shards import read_shard
 
 runner = CliRunner()

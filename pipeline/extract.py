@@ -1,0 +1,151 @@
+"""One shard job: decode and featurise its tracks into one shard file (in a worker).
+
+This is all a preprocess worker runs, so it imports only what that needs (numpy, scipy's
+FFT, h5py, the decoders; no pandas, no torch): a fresh worker starts in ~0.2 s and stays
+small. Workers run single-threaded numpy/scipy (loky's inner_max_num_threads=1): n
+busy workers on n cores, no oversubscription.
+
+A job knows the run it serves (`Owner`). A loky worker, a child of that run's process,
+stops within a fraction of a second of its death (a watchdog thread, and a check before
+every write), and no worker renames a shard into place once the cache's lock holds
+another run's token (or is gone): a killed run's workers write nothing more.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.audio import load_audio
+from pipeline.errors import TrackFailed
+from pipeline.features import FeatureConfig, stored_log_mel
+from pipeline.lock import lock_token
+from pipeline.shards import ShardWriter
+
+TRACK_DELAY_ENV = "MRNET_PREPROCESS_TRACK_DELAY"  # test hook: seconds to sleep per track
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """One unit of parallel work: the tracks of one shard file, in order."""
+
+    name: str  # relative to the cache root, e.g. "shards/training-00000.h5"
+    split: str
+    track_ids: tuple[int, ...]
+    labels: tuple[int, ...]
+    paths: tuple[str, ...]  # the audio file of each track
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The run a shard job serves: its process, its lock token, and whether its workers
+    are its own child processes (loky) rather than a cluster's (dask)."""
+
+    pid: int
+    token: str
+    children: bool
+
+
+@dataclass
+class ShardResult:
+    name: str
+    tracks: int
+    failed: int
+    seconds_audio: float
+    failures: Counter = field(default_factory=Counter)
+
+
+def build_shard(
+    job: ShardJob,
+    cache_dir: Path,
+    cfg: FeatureConfig,
+    min_seconds: float,
+    owner: Owner | None = None,
+) -> ShardResult | None:
+    """Write ``cache_dir / job.name``: every track that decodes into finite features,
+    the others as failures with their reason. Returns None (writing nothing) when the
+    run it serves has died or lost the cache."""
+    local = owner is not None and owner.children and os.getpid() != owner.pid
+
+    def orphaned() -> bool:
+        return local and os.getppid() != owner.pid
+
+    if orphaned():  # a job handed out just before the run died
+        os._exit(1)
+    if local:
+        _watch_parent(owner.pid)
+    _keep_freed_memory()
+
+    def still_wanted() -> bool:
+        return not orphaned() and (owner is None or lock_token(cache_dir) == owner.token)
+
+    delay = float(os.environ.get(TRACK_DELAY_ENV, "0") or 0)
+    writer = ShardWriter(cache_dir / job.name, cfg.to_dict(), job.split)
+    result = ShardResult(job.name, 0, 0, 0.0)
+    try:
+        for tid, label, path in zip(job.track_ids, job.labels, job.paths):
+            try:
+                x = load_audio(path, cfg.sample_rate, cfg.max_seconds, min_seconds)
+                mel = stored_log_mel(x, cfg)
+            except TrackFailed as e:
+                writer.fail(tid, e.reason)
+                result.failures[e.reason] += 1
+                continue
+            if orphaned():  # checked before every write, between the watchdog's looks
+                os._exit(1)
+            writer.add(tid, label, mel, len(x) / cfg.sample_rate)
+            result.seconds_audio += len(x) / cfg.sample_rate
+            if delay:
+                time.sleep(delay)
+        if not writer.commit(still_wanted):
+            return None
+    finally:
+        writer.discard()
+    result.failed = sum(result.failures.values())
+    result.tracks = len(job.track_ids) - result.failed
+    return result
+
+
+_tuned = False
+
+
+def _keep_freed_memory() -> None:
+    """Let glibc reuse freed blocks for the multi-MB arrays of every track (decoded audio,
+    STFT frames) instead of mapping fresh pages and faulting them in each time: ~10% of a
+    track's time. Raises the mmap threshold to 32 MB and the trim threshold to 128 MB,
+    so a worker's memory stays near its peak working set (tens of MB)."""
+    global _tuned
+    if _tuned:
+        return
+    _tuned = True
+    name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(name) if name else None
+    if libc is not None and hasattr(libc, "mallopt"):
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        libc.mallopt(m_mmap_threshold, 32 * 2**20)
+        libc.mallopt(m_trim_threshold, 128 * 2**20)
+
+
+_watching: int | None = None
+
+
+def _watch_parent(parent: int, interval: float = 0.2) -> None:
+    """Exit this worker process once ``parent`` is gone (it is then re-parented): loky
+    would otherwise keep a killed run's workers alive, finishing their jobs."""
+    global _watching
+    if _watching == parent:
+        return
+    _watching = parent
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="mrnet-parent-watchdog", daemon=True).start()

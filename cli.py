@@ -233,7 +233,7 @@ def verify(
     """Re-read every shard: checksums, finite frames, label range, agreement with tracks.csv.
 
     Exit 0 when all is sound (or after --repair), 2 listing damaged shards otherwise."""
-    from pipeline.verify import damaged_error, format_report, verify_cache
+    from pipeline.cache.verify import damaged_error, format_report, verify_cache
 
     report = run_guarded(verify_cache, cache, repair=repair, progress=progress)
     typer.echo(format_report(report))

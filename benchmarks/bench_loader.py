@@ -27,17 +27,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mrnet.data import MemmapCrops, ResidentCrops, SplitIndex, split_index  # noqa: E402
+from mrnet.data import MemmapCrops, ResidentCrops  # noqa: E402
+from pipeline.cache import SplitIndex, Track, open_cache, split_index, write_cache  # noqa: E402
 from pipeline.features import FeatureConfig  # noqa: E402
-from pipeline.manifest import TRACK_COLUMNS, Manifest, open_cache  # noqa: E402
-from pipeline.shards import ShardWriter  # noqa: E402
 
 
 def synthetic_cache(
@@ -54,29 +52,17 @@ def synthetic_cache(
     fc = FeatureConfig(n_mels=n_mels).to_dict()
     frames = round(seconds * FeatureConfig(n_mels=n_mels).frames_per_second) + 1
     rng = np.random.default_rng(0)
-    rows, shards, tid = [], [], 1
-    (root / "shards").mkdir(parents=True, exist_ok=True)
-    for split, n in (("training", n_tracks), ("validation", n_val)):
-        for k, s0 in enumerate(range(0, n, shard_size)):
-            name = f"shards/{split}-{k:05d}.h5"
-            w = ShardWriter(root / name, fc, split)
-            count = min(shard_size, n - s0)
-            for row in range(count):
-                label = tid % n_classes
+
+    def tracks():
+        tid = 1
+        for split, n in (("training", n_tracks), ("validation", n_val)):
+            for _ in range(n):
                 mel = rng.standard_normal((frames, n_mels), dtype=np.float32) - 4.0
-                w.add(tid, label, mel, seconds)
-                rows.append((tid, split, f"g{label}", label, name, row, frames))
+                yield Track(tid, split, tid % n_classes, mel, seconds)
                 tid += 1
-            w.commit()
-            shards.append(
-                {"name": name, "split": split, "tracks": count, "failed": 0,
-                 "frames": count * frames}
-            )  # fmt: skip
-    pd.DataFrame(rows, columns=TRACK_COLUMNS).to_csv(root / "tracks.csv", index=False)
-    Manifest(
-        feature_config=fc, subset="small", genres=[f"g{c}" for c in range(n_classes)],
-        plan={}, source={}, status="complete", shards=shards,
-    ).write(root)  # fmt: skip
+
+    write_cache(root, fc, [f"g{c}" for c in range(n_classes)], tracks(), shard_size,
+                subset="small")  # fmt: skip
     return root
 
 

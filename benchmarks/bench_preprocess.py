@@ -27,10 +27,11 @@ from joblib import Parallel, delayed
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline import fma, synth  # noqa: E402
+from pipeline import synth  # noqa: E402
 from pipeline.audio import decode, resample, to_mono  # noqa: E402
 from pipeline.features import FeatureConfig, log_mel  # noqa: E402
 from pipeline.preprocess import PreprocessOptions, run_preprocess  # noqa: E402
+from pipeline.sources import fma  # noqa: E402
 
 
 def _decode_only(paths: list[str]) -> int:
@@ -172,10 +173,10 @@ def worker_peak_mb(ds, shard_size: int) -> float:
     """Peak RSS of one process building one shard of ``shard_size`` tracks."""
     code = (
         "import resource,sys,tempfile; from pathlib import Path\n"
-        "from pipeline import fma; from pipeline.features import FeatureConfig\n"
+        "from pipeline.sources import fma; from pipeline.features import FeatureConfig\n"
         "from pipeline.preprocess import plan_shards; from pipeline.extract import build_shard\n"
-        f"sel=fma.select(fma.load_tracks(Path({str(ds.metadata_dir)!r})),'small')\n"
-        f"job=plan_shards(sel,{shard_size},Path({str(ds.audio_dir)!r}))[0]\n"
+        f"sel=fma.read_selection(Path({str(ds.metadata_dir)!r}),'small',Path({str(ds.audio_dir)!r}))\n"
+        f"job=plan_shards(sel,{shard_size})[0]\n"
         "d=tempfile.mkdtemp(); (Path(d)/'shards').mkdir()\n"
         "build_shard(job,Path(d),FeatureConfig(),1.0)\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"

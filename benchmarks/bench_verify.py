@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_loader import synthetic_cache  # noqa: E402
 
-from pipeline.manifest import open_cache  # noqa: E402
-from pipeline.verify import verify_cache  # noqa: E402
+from pipeline.cache import open_cache  # noqa: E402
+from pipeline.cache.verify import verify_cache  # noqa: E402
 
 
 def drop_page_cache(root: Path) -> None:

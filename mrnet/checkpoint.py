@@ -135,7 +135,7 @@ class Checkpoint:
         return None not in (self.optimizer, self.scheduler, self.rng) and bool(self.train_config)
 
     def check_cache(self, cache, what: object, fix: str) -> None:
-        """Refuse a cache (pipeline.manifest.Cache) whose features or label order differ
+        """Refuse a cache (pipeline.cache.Cache) whose features or label order differ
         from this checkpoint's; ``fix`` ends the one-line message."""
         if self.feature_config != cache.feature_config:
             fc, cc = self.feature_config, cache.feature_config
@@ -144,7 +144,7 @@ class Checkpoint:
                 f"{what} was trained on other features than cache {cache.root} (differs in "
                 f"{', '.join(diff)}); {fix}"
             )
-        if list(self.labels) != list(cache.genres):
+        if list(self.labels) != list(cache.labels):
             raise BadInput(f"{what} has another genre order than cache {cache.root}; {fix}")
 
     def to_dict(self) -> dict:

@@ -1,9 +1,8 @@
-"""Training and validation batches from a cache's memmapped shards.
+"""Training and validation batches (torch tensors) from a cache's memmapped shards.
 
-    SplitIndex     where every track of one split lies (shard, first frame, length, label)
     crop_plan      a rank's share of the epoch's (track, start frame) pairs: a pure function
                    of (seed, epoch, rank, world); the ranks' shares are disjoint
-    MemmapCrops    crops read from the shards through numpy.memmap (DataLoader, batch-level)
+    MemmapCrops    crops read through the cache reader's FrameStore (DataLoader, batch-level)
     ResidentCrops  `--data-on-gpu`: all training frames in one device tensor, crops by gather
     whole_tracks   validation batches of whole tracks of equal length
 
@@ -11,135 +10,22 @@ Every batch is ``(x, y)``: x float32 [batch, n_mels, frames], y int64 [batch] la
 Training epochs visit a random permutation of the tracks, one crop each, full batches
 only (BatchNorm needs more than one example). A crop starts uniformly in
 [0, length - crop]; a track shorter than the crop is wrap-padded (its frames repeat
-from its start). Shards are opened with h5py once, in the main process, to read
-their index; frames are only ever read through memmaps opened lazily per process.
+from its start). Where tracks lie and how frames are read is the cache reader's
+(pipeline.cache.reader: SplitIndex, FrameStore).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import os
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from pipeline.errors import BadInput
-from pipeline.manifest import Cache
-from pipeline.shards import ShardIndex
+from pipeline.cache.reader import FrameStore, SplitIndex
 
 Batch = tuple[torch.Tensor, torch.Tensor]
-
-
-@dataclass(frozen=True)
-class SplitIndex:
-    """The tracks of one split, in tracks.csv order. Arrays are [n] unless noted."""
-
-    shards: tuple[ShardIndex, ...]
-    shard: np.ndarray  # int64: index into ``shards``
-    start: np.ndarray  # int64: first frame of the track in its shard's ``mel``
-    length: np.ndarray  # int64: frames (> 0)
-    label: np.ndarray  # int64
-    track_id: np.ndarray  # int64
-    n_mels: int
-
-    def __len__(self) -> int:
-        return len(self.track_id)
-
-    def subset(self, rows: np.ndarray) -> SplitIndex:
-        """The tracks ``rows`` (int64 [k], positions in this index), same shards."""
-        return dataclasses.replace(
-            self,
-            shard=self.shard[rows],
-            start=self.start[rows],
-            length=self.length[rows],
-            label=self.label[rows],
-            track_id=self.track_id[rows],
-        )
-
-    def share(self, rank: int, world: int) -> SplitIndex:
-        """Rank ``rank``'s disjoint share of ``world`` (tracks rank, rank + world, ...);
-        the shares of ranks 0 .. world-1 together hold every track once."""
-        return self.subset(np.arange(rank, len(self), world, dtype=np.int64))
-
-
-def split_index(cache: Cache, split: str) -> SplitIndex:
-    """Index ``split`` of an opened cache; labels and lengths come from the shards."""
-    rows = cache.split(split)
-    names = sorted(set(rows["shard"]))
-    shards = tuple(cache.shards[n] for n in names)
-    pos = {n: i for i, n in enumerate(names)}
-    shard = rows["shard"].map(pos).to_numpy(np.int64)
-    row = rows["row"].to_numpy(np.int64)
-    start = np.zeros(len(rows), np.int64)
-    end = np.zeros(len(rows), np.int64)
-    label = np.zeros(len(rows), np.int64)
-    track_id = np.zeros(len(rows), np.int64)
-    for k, s in enumerate(shards):
-        sel = shard == k
-        if len(row[sel]) and row[sel].max() >= len(s):
-            raise BadInput(f"tracks.csv points past the end of {s.path}; rerun `mrnet preprocess`")
-        start[sel] = s.offsets[row[sel]]
-        end[sel] = s.offsets[row[sel] + 1]
-        label[sel] = s.label[row[sel]]
-        track_id[sel] = s.track_id[row[sel]]
-    if not np.array_equal(track_id, rows["track_id"].to_numpy(np.int64)) or not np.array_equal(
-        label, rows["label"].to_numpy(np.int64)
-    ):
-        raise BadInput(
-            f"tracks.csv of {cache.root} disagrees with its shards; run `mrnet verify "
-            f"{cache.root}` and rerun the same `mrnet preprocess` command"
-        )
-    return SplitIndex(
-        shards=shards,
-        shard=shard,
-        start=start,
-        length=end - start,
-        label=label,
-        track_id=track_id,
-        n_mels=int(cache.feature_config["n_mels"]),
-    )
-
-
-class FrameStore:
-    """Read-only float16 [frames, n_mels] arrays of a split's shards, memmapped lazily.
-
-    The maps are (re)opened on first use in each process, so a store can be pickled
-    into DataLoader workers; no h5py handle is ever involved.
-    """
-
-    def __init__(self, shards: tuple[ShardIndex, ...]) -> None:
-        self.shards = shards
-        self._pid: int | None = None
-        self._mels: list[np.ndarray] = []
-
-    def __getstate__(self) -> dict:
-        return {"shards": self.shards, "_pid": None, "_mels": []}
-
-    def mels(self) -> list[np.ndarray]:
-        if self._pid != os.getpid():
-            # plain ndarray views: slicing a np.memmap subclass costs microseconds per item
-            self._mels = [s.memmap().view(np.ndarray) for s in self.shards]
-            self._pid = os.getpid()
-        return self._mels
-
-    def read(
-        self, index: SplitIndex, tracks: np.ndarray, starts: np.ndarray, frames: int
-    ) -> np.ndarray:
-        """Float16 [len(tracks), frames, n_mels]: frames from ``starts`` on, wrapping."""
-        mels = self.mels()
-        out = np.empty((len(tracks), frames, index.n_mels), np.float16)
-        for i, (t, s) in enumerate(zip(tracks.tolist(), starts.tolist())):
-            mel = mels[index.shard[t]]
-            a, n = int(index.start[t]), int(index.length[t])
-            if s + frames <= n:
-                out[i] = mel[a + s : a + s + frames]
-            else:
-                out[i] = mel[a + (s + np.arange(frames)) % n]
-        return out
 
 
 def to_model_layout(frames: np.ndarray | torch.Tensor) -> torch.Tensor:

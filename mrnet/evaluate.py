@@ -23,11 +23,12 @@ from sklearn import metrics
 from tqdm import tqdm
 
 from mrnet import checkpoint as ckpt_io
-from mrnet.data import split_index, whole_tracks
+from mrnet.data import whole_tracks
 from mrnet.runtime import autocast, resolve_device
 from pipeline.atomic import write_atomic, writing
+from pipeline.cache.layout import EXTRA_COLUMNS
+from pipeline.cache.reader import Cache, open_cache, split_index
 from pipeline.errors import BadInput
-from pipeline.manifest import Cache, open_cache
 
 RERUN = "rerun the same command"  # what ends a disk-fault message: nothing to resume
 
@@ -60,7 +61,7 @@ def predict_split(
     order of the cache's tracks.csv.
     """
     index = split_index(cache, split)
-    probs = np.zeros((len(index), len(cache.genres)), np.float32)
+    probs = np.zeros((len(index), len(cache.labels)), np.float32)
     bar = tqdm(total=len(index), unit="track", desc=f"evaluate {split}", disable=not progress)
     for rows, x, _ in whole_tracks(index, batch_size * int(index.length.max())):
         with autocast(device):
@@ -158,22 +159,6 @@ def plot_confusion(cm: np.ndarray, genres: list[str], path: Path, title: str) ->
     plt.close(fig)
 
 
-def _track_titles(metadata_dir: str | None) -> pd.DataFrame | None:
-    """artist, title per track_id from FMA's tracks.csv when it is at hand."""
-    if not metadata_dir or not (Path(metadata_dir) / "tracks.csv").is_file():
-        return None
-    from pipeline import fma
-
-    try:
-        t = fma.load_tracks(Path(metadata_dir), columns=(("artist", "name"), ("track", "title")))
-        return pd.DataFrame(
-            {"artist": t[("artist", "name")], "title": t[("track", "title")]},
-            index=t.index.astype(np.int64),
-        )
-    except (BadInput, KeyError):
-        return None
-
-
 def format_table(rep: dict) -> str:
     lines = [f"{'genre':<20} {'precision':>9} {'recall':>7} {'f1':>6} {'support':>8}"]
     for g, m in rep["per_genre"].items():
@@ -212,7 +197,7 @@ def evaluate(opts: EvalOptions) -> dict:
             f"split {opts.split!r} of cache {opts.cache} has no tracks; use one of {known}"
         )
     model = ckpt_io.load_model(ckpt).to(device).eval()
-    genres = list(cache.genres)
+    genres = list(cache.labels)
     track_id, y_true, probs = predict_split(
         model, cache, opts.split, device, opts.batch_size, opts.progress
     )
@@ -243,9 +228,9 @@ def evaluate(opts: EvalOptions) -> dict:
     )
     for i, g in enumerate(genres):
         pred[f"p_{g}"] = probs[:, i]
-    titles = _track_titles(cache.manifest.source.get("metadata_dir"))
-    if titles is not None:
-        pred = pred.join(titles, on="track_id")
+    shown = [c for c in EXTRA_COLUMNS if c in cache.tracks.columns]  # copied at preprocess
+    if shown:
+        pred = pred.join(cache.tracks.set_index("track_id")[shown], on="track_id")
     write_atomic(
         opts.out / "predictions.csv", pred.to_csv(index=False, float_format="%.6f"), RERUN
     )

@@ -8,9 +8,9 @@ import pandas as pd
 
 from mrnet import checkpoint as ckpt_io
 from mrnet.checkpoint import Checkpoint, best_epoch
+from pipeline.cache.describe import describe_cache
+from pipeline.cache.layout import MANIFEST
 from pipeline.errors import BadInput
-from pipeline.info import describe_cache
-from pipeline.manifest import MANIFEST
 
 
 def describe(path: Path) -> str:

@@ -54,7 +54,7 @@ from tqdm import tqdm
 from mrnet import checkpoint as ckpt_io
 from mrnet.augment import Augment
 from mrnet.checkpoint import ARCHS, Checkpoint, ModelConfig, best_epoch, build_model
-from mrnet.data import MemmapCrops, ResidentCrops, SplitIndex, split_index, whole_tracks
+from mrnet.data import MemmapCrops, ResidentCrops, whole_tracks
 from mrnet.runtime import (
     Dist,
     autocast,
@@ -66,12 +66,12 @@ from mrnet.runtime import (
 )
 from mrnet.seeds import epoch_seed, rng_state, seed_all, set_rng_state
 from pipeline.atomic import RERUN, remove_temps, write_atomic
+from pipeline.cache.reader import Cache, SplitIndex, open_cache, split_index
+from pipeline.cache.verify import damaged_error, format_report, verify_cache
 from pipeline.errors import BadInput
 from pipeline.features import FeatureConfig
 from pipeline.lock import DirLock
-from pipeline.manifest import Cache, open_cache
 from pipeline.settings import setting
-from pipeline.verify import damaged_error, format_report, verify_cache
 
 METRIC_COLUMNS = (
     "epoch",
@@ -471,7 +471,7 @@ class Run:
         return Checkpoint(
             model_config=self.model_config,
             feature_config=self.cache.feature_config,
-            labels=list(self.cache.genres),
+            labels=list(self.cache.labels),
             model=self.model.state_dict(),
             train_config=self.cfg.to_dict(),
             cache_fingerprint=self.cache.fingerprint,
@@ -495,7 +495,7 @@ def build_run(cfg: TrainConfig, ddp: Dist, device: torch.device, cache: Cache,
               train_idx: SplitIndex, val_idx: SplitIndex) -> Run:  # fmt: skip
     """A fresh run: seeded initial weights, optimizer, schedule, loader."""
     frames = crop_frames(cfg.crop_seconds, cache.feature_config)
-    model_config = cfg.model_config(train_idx.n_mels, len(cache.genres))
+    model_config = cfg.model_config(train_idx.n_mels, len(cache.labels))
     seed_all(cfg.seed)
     model = build_model(model_config).to(device)
     if cfg.sync_bn and ddp.enabled:

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.audio import load_audio
+from pipeline.cache.shards import ShardWriter
 from pipeline.errors import TrackFailed
 from pipeline.features import FeatureConfig, stored_log_mel
 from pipeline.lock import lock_token
-from pipeline.shards import ShardWriter
 
 TRACK_DELAY_ENV = "MRNET_PREPROCESS_TRACK_DELAY"  # test hook: seconds to sleep per track
 

@@ -45,7 +45,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.fma import SPLITS, audio_path
+from pipeline.sources import SPLITS
+from pipeline.sources.fma import audio_path
 
 SMALL_GENRES = (
     "Electronic",

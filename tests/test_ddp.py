@@ -24,10 +24,10 @@ from test_train import ROOT, make_cache
 
 from mrnet.checkpoint import ModelConfig, build_model, load_model
 from mrnet.checkpoint import load as load_checkpoint
-from mrnet.data import CropPlanSampler, crop_plan, split_index
+from mrnet.data import CropPlanSampler, crop_plan
 from mrnet.runtime import Dist
 from mrnet.train import TIMING_COLUMNS, class_weights, validate
-from pipeline.manifest import open_cache
+from pipeline.cache import open_cache, split_index
 
 CPU = torch.device("cpu")
 BIN = Path(sys.executable).parent

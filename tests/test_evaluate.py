@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from cli import app
 from mrnet.train import TrainConfig, train
-from pipeline import fma
+from pipeline.sources import fma
 
 runner = CliRunner()
 
@@ -67,7 +67,7 @@ def test_report_agrees_with_predictions_csv(report, cache):
     rep = json.loads((report / "report.json").read_text())
     pred = pd.read_csv(report / "predictions.csv")
     genres = rep["confusion"]["labels"]
-    assert genres == json.loads((cache / "manifest.json").read_text())["genres"]
+    assert genres == json.loads((cache / "manifest.json").read_text())["labels"]
     test = pd.read_csv(cache / "tracks.csv").query("split == 'test'")
     assert sorted(pred["track_id"]) == sorted(test["track_id"])
     assert rep["n_tracks"] == len(pred) == len(test)

@@ -27,8 +27,8 @@ from cli import app
 from mrnet.checkpoint import Checkpoint, best_epoch
 from mrnet.checkpoint import load as load_checkpoint
 from mrnet.train import KILL_AT_ENV, STEP_DELAY_ENV, TIMING_COLUMNS, train
-from pipeline.manifest import open_cache
-from pipeline.shards import read_shard
+from pipeline.cache import open_cache
+from pipeline.cache.shards import read_shard
 
 runner = CliRunner()
 # val acc per epoch of this run on one thread: 0.333, 0.333, 0.333, 0.5, 0.5 -> best.pt
@@ -426,7 +426,7 @@ def test_predict_csv_header_and_rows_agree(demo_best, top, tmp_path):
 
 def test_shard_checksum_detects_a_flipped_mel_byte(tmp_path, cache_dir):
     """(6) the record every shard carries: a byte flipped in `mel` no longer matches."""
-    from pipeline.shards import checksum
+    from pipeline.cache.shards import checksum
 
     cache = tmp_path / "c"
     shutil.copytree(cache_dir, cache)

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torchaudio
 
+from pipeline.cache.shards import ShardError, ShardWriter, is_complete, read_shard
 from pipeline.features import FeatureConfig, log_mel, mel_filterbank
-from pipeline.shards import ShardError, ShardWriter, is_complete, read_shard
 
 
 def test_default_filterbank_has_no_empty_filter():

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import fma
 from pipeline.errors import BadInput
+from pipeline.sources import fma
 
 # (track_id, subset, split, genre_top): small ⊂ medium ⊂ large, some without genre_top.
 ROWS = [
@@ -83,16 +83,16 @@ def test_select_follows_fma_rules(meta, subset):
     got = list(sel.tracks[["track_id", "split", "genre"]].itertuples(index=False, name=None))
     order = {s: i for i, s in enumerate(fma.SPLITS)}
     assert got == sorted(want, key=lambda r: (order[r[1]], r[0]))
-    assert sel.genres == sorted({g for _, _, g in want})
-    assert list(sel.tracks["label"]) == [sel.genres.index(g) for g in sel.tracks["genre"]]
+    assert sel.labels == sorted({g for _, _, g in want})
+    assert list(sel.tracks["label"]) == [sel.labels.index(g) for g in sel.tracks["genre"]]
     level = fma.SUBSETS.index(subset)
     no_genre = [t for t, su, _, g in ROWS if fma.SUBSETS.index(su) <= level and g is None]
-    assert sel.skipped_no_genre == len(no_genre)
+    assert sel.skipped["no_genre"] == len(no_genre)
     assert sel.subset == subset and len(sel) == len(want)
     assert sel.tracks["track_id"].dtype == np.int64 and sel.tracks["label"].dtype == np.int64
     assert list(sel.tracks.index) == list(range(len(want)))
     counts = sel.counts()
-    assert list(counts.index) == sel.genres and list(counts.columns) == list(fma.SPLITS)
+    assert list(counts.index) == sel.labels and list(counts.columns) == list(fma.SPLITS)
     assert int(counts.to_numpy().sum()) == len(want)
 
 
@@ -108,7 +108,7 @@ def test_label_order_does_not_depend_on_row_order(tmp_path, meta):
     for subset in fma.SUBSETS:
         a = fma.select(fma.load_tracks(meta), subset)
         b = fma.select(fma.load_tracks(shuffled), subset)
-        assert a.genres == b.genres
+        assert a.labels == b.labels
         pd.testing.assert_frame_equal(a.tracks, b.tracks)
 
 
@@ -118,13 +118,13 @@ def test_select_accepts_the_full_read_csv_frame(meta):
         a = fma.select(full, subset)
         b = fma.select(fma.load_tracks(meta), subset)
         pd.testing.assert_frame_equal(a.tracks, b.tracks)
-        assert a.skipped_no_genre == b.skipped_no_genre
+        assert a.skipped["no_genre"] == b.skipped["no_genre"]
 
 
 def test_empty_genre_top_string_counts_as_missing(tmp_path):
     rows = [(2, "small", "training", "Rock"), (3, "small", "training", "  ")]
     sel = fma.select(fma.load_tracks(write_tracks_csv(tmp_path / "m", rows)), "small")
-    assert list(sel.tracks["track_id"]) == [2] and sel.skipped_no_genre == 1
+    assert list(sel.tracks["track_id"]) == [2] and sel.skipped["no_genre"] == 1
 
 
 def test_audio_path_formatting(tmp_path):

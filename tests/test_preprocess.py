@@ -14,12 +14,12 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app
-from pipeline import fma
 from pipeline.audio import load_audio
+from pipeline.cache import open_cache
+from pipeline.cache.shards import read_shard
 from pipeline.features import FeatureConfig, log_mel
 from pipeline.lock import DirLock
-from pipeline.manifest import open_cache
-from pipeline.shards import read_shard
+from pipeline.sources import fma
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -47,9 +47,9 @@ def test_every_selected_track_is_cached_or_failed_never_both(cache, synth):
         "truncated_decode",
     }
     m = json.loads((cache / "manifest.json").read_text())
-    assert m["status"] == "complete" and m["genres"] == sel.genres
+    assert m["status"] == "complete" and m["labels"] == sel.labels
     assert m["summary"]["cached"] == len(tracks)
-    assert m["summary"]["skipped_no_genre"] == sel.skipped_no_genre
+    assert m["summary"]["skipped"] == sel.skipped == {"no_genre": 0, "no_split": 0}
     assert sum(s["tracks"] for s in m["splits"].values()) == len(tracks)
     assert not (cache / ".lock").exists()
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import soundfile
 
-from pipeline import fma
+from pipeline.sources import fma
 from pipeline.synth import RECIPES, SMALL_GENRES, TRACK_COLUMNS, generate, main, render
 
 
@@ -90,14 +90,14 @@ def test_genre_top_agrees_with_genres_csv(synth):
 def test_selection_on_the_synthetic_dataset(synth):
     tracks = fma.load_tracks(synth.metadata_dir)
     small = fma.select(tracks, "small")
-    assert small.genres == sorted(synth.genres) == sorted(SMALL_GENRES)
-    assert small.skipped_no_genre == 0
+    assert small.labels == sorted(synth.genres) == sorted(SMALL_GENRES)
+    assert small.skipped["no_genre"] == 0
     assert set(small.tracks["track_id"]) == set(synth.ids("small"))
     assert set(synth.broken) <= set(small.tracks["track_id"])
     assert (small.counts() >= 1).all().all()  # every genre in every split
     medium, large = fma.select(tracks, "medium"), fma.select(tracks, "large")
-    assert {"Jazz", "Classical"} <= set(medium.genres) and len(medium) > len(small)
-    assert large.skipped_no_genre > 0 and len(large) > len(medium)
+    assert {"Jazz", "Classical"} <= set(medium.labels) and len(medium) > len(small)
+    assert large.skipped["no_genre"] > 0 and len(large) > len(medium)
     # artists never straddle splits (FMA splits by artist)
     per_artist = synth.tracks.groupby("artist_id")["split"].nunique()
     assert (per_artist == 1).all()

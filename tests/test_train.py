@@ -20,19 +20,11 @@ from typer.testing import CliRunner
 from cli import app
 from mrnet.checkpoint import ModelConfig, build_model, load_model
 from mrnet.checkpoint import load as load_checkpoint
-from mrnet.data import (
-    CropDataset,
-    MemmapCrops,
-    ResidentCrops,
-    crop_plan,
-    split_index,
-    whole_tracks,
-)
+from mrnet.data import CropDataset, MemmapCrops, ResidentCrops, crop_plan, whole_tracks
 from mrnet.train import TIMING_COLUMNS, TrainConfig, train, validate
+from pipeline.cache import Manifest, Track, open_cache, split_index, write_cache
 from pipeline.errors import BadInput
 from pipeline.features import FeatureConfig
-from pipeline.manifest import TRACK_COLUMNS, Manifest, open_cache
-from pipeline.shards import ShardWriter
 
 ROOT = Path(__file__).resolve().parents[1]
 SPLITS = ("training", "validation", "test")
@@ -58,37 +50,24 @@ def make_cache(
     rng = np.random.default_rng(seed)
     band = n_mels // n_classes
     period = 3 + 2 * np.arange(n_classes)  # frames between class-specific pulses
-    rows, shards, tid = [], [], 1
-    (root / "shards").mkdir(parents=True, exist_ok=True)
-    for split, n in zip(SPLITS, n_per_class):
-        labels = [c for c in range(n_classes) for _ in range(n)]
-        for k, s0 in enumerate(range(0, len(labels), shard_size)):
-            name = f"shards/{split}-{k:05d}.h5"
-            w = ShardWriter(root / name, fc, split)
-            total = 0
-            for row, c in enumerate(labels[s0 : s0 + shard_size]):
+
+    def tracks():
+        tid = 1
+        for split, n in zip(SPLITS, n_per_class):
+            for c in [c for c in range(n_classes) for _ in range(n)]:
                 length = frames[(tid - 1) % len(frames)]
                 mel = rng.normal(-4.0, 1.0, (length, n_mels))
                 mel[:, c * band : (c + 1) * band] += 2.0
                 mel[rng.integers(period[c]) :: period[c], c * band :] += 3.0
-                w.add(tid, c, mel, length / 50)
-                rows.append((tid, split, f"g{c}", c, name, row, length))
-                tid, total = tid + 1, total + length
-            w.commit()
-            shards.append(
-                {"name": name, "split": split, "tracks": row + 1, "failed": 0, "frames": total}
-            )
-    root.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows, columns=TRACK_COLUMNS).to_csv(root / "tracks.csv", index=False)
-    Manifest(
-        feature_config=fc,
-        subset="small",
-        genres=[f"g{c}" for c in range(n_classes)],
-        plan={},
-        source={},
-        status=status,
-        shards=shards,
-    ).write(root)
+                yield Track(tid, split, c, mel, length / 50)
+                tid += 1
+
+    write_cache(root, fc, [f"g{c}" for c in range(n_classes)], tracks(), shard_size,
+                subset="small")  # fmt: skip
+    if status != "complete":
+        m = Manifest.read(root)
+        m.status = status
+        m.write(root)
     return root
 
 

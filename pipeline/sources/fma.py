@@ -19,48 +19,21 @@ from __future__ import annotations
 import csv
 import itertools
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from pipeline.errors import BadInput
+from pipeline.sources import SPLITS, Selection
 
 SUBSETS = ("small", "medium", "large")
-SPLITS = ("training", "validation", "test")
 SUBSET_DTYPE = pd.CategoricalDtype(categories=list(SUBSETS), ordered=True)
 REQUIRED_COLUMNS = (("set", "subset"), ("set", "split"), ("track", "genre_top"))
 TRACKS_CSV = "tracks.csv"
 GENRES_CSV = "genres.csv"
 
 _FIX = "pass --metadata-dir pointing at fma_metadata/ (from fma_metadata.zip)"
-
-
-@dataclass
-class Selection:
-    """Labelled tracks of one subset, in a deterministic order.
-
-    ``tracks``: columns track_id (int64), split (str, one of SPLITS), genre (str),
-    label (int64, index into ``genres``); rows sorted by (SPLITS order, track_id),
-    index 0..n-1. ``genres``: sorted names of the genres present (label order).
-    ``skipped_no_genre``: tracks of the subset without ``genre_top`` (not examples).
-    ``skipped_no_split``: labelled tracks whose split is empty or not one of SPLITS.
-    """
-
-    tracks: pd.DataFrame
-    genres: list[str]
-    subset: str
-    skipped_no_genre: int = 0
-    skipped_no_split: int = 0
-
-    def __len__(self) -> int:
-        return len(self.tracks)
-
-    def counts(self) -> pd.DataFrame:
-        """Tracks per genre (rows, label order) and split (columns, SPLITS order)."""
-        table = pd.crosstab(self.tracks["genre"], self.tracks["split"])
-        return table.reindex(index=self.genres, columns=list(SPLITS), fill_value=0).astype("int64")
 
 
 def audio_path(audio_dir: Path, track_id: int) -> Path:
@@ -192,7 +165,9 @@ def select(tracks: pd.DataFrame, subset: str) -> Selection:
     """Labelled tracks of ``subset`` (nested: medium includes small) with official splits.
 
     ``tracks`` is ``load_tracks``'s frame or the full ``pd.read_csv(path, index_col=0,
-    header=[0, 1])``. Tracks without ``genre_top`` are skipped and counted.
+    header=[0, 1])``. Returns tracks with columns track_id (int64), split, genre, label;
+    tracks without ``genre_top`` (no_genre) or without a known split (no_split) are
+    skipped and counted.
     """
     if subset not in SUBSETS:
         raise BadInput(f"unknown subset {subset!r}; use one of {', '.join(SUBSETS)}")
@@ -228,13 +203,8 @@ def select(tracks: pd.DataFrame, subset: str) -> Selection:
     rank = out["split"].map(order).to_numpy()
     idx = np.lexsort((out["track_id"].to_numpy(), rank))
     out = out.iloc[idx].reset_index(drop=True)
-    return Selection(
-        tracks=out,
-        genres=genres,
-        subset=subset,
-        skipped_no_genre=int((~has_genre).sum()),
-        skipped_no_split=int((has_genre & ~has_split).sum()),
-    )
+    skipped = {"no_genre": int((~has_genre).sum()), "no_split": int((has_genre & ~has_split).sum())}
+    return Selection(tracks=out, labels=genres, dataset="fma", subset=subset, skipped=skipped)
 
 
 def load_genres(metadata_dir: Path) -> pd.DataFrame | None:
@@ -270,11 +240,20 @@ def check_genre_titles(tracks: pd.DataFrame, genres: pd.DataFrame, path: Path) -
         )
 
 
-def read_selection(metadata_dir: Path, subset: str) -> Selection:
+def read_selection(metadata_dir: Path, subset: str, audio_dir: Path | None = None) -> Selection:
     """``select(load_tracks(metadata_dir), subset)``, with genre_top checked against
-    genres.csv when that file is present."""
-    tracks = load_tracks(metadata_dir)
+    genres.csv when that file is present; with ``audio_dir``, each track's audio path
+    and its artist and title (shown in reports) too."""
+    columns = (("artist", "name"), ("track", "title")) if audio_dir is not None else ()
+    tracks = load_tracks(metadata_dir, columns=(*REQUIRED_COLUMNS, *columns))
     genres = load_genres(metadata_dir)
     if genres is not None:
         check_genre_titles(tracks, genres, Path(metadata_dir) / TRACKS_CSV)
-    return select(tracks, subset)
+    sel = select(tracks, subset)
+    if audio_dir is not None:
+        ids = sel.tracks["track_id"]
+        sel.tracks["path"] = [str(audio_path(audio_dir, t)) for t in ids]
+        sel.tracks["artist"] = tracks[("artist", "name")].reindex(ids).fillna("").to_numpy()
+        sel.tracks["title"] = tracks[("track", "title")].reindex(ids).fillna("").to_numpy()
+        sel.source = {"audio_dir": str(audio_dir), "metadata_dir": str(metadata_dir)}
+    return sel

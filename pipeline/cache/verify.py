@@ -18,16 +18,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from pipeline.cache.layout import MANIFEST, Manifest, shard_path
+from pipeline.cache.reader import open_cache, shard_header_problem
+from pipeline.cache.shards import ShardError, read_shard, scan
 from pipeline.errors import BadInput
 from pipeline.lock import DirLock
-from pipeline.manifest import (
-    MANIFEST,
-    Manifest,
-    open_cache,
-    shard_header_problem,
-    shard_path,
-)
-from pipeline.shards import ShardError, read_shard, scan
 
 
 @dataclass

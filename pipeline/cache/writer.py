@@ -1,0 +1,178 @@
+"""Writing a cache: the one way a cache comes to be (preprocess, tests and benchmarks).
+
+    with CacheWriter(root, manifest) as w:      # lock, manifest "in_progress", shards/
+        w.shard(name, split).add(...) / commit  # here, or workers write root/name alike
+        w.finish(names, paths=..., extra=...)   # tracks.csv, failures.csv, manifest "complete"
+
+A shard file that exists is final (pipeline.cache.shards); `finish` indexes the shards
+into tracks.csv and failures.csv and completes the manifest last, so a reader sees a
+cache either unfinished (refused) or whole. `write_cache` builds a whole cache from
+in-memory tracks (tests, benchmarks).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline import __version__
+from pipeline.atomic import remove_temps, write_atomic, writing
+from pipeline.cache.layout import (
+    EXTRA_COLUMNS,
+    FAILURE_COLUMNS,
+    FAILURES,
+    SHARDS_DIR,
+    TRACKS,
+    Manifest,
+    dir_bytes,
+    track_columns,
+    tracks_fingerprint,
+)
+from pipeline.cache.shards import ShardWriter, read_shard
+from pipeline.lock import DirLock
+
+
+class CacheWriter:
+    """Holds ``root``'s lock while a run writes the cache described by ``manifest``."""
+
+    def __init__(self, root: Path, manifest: Manifest) -> None:
+        self.root, self.manifest = Path(root), manifest
+        self._lock = DirLock(self.root, "cache")
+        self.started = time.perf_counter()
+
+    @property
+    def token(self) -> str:
+        """The lock's token: workers check it before they rename a shard into place."""
+        return self._lock.token
+
+    @property
+    def stale_pid(self) -> int | None:
+        """The pid of an interrupted run whose lock this one took over."""
+        return self._lock.stale_pid
+
+    def __enter__(self) -> CacheWriter:
+        with writing(self.root / SHARDS_DIR):
+            (self.root / SHARDS_DIR).mkdir(parents=True, exist_ok=True)
+        self._lock.__enter__()
+        try:
+            self.manifest.status = "in_progress"
+            self.manifest.tool_version = __version__
+            self.manifest.write(self.root)
+            remove_temps(self.root)  # left by a killed run: never trusted
+            remove_temps(self.root / SHARDS_DIR)
+        except BaseException:
+            self._lock.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.__exit__(*exc)
+
+    def shard(self, name: str, split: str) -> ShardWriter:
+        """A writer for shard ``name`` (relative to the cache) of ``split``."""
+        return ShardWriter(self.root / name, self.manifest.feature_config, split)
+
+    def finish(
+        self,
+        names: list[str],
+        paths: dict | None = None,
+        extra: pd.DataFrame | None = None,
+        processed: int = 0,
+    ) -> Manifest:
+        """Index the shards ``names`` (in plan order) into tracks.csv and failures.csv and
+        complete the manifest. ``paths``: track id -> audio path (failures.csv);
+        ``extra``: columns of EXTRA_COLUMNS (artist, title) indexed by track id;
+        ``processed``: tracks this run decoded (for its tracks/s)."""
+        m = self.manifest
+        rows, failures, shard_rows, hours = [], [], [], 0.0
+        splits: dict[str, dict] = {}
+        for name in names:
+            idx = read_shard(self.root / name)
+            n_frames = np.diff(idx.offsets)
+            for row, (tid, label) in enumerate(zip(idx.track_id.tolist(), idx.label.tolist())):
+                rows.append((tid, idx.split, m.labels[label], label, name, row, int(n_frames[row])))
+            for tid, reason in zip(idx.failed_track_id.tolist(), idx.failed_reason):
+                failures.append((tid, str((paths or {}).get(tid, "")), reason))
+            hours += float(idx.seconds.sum()) / 3600
+            shard_rows.append({"name": name, "split": idx.split, "tracks": len(idx),
+                               "failed": len(idx.failed_track_id),
+                               "frames": int(idx.mel_shape[0]), "checksum": idx.checksum})
+            s = splits.setdefault(idx.split, {"tracks": 0, "failed": 0, "shards": 0, "frames": 0})
+            s["tracks"] += len(idx)
+            s["failed"] += len(idx.failed_track_id)
+            s["shards"] += 1
+            s["frames"] += int(idx.mel_shape[0])
+        tracks = pd.DataFrame(rows, columns=track_columns("single"))
+        if extra is not None:
+            tracks = tracks.join(extra[[c for c in EXTRA_COLUMNS if c in extra]], on="track_id")
+        fails = pd.DataFrame(failures, columns=FAILURE_COLUMNS).sort_values("track_id")
+        write_atomic(self.root / TRACKS, tracks.to_csv(index=False))
+        write_atomic(self.root / FAILURES, fails.to_csv(index=False))
+        elapsed = time.perf_counter() - self.started
+        m.splits, m.shards = splits, shard_rows
+        m.tracks_fingerprint = tracks_fingerprint(tracks)
+        m.summary = {
+            "cached": len(tracks),
+            "failed": len(fails),
+            "failed_by_reason": dict(sorted(Counter(fails["reason"]).items())),
+            "skipped": dict(m.skipped),
+            "hours_of_audio": round(hours, 4),
+            "cache_bytes": dir_bytes(self.root),
+            "last_run": {
+                "tracks_processed": processed,
+                "seconds": round(elapsed, 2),
+                "tracks_per_s": round(processed / elapsed, 2) if elapsed > 0 else 0.0,
+            },
+        }
+        m.status = "complete"  # written last: the cache is whole from here on
+        m.write(self.root)
+        return m
+
+
+@dataclass(frozen=True)
+class Track:
+    """One track to put in a cache built by `write_cache`: mel float [frames, n_mels]."""
+
+    track_id: int
+    split: str
+    label: int
+    mel: np.ndarray
+    seconds: float = 0.0
+
+
+def write_cache(
+    root: Path,
+    feature_config: dict,
+    labels: list[str],
+    tracks: Iterable[Track],
+    shard_size: int = 128,
+    **manifest: object,
+) -> Manifest:
+    """A complete cache at ``root`` from in-memory tracks (tests, benchmarks): per split in
+    order of appearance, shards of ``shard_size`` tracks in the order given."""
+    m = Manifest(feature_config=feature_config, labels=list(labels), plan={}, source={},
+                 **manifest)  # fmt: skip
+    names: list[str] = []
+    with CacheWriter(root, m) as w:
+        open_writers: dict[str, tuple[ShardWriter, int]] = {}
+        counts: Counter = Counter()
+        for t in tracks:
+            sw, n = open_writers.get(t.split, (None, 0))
+            if sw is None or n == shard_size:
+                if sw is not None:
+                    sw.commit()
+                name = f"{SHARDS_DIR}/{t.split}-{counts[t.split]:05d}.h5"
+                counts[t.split] += 1
+                names.append(name)
+                sw, n = w.shard(name, t.split), 0
+            sw.add(t.track_id, t.label, t.mel, t.seconds)
+            open_writers[t.split] = (sw, n + 1)
+        for sw, _ in open_writers.values():
+            sw.commit()
+        return w.finish(names)

@@ -1,0 +1,68 @@
+"""Where shard jobs run: local processes (joblib's loky) or a dask cluster.
+
+Either way a job is ``fn(job, *args)`` in another process, results arrive in completion
+order, and an exception in a job stops the run (joblib re-raises it here). With dask,
+the workers write shards straight into the cache directory, which must be on storage
+they all see, under the same path; manifest and CSVs are written by this process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+
+from pipeline.errors import BadInput
+
+BACKENDS = ("loky", "dask")
+
+
+def local_cores() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+@contextlib.contextmanager
+def _backend(backend: str, scheduler: str | None) -> Iterator[None]:
+    from joblib import parallel_config
+
+    if backend == "loky":
+        # one thread per worker: n busy workers on n cores, no oversubscription
+        with parallel_config(backend="loky", inner_max_num_threads=1):
+            yield
+        return
+    try:
+        from dask.distributed import Client
+    except ImportError:
+        raise BadInput(
+            "--backend dask needs dask and distributed; install them with "
+            "pip install 'mrnet[cluster]'"
+        ) from None
+    try:
+        client = Client(scheduler, timeout="10s")
+    except (OSError, TimeoutError, ValueError) as e:
+        raise BadInput(
+            f"cannot reach the dask scheduler at {scheduler} ({type(e).__name__}); "
+            "start one with `dask scheduler` or fix --scheduler"
+        ) from None
+    try:
+        with parallel_config(backend="dask", client=client):
+            yield
+    finally:
+        client.close()
+
+
+def run_jobs(fn: Callable, jobs: list, args: tuple, backend: str = "loky",
+             n_jobs: int | None = None, scheduler: str | None = None) -> Iterator:  # fmt: skip
+    """Yield ``fn(job, *args)`` for every job as each finishes. ``n_jobs``: processes
+    (default: all local cores with loky, all of the cluster's workers with dask)."""
+    from joblib import Parallel, delayed
+
+    if not jobs:
+        return
+    with _backend(backend, scheduler):
+        n = n_jobs or (local_cores() if backend == "loky" else -1)
+        if n > 0:
+            n = min(n, len(jobs))
+        yield from Parallel(n_jobs=n, return_as="generator_unordered")(
+            delayed(fn)(job, *args) for job in jobs
+        )

@@ -1,20 +1,23 @@
-"""mrnet: FMA genre classification in three staged commands.
+"""mrnet: music genre classification in three staged commands.
 
-mrnet preprocess  FMA mp3s -> cache of HDF5 log-mel shards (parallel, resumable)
+mrnet preprocess  audio -> cache of HDF5 log-mel shards (parallel, resumable)
 mrnet train       cache -> MRNet checkpoint (GPU when present, resumable)
 mrnet evaluate    checkpoint + cache -> per-genre confusion reports
 """
 
 from __future__ import annotations
 
+import dataclasses
 import signal
-import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import typer
 
+from mrnet.options import DemoOptions, EvalOptions, PredictOptions, TrainConfig
 from pipeline.errors import BadInput
+from pipeline.options import PreprocessOptions
+from pipeline.settings import from_values
 
 app = typer.Typer(
     add_completion=False,
@@ -22,6 +25,22 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help=__doc__,
 )
+
+
+def opt(cls: type, name: str, argument: bool = False) -> Any:
+    """The typer parameter of field ``name`` of stage dataclass ``cls``: the dataclass
+    holds its default, help text and flag (one source of truth for every setting)."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    if f.default is not dataclasses.MISSING:
+        default = f.default
+    elif f.default_factory is not dataclasses.MISSING:
+        default = f.default_factory()
+    else:
+        default = ...
+    if argument:
+        return typer.Argument(default, help=f.metadata["help"])
+    flag = f.metadata.get("flag")
+    return typer.Option(default, *([flag] if flag else []), help=f.metadata["help"])
 
 
 class Terminated(KeyboardInterrupt):
@@ -66,61 +85,31 @@ def run_guarded(fn, *args, **kwargs):
 
 # ---------------------------------------------------------------- preprocess
 
+P = PreprocessOptions
+
 
 @app.command()
 def preprocess(
-    audio_dir: Path = typer.Option(
-        ..., help="FMA audio folder (fma_small/, fma_large/ ...): AUDIO_DIR/000/000002.mp3."
-    ),
-    metadata_dir: Path = typer.Option(
-        ..., help="fma_metadata/ folder holding tracks.csv (and genres.csv)."
-    ),
-    subset: str = typer.Option("small", help="FMA subset: small | medium | large (they nest)."),
-    out: Path = typer.Option(..., help="Cache directory to create or resume, e.g. cache/small."),
-    jobs: int | None = typer.Option(None, help="Parallel worker processes (default: all cores)."),
-    sample_rate: int = typer.Option(16000, help="Target sample rate in Hz."),
-    n_mels: int = typer.Option(128, help="Mel bands."),
-    n_fft: int = typer.Option(1024, help="FFT size in samples."),
-    hop_length: int = typer.Option(320, help="Hop in samples (320 at 16 kHz = 50 frames/s)."),
-    f_max: float = typer.Option(0.0, help="Highest mel frequency in Hz; 0 = sample_rate / 2."),
-    max_seconds: float = typer.Option(30.0, help="Keep at most this many seconds per track."),
-    min_seconds: float = typer.Option(
-        1.0, help="Tracks with less decoded audio are recorded as failures (too_short)."
-    ),
-    shard_size: int | None = typer.Option(
-        None,
-        help="Tracks per HDF5 shard (one job writes one shard); default: from the number of "
-        "tracks (about 64 shards of 8 to 128 tracks).",
-    ),
-    backend: str = typer.Option(
-        "loky", help="Where shard jobs run: loky (local processes) | dask (a dask cluster)."
-    ),
-    scheduler: str | None = typer.Option(
-        None,
-        help="With --backend dask: scheduler address, e.g. tcp://HOST:8786. The cache "
-        "directory must be on storage every dask worker sees.",
-    ),
+    audio_dir: Path = opt(P, "audio_dir"),
+    metadata_dir: Path = opt(P, "metadata_dir"),
+    subset: str = opt(P, "subset"),
+    out: Path = opt(P, "out"),
+    jobs: int | None = opt(P, "jobs"),
+    sample_rate: int = opt(P, "sample_rate"),
+    n_mels: int = opt(P, "n_mels"),
+    n_fft: int = opt(P, "n_fft"),
+    hop_length: int = opt(P, "hop_length"),
+    f_max: float = opt(P, "f_max"),
+    max_seconds: float = opt(P, "max_seconds"),
+    min_seconds: float = opt(P, "min_seconds"),
+    shard_size: int | None = opt(P, "shard_size"),
+    backend: str = opt(P, "backend"),
+    scheduler: str | None = opt(P, "scheduler"),
 ) -> None:
     """Decode FMA MP3s in parallel into HDF5 log-mel shards; rerun to resume."""
-    from pipeline.preprocess import PreprocessOptions, format_summary, run_preprocess
+    from pipeline.preprocess import format_summary, run_preprocess
 
-    opts = PreprocessOptions(
-        audio_dir=audio_dir,
-        metadata_dir=metadata_dir,
-        subset=subset,
-        out=out,
-        jobs=jobs,
-        sample_rate=sample_rate,
-        n_mels=n_mels,
-        n_fft=n_fft,
-        hop_length=hop_length,
-        f_max=f_max,
-        max_seconds=max_seconds,
-        min_seconds=min_seconds,
-        shard_size=shard_size,
-        backend=backend,
-        scheduler=scheduler,
-    )
+    opts = from_values(PreprocessOptions, locals())
     try:
         manifest = run_guarded(run_preprocess, opts)
     except KeyboardInterrupt as e:
@@ -130,67 +119,37 @@ def preprocess(
 
 # ---------------------------------------------------------------- train
 
+T = TrainConfig
+
 
 @app.command()
 def train(
-    cache: Path = typer.Option(..., help="Cache directory written by `mrnet preprocess`."),
-    out: Path = typer.Option(..., help="Run directory: last.pt, best.pt, metrics.csv, tb/."),
-    arch: str = typer.Option("mrnet", help="Model: mrnet | cnn (128x128 mel-image baseline)."),
-    epochs: int = typer.Option(30, help="Epochs in total (a resumed run continues up to this)."),
-    batch_size: int = typer.Option(48, help="Crops per step (per process under torchrun)."),
-    lr: float = typer.Option(1e-3, help="Peak learning rate (AdamW, cosine warm restarts)."),
-    channels: int = typer.Option(512, help="MRNet width C (unused by cnn)."),
-    crop_seconds: float = typer.Option(6.0, help="Length of the random training crops, s."),
-    workers: int = typer.Option(2, help="DataLoader worker processes (0 = main process)."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda."),
-    data_on_gpu: bool = typer.Option(
-        False, "--data-on-gpu", help="Hold the training features in device memory (no loader)."
-    ),
-    specaugment: bool = typer.Option(
-        False, "--specaugment", help="Add SpecAugment frequency and time masks."
-    ),
-    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the model."),
-    sync_bn: bool = typer.Option(
-        False, "--sync-bn", help="Under torchrun: BatchNorm statistics over all GPUs (NCCL)."
-    ),
-    verify: bool = typer.Option(
-        False,
-        "--verify",
-        help="Before training, re-read every shard as `mrnet verify` does (checksums, finite "
-        "frames); without it only shard headers and labels are checked.",
-    ),
-    tensorboard: bool = typer.Option(False, "--tensorboard", help="Log to RUN/tb/."),
-    seed: int = typer.Option(0, help="Seed of initialisation, crops and augmentation."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from last.pt."),
-    progress: bool = typer.Option(True, help="Show a progress bar per epoch."),
+    cache: Path = opt(T, "cache"),
+    out: Path = opt(T, "out"),
+    arch: str = opt(T, "arch"),
+    epochs: int = opt(T, "epochs"),
+    batch_size: int = opt(T, "batch_size"),
+    lr: float = opt(T, "lr"),
+    channels: int = opt(T, "channels"),
+    crop_seconds: float = opt(T, "crop_seconds"),
+    workers: int = opt(T, "workers"),
+    device: str = opt(T, "device"),
+    data_on_gpu: bool = opt(T, "data_on_gpu"),
+    specaugment: bool = opt(T, "specaugment"),
+    compile: bool = opt(T, "compile"),
+    sync_bn: bool = opt(T, "sync_bn"),
+    verify: bool = opt(T, "verify"),
+    tensorboard: bool = opt(T, "tensorboard"),
+    seed: int = opt(T, "seed"),
+    resume: bool = opt(T, "resume"),
+    progress: bool = opt(T, "progress"),
 ) -> None:
     """Train MRNet (or the cnn baseline) on a cache; validate on FMA's validation split.
 
     Data parallel: torchrun --nproc-per-node N --no-python mrnet train ... (rank 0 writes)."""
-    from mrnet.train import TrainConfig
     from mrnet.train import train as run_train
 
-    cfg = TrainConfig(
-        cache=cache,
-        out=out,
-        arch=arch,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        channels=channels,
-        crop_seconds=crop_seconds,
-        workers=workers,
-        device=device,
-        seed=seed,
-        compile=compile_model,
-        data_on_gpu=data_on_gpu,
-        specaugment=specaugment,
-        sync_bn=sync_bn,
-        verify=verify,
-        tensorboard=tensorboard,
-        resume=resume,
-        progress=progress,
-    )
+    cfg = from_values(TrainConfig, locals())
     try:
         s = run_guarded(run_train, cfg)
     except KeyboardInterrupt as e:
@@ -203,7 +162,7 @@ def train(
         )
 
 
-# ---------------------------------------------------------------- info
+# ---------------------------------------------------------------- info, verify
 
 
 @app.command()
@@ -214,9 +173,6 @@ def info(
     from mrnet.info import describe
 
     typer.echo(run_guarded(describe, path))
-
-
-# ---------------------------------------------------------------- verify
 
 
 @app.command()
@@ -241,33 +197,26 @@ def verify(
         fail(str(damaged_error(report)))
 
 
-# ---------------------------------------------------------------- evaluate
+# ---------------------------------------------------------------- evaluate, predict
+
+E = EvalOptions
 
 
 @app.command()
 def evaluate(
-    checkpoint: Path = typer.Option(..., help="Checkpoint to evaluate, e.g. RUN/best.pt."),
-    cache: Path = typer.Option(..., help="Cache directory written by `mrnet preprocess`."),
-    split: str = typer.Option("test", help="FMA split to evaluate: training | validation | test."),
-    out: Path = typer.Option(..., help="Report directory (created): report.json, CSVs, PNG."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda."),
-    batch_size: int = typer.Option(
-        16, help="Whole tracks per forward pass (more when the tracks are shorter)."
-    ),
+    checkpoint: Path = opt(E, "checkpoint"),
+    cache: Path = opt(E, "cache"),
+    split: str = opt(E, "split"),
+    out: Path = opt(E, "out"),
+    device: str = opt(E, "device"),
+    batch_size: int = opt(E, "batch_size"),
+    progress: bool = opt(E, "progress"),
 ) -> None:
     """Whole-track inference on a cache split; write per-genre confusion reports."""
-    from mrnet.evaluate import EvalOptions, format_table
     from mrnet.evaluate import evaluate as run_evaluate
+    from mrnet.evaluate import format_table
 
-    opts = EvalOptions(
-        checkpoint=checkpoint,
-        cache=cache,
-        out=out,
-        split=split,
-        device=device,
-        batch_size=batch_size,
-    )
-    report = run_guarded(run_evaluate, opts)
+    report = run_guarded(run_evaluate, from_values(EvalOptions, locals()))
     typer.echo(format_table(report))
     typer.echo(
         f"report written to {out}/ (report.json, confusion.csv, confusion.png, "
@@ -275,85 +224,43 @@ def evaluate(
     )
 
 
-# ---------------------------------------------------------------- predict
+R = PredictOptions
 
 
 @app.command()
 def predict(
-    paths: list[Path] = typer.Argument(..., help="Audio files or folders (searched recursively)."),
-    checkpoint: Path = typer.Option(..., help="Checkpoint, e.g. RUN/best.pt."),
-    top: int = typer.Option(3, help="How many genres to show per file (1 or more)."),
-    json_out: bool = typer.Option(False, "--json", help="One JSON object per line."),
-    csv_out: bool = typer.Option(False, "--csv", help="CSV: path, genre_1, p_1, ..., error."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda."),
+    paths: list[Path] = opt(R, "paths", argument=True),
+    checkpoint: Path = opt(R, "checkpoint"),
+    top: int = opt(R, "top"),
+    json: bool = opt(R, "json"),
+    csv: bool = opt(R, "csv"),
+    device: str = opt(R, "device"),
 ) -> None:
     """Print the top genres of audio files (same decoder and features as preprocess)."""
-    import csv
-    import json
+    from mrnet.predict import run_predict
 
-    from mrnet import checkpoint as ckpt_io
-    from mrnet.predict import expand_inputs, predict_files
-    from mrnet.runtime import resolve_device
-
-    if json_out and csv_out:
-        fail("--json and --csv exclude each other; pass one")
-    if top < 1:
-        fail(f"--top must be 1 or more (got {top})")
-    ckpt = run_guarded(ckpt_io.load, checkpoint)
-    model = run_guarded(ckpt_io.load_model, ckpt)
-    files = run_guarded(expand_inputs, paths)
-    dev = run_guarded(resolve_device, device)
-    top = min(top, len(ckpt.labels))
-    writer = csv.writer(sys.stdout) if csv_out else None
-    if writer:
-        header = ["path"] + [f"{c}_{i}" for i in range(1, top + 1) for c in ("genre", "p")]
-        writer.writerow(header + ["error"])
-    failed = 0
-    for p in predict_files(ckpt, model, files, dev):
-        failed += p.error is not None
-        if json_out:
-            row = {"path": str(p.path), "top": p.top(top), "error": p.error}
-            typer.echo(json.dumps(row, allow_nan=False))
-        elif writer:
-            cells = [x for g, v in p.top(top) for x in (g, f"{v:.4f}")]
-            writer.writerow([str(p.path), *cells, *[""] * (2 * top - len(cells)), p.error or ""])
-        elif p.error:
-            typer.echo(f"{p.path}: cannot read ({p.error})")
-        else:
-            typer.echo(f"{p.path}: " + ", ".join(f"{g} {v:.2f}" for g, v in p.top(top)))
-    if failed == len(files):
-        fail(f"none of the {len(files)} files could be read; pass MP3/WAV/FLAC/OGG audio files")
+    run_guarded(run_predict, from_values(PredictOptions, locals()), echo=typer.echo)
 
 
 # ---------------------------------------------------------------- demo
 
+D = DemoOptions
+
 
 @app.command()
 def demo(
-    out: Path = typer.Option(Path("demo"), help="Folder for the dataset, cache, run, report."),
-    n_per_genre: int = typer.Option(40, help="Synthetic tracks per genre (8 genres)."),
-    seconds: float = typer.Option(30.0, help="Length of each synthetic clip."),
-    epochs: int = typer.Option(20, help="Training epochs."),
-    channels: int = typer.Option(64, help="MRNet width C (the paper's is 512)."),
-    jobs: int | None = typer.Option(None, help="Processes for generation and preprocessing."),
+    out: Path = opt(D, "out"),
+    n_per_genre: int = opt(D, "n_per_genre"),
+    seconds: float = opt(D, "seconds"),
+    epochs: int = opt(D, "epochs"),
+    channels: int = opt(D, "channels"),
+    jobs: int | None = opt(D, "jobs"),
 ) -> None:
     """Run the whole pipeline on a synthetic FMA-format dataset (CPU, a few minutes)."""
-    from mrnet.demo import DemoOptions, run_demo
+    from mrnet.demo import run_demo
 
-    opts = DemoOptions(
-        out=out,
-        n_per_genre=n_per_genre,
-        seconds=seconds,
-        epochs=epochs,
-        channels=channels,
-        jobs=jobs,
-    )
-    run_guarded(run_demo, opts, echo=typer.echo)
+    run_guarded(run_demo, from_values(DemoOptions, locals()), echo=typer.echo)
 
 
-def main() -> None:  # pragma: no cover - `python cli.py`
+if __name__ == "__main__":
     app()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -11,7 +11,6 @@ and after posix_fadvise(DONTNEED) on every shard (cold: what the disk delivers).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -21,19 +20,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_loader import synthetic_cache  # noqa: E402
+from bench_loader import drop_page_cache, synthetic_cache  # noqa: E402
 
 from pipeline.cache import open_cache  # noqa: E402
 from pipeline.cache.verify import verify_cache  # noqa: E402
-
-
-def drop_page_cache(root: Path) -> None:
-    for p in (root / "shards").glob("*.h5"):
-        fd = os.open(p, os.O_RDONLY)
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
 
 
 def main() -> None:
@@ -55,7 +45,7 @@ def main() -> None:
     t = time.perf_counter()
     r = verify_cache(root, progress=False)
     warm = time.perf_counter() - t
-    drop_page_cache(root)
+    drop_page_cache((root / "shards").glob("*.h5"))
     t = time.perf_counter()
     verify_cache(root, progress=False)
     cold = time.perf_counter() - t

@@ -1,38 +1,47 @@
 """`mrnet demo`: the whole pipeline on the synthetic FMA-format dataset, on CPU.
 
 synth dataset ─preprocess─▶ OUT/cache ─train─▶ OUT/run ─evaluate─▶ OUT/report
+
+Each stage is run from the same options object that `command_line` prints as the
+equivalent `mrnet` command, so what the demo shows is what it ran.
 """
 
 from __future__ import annotations
 
-import os
 import time
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable
 
+from mrnet.options import DemoOptions, EvalOptions, TrainConfig
 from pipeline.errors import BadInput
+from pipeline.options import PreprocessOptions
+from pipeline.settings import command_line
+from pipeline.workers import local_cores
 
 
-@dataclass
-class DemoOptions:
-    out: Path = Path("demo")
-    n_per_genre: int = 40
-    seconds: float = 30.0
-    epochs: int = 20
-    channels: int = 64
-    batch_size: int = 32
-    crop_seconds: float = 6.0
-    jobs: int | None = None
-    device: str = "cpu"
-    progress: bool = True
+def stage_options(opts: DemoOptions, audio_dir, metadata_dir, train_tracks: int | None = None
+                  ) -> tuple[PreprocessOptions, TrainConfig, EvalOptions]:  # fmt: skip
+    """The options of the three stages the demo runs (``train_tracks``: the training
+    split's size, when known, so that the batch fits it)."""
+    cache, run, report = opts.out / "cache", opts.out / "run", opts.out / "report"
+    pre = PreprocessOptions(audio_dir=audio_dir, metadata_dir=metadata_dir, out=cache,
+                            jobs=opts.jobs, progress=opts.progress)  # fmt: skip
+    batch = min(opts.batch_size, train_tracks) if train_tracks else opts.batch_size
+    train = TrainConfig(
+        cache=cache, out=run, channels=opts.channels, epochs=opts.epochs, batch_size=batch,
+        crop_seconds=opts.crop_seconds, device=opts.device, workers=0,
+        resume=(run / "last.pt").exists(), progress=opts.progress,
+    )  # fmt: skip
+    evaluate = EvalOptions(checkpoint=run / "best.pt", cache=cache, out=report,
+                           device=opts.device, progress=opts.progress)  # fmt: skip
+    return pre, train, evaluate
 
 
-def run_demo(opts: DemoOptions, echo=print) -> dict:
+def run_demo(opts: DemoOptions, echo: Callable[[str], None] = print) -> dict:
     """Run every stage; returns the evaluation report (test split)."""
-    from mrnet.evaluate import EvalOptions, evaluate, format_table
-    from mrnet.train import TrainConfig, train
+    from mrnet.evaluate import evaluate, format_table
+    from mrnet.train import train
     from pipeline import synth
-    from pipeline.preprocess import PreprocessOptions, format_summary, run_preprocess
+    from pipeline.preprocess import format_summary, run_preprocess
 
     if opts.out.exists() and not opts.out.is_dir():
         raise BadInput(f"--out {opts.out} is a file; pass a directory for the demo")
@@ -41,72 +50,31 @@ def run_demo(opts: DemoOptions, echo=print) -> dict:
             f"--n-per-genre must be at least 3 (got {opts.n_per_genre}): "
             "each genre needs training, validation and test tracks"
         )
-    jobs = opts.jobs or len(os.sched_getaffinity(0))
     t0 = time.perf_counter()
     data = opts.out / "fma"
     echo(f"[1/4] generating the synthetic FMA dataset in {data} ...")
     ds = synth.generate(
-        data, n_per_genre=opts.n_per_genre, seconds=opts.seconds, jobs=jobs, reuse=True
-    )
-    cache = opts.out / "cache"
-    echo(
-        f"[2/4] mrnet preprocess --audio-dir {ds.audio_dir} --metadata-dir {ds.metadata_dir} "
-        f"--subset small --out {cache}"
-    )
-    manifest = run_preprocess(
-        PreprocessOptions(
-            audio_dir=ds.audio_dir,
-            metadata_dir=ds.metadata_dir,
-            out=cache,
-            subset="small",
-            jobs=jobs,
-            shard_size=32,
-            progress=opts.progress,
-        )
-    )
+        data, n_per_genre=opts.n_per_genre, seconds=opts.seconds,
+        jobs=opts.jobs or local_cores(), reuse=True,
+    )  # fmt: skip
+    pre, _, _ = stage_options(opts, ds.audio_dir, ds.metadata_dir)
+    echo(f"[2/4] {command_line('preprocess', pre)}")
+    manifest = run_preprocess(pre)
     echo(format_summary(manifest))
-    run = opts.out / "run"
-    echo(
-        f"[3/4] mrnet train --cache {cache} --out {run} --arch mrnet --channels "
-        f"{opts.channels} --epochs {opts.epochs} --device {opts.device}"
+    _, fit, score = stage_options(
+        opts, ds.audio_dir, ds.metadata_dir, manifest.splits["training"]["tracks"]
     )
-    train(
-        TrainConfig(
-            cache=cache,
-            out=run,
-            arch="mrnet",
-            channels=opts.channels,
-            epochs=opts.epochs,
-            batch_size=min(opts.batch_size, manifest.splits["training"]["tracks"]),
-            crop_seconds=opts.crop_seconds,
-            device=opts.device,
-            workers=0,
-            resume=(run / "last.pt").exists(),
-            progress=opts.progress,
-        )
-    )
-    report_dir = opts.out / "report"
-    echo(
-        f"[4/4] mrnet evaluate --checkpoint {run / 'best.pt'} --cache {cache} --split test "
-        f"--out {report_dir}"
-    )
-    rep = evaluate(
-        EvalOptions(
-            checkpoint=run / "best.pt",
-            cache=cache,
-            out=report_dir,
-            split="test",
-            device=opts.device,
-            progress=opts.progress,
-        )
-    )
+    echo(f"[3/4] {command_line('train', fit)}")
+    train(fit)
+    echo(f"[4/4] {command_line('evaluate', score)}")
+    rep = evaluate(score)
     echo(format_table(rep))
     echo(
         f"\ndemo finished in {time.perf_counter() - t0:.0f} s; test accuracy "
         f"{rep['accuracy']:.3f} (chance {1 / len(rep['per_genre']):.3f})\n"
-        f"  dataset     {data}\n  cache       {cache}  (mrnet info {cache})\n"
-        f"  checkpoint  {run / 'best.pt'}  (metrics: {run / 'metrics.csv'})\n"
-        f"  report      {report_dir}/report.json, confusion.png, predictions.csv\n"
-        f"  try         mrnet predict --checkpoint {run / 'best.pt'} {ds.audio_dir}/000"
+        f"  dataset     {data}\n  cache       {pre.out}  (mrnet info {pre.out})\n"
+        f"  checkpoint  {score.checkpoint}  (metrics: {fit.out / 'metrics.csv'})\n"
+        f"  report      {score.out}/report.json, confusion.png, predictions.csv\n"
+        f"  try         mrnet predict --checkpoint {score.checkpoint} {ds.audio_dir}/000"
     )
     return rep

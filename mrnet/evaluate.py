@@ -13,7 +13,6 @@ REPORT/
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ from tqdm import tqdm
 
 from mrnet import checkpoint as ckpt_io
 from mrnet.data import whole_tracks
+from mrnet.options import EvalOptions
 from mrnet.runtime import autocast, resolve_device
 from pipeline.atomic import write_atomic, writing
 from pipeline.cache.layout import EXTRA_COLUMNS
@@ -31,17 +31,6 @@ from pipeline.cache.reader import Cache, open_cache, split_index
 from pipeline.errors import BadInput
 
 RERUN = "rerun the same command"  # what ends a disk-fault message: nothing to resume
-
-
-@dataclass
-class EvalOptions:
-    checkpoint: Path
-    cache: Path
-    out: Path
-    split: str = "test"
-    device: str = "auto"
-    batch_size: int = 16
-    progress: bool = True
 
 
 @torch.no_grad()

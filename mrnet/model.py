@@ -36,6 +36,9 @@ class ConvReluBN(nn.Sequential):
     """Conv1d -> ReLU -> BatchNorm1d, "same" length. [B, c_in, T] -> [B, c_out, T].
 
     The authors put ReLU *before* BN everywhere; we keep that order.
+
+    >>> ConvReluBN(16, 32, kernel_size=3, dilation=2)(torch.randn(2, 16, 50)).shape
+    torch.Size([2, 32, 50])
     """
 
     def __init__(self, c_in: int, c_out: int, kernel_size: int = 1, dilation: int = 1) -> None:
@@ -53,6 +56,9 @@ class GroupedSE(nn.Module):
     [B, C, T] -> [B, C, T]. Each group (one route of an MRBlock) gets its own
     squeeze MLP C/g -> bottleneck/g -> C/g. The authors loop over g separate SE
     modules; a grouped 1x1 conv is the same function with the same parameters.
+
+    >>> GroupedSE(96, 6, groups=3)(torch.randn(2, 96, 50)).shape
+    torch.Size([2, 96, 50])
     """
 
     def __init__(self, channels: int, bottleneck: int, groups: int) -> None:
@@ -74,6 +80,9 @@ class Res2Conv(nn.Module):
     added to the previous chunk's output and passed through a dilated conv
     (ReLU, BN). As in the authors' (ECAPA-TDNN style) code, the *first* chunk is
     convolved and the *last* chunk is passed through unchanged.
+
+    >>> Res2Conv(width=4, scale=8, kernel_size=3, dilation=2)(torch.randn(2, 32, 50)).shape
+    torch.Size([2, 32, 50])
     """
 
     def __init__(self, width: int, scale: int, kernel_size: int, dilation: int) -> None:
@@ -99,6 +108,9 @@ class MRBlock(nn.Module):
     1x1 conv C -> 3C, Res2Conv (scale 8, kernel 3, given dilation), 1x1 conv,
     SE per route group, plus a 1x1-projected residual of the input. The output
     is read by MRNet as `routes` equal slices (short, long, reprocess).
+
+    >>> MRBlock(32, dilation=3)(torch.randn(2, 32, 50)).shape
+    torch.Size([2, 96, 50])
     """
 
     def __init__(
@@ -132,6 +144,9 @@ class AttentiveStatsPool(nn.Module):
     The statistics are computed in float32 with a centered variance and a
     clamp, even under autocast: the authors' E[x^2] - mu^2 form cancels
     catastrophically in bf16/fp16 and yields NaN (SpeechBrain #2544).
+
+    >>> AttentiveStatsPool(32)(torch.randn(2, 32, 50)).shape
+    torch.Size([2, 64])
     """
 
     def __init__(self, channels: int, reduction: int = 16, eps: float = 1e-4) -> None:
@@ -167,6 +182,11 @@ class MRNet(nn.Module):
     weights into this module: same outputs to ~1e-7).
     Works for any T (>= ~20 frames is sensible); training mode needs B >= 2
     because of the BatchNorm1d layers after pooling.
+
+    >>> net = MRNet(n_mels=40, n_classes=8, channels=32).eval()
+    >>> x = torch.randn(3, 40, 300)  # 6 s of log-mel at 50 frames/s
+    >>> net(x).shape, net.embedding(x).shape
+    (torch.Size([3, 8]), torch.Size([3, 128]))
     """
 
     def __init__(
@@ -237,6 +257,9 @@ class CNNBaseline(nn.Module):
     channels; 128 -> 4), then FC 1024 -> 192 -> BN -> ReLU -> dropout -> FC.
     The reference's fifth stage is a 2x2 stride-2 conv without pooling; we use
     a 3x3 conv + pool like the other four (same output size).
+
+    >>> CNNBaseline(n_mels=40, n_classes=8).eval()(torch.randn(2, 40, 300)).shape
+    torch.Size([2, 8])
     """
 
     size = 128

@@ -7,15 +7,20 @@ A file that cannot be read is reported on its own line and does not stop the oth
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import csv
+import io
+import json
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from mrnet import checkpoint as ckpt_io
 from mrnet.checkpoint import Checkpoint
-from mrnet.runtime import autocast
+from mrnet.options import PredictOptions
+from mrnet.runtime import autocast, resolve_device
 from pipeline.audio import load_audio
 from pipeline.errors import BadInput, TrackFailed
 from pipeline.features import FeatureConfig, stored_log_mel
@@ -83,3 +88,44 @@ def predict_files(
             continue
         order = np.argsort(p)[::-1]
         yield Prediction(path, {genres[i]: float(p[i]) for i in order})
+
+
+def run_predict(opts: PredictOptions, echo: Callable[[str], None] = print) -> int:
+    """Classify ``opts.paths`` and print one line (or JSON object, or CSV row) per file;
+    returns how many files could not be read. BadInput when none could."""
+    if opts.json and opts.csv:
+        raise BadInput("--json and --csv exclude each other; pass one")
+    if opts.top < 1:
+        raise BadInput(f"--top must be 1 or more (got {opts.top})")
+    ckpt = ckpt_io.load(opts.checkpoint)
+    model = ckpt_io.load_model(ckpt)
+    files = expand_inputs(opts.paths)
+    device = resolve_device(opts.device)
+    top = min(opts.top, len(ckpt.labels))
+    if opts.csv:
+        header = ["path"] + [f"{c}_{i}" for i in range(1, top + 1) for c in ("genre", "p")]
+        echo(_csv_row([*header, "error"]))
+    failed = 0
+    for p in predict_files(ckpt, model, files, device):
+        failed += p.error is not None
+        if opts.json:
+            row = {"path": str(p.path), "top": p.top(top), "error": p.error}
+            echo(json.dumps(row, allow_nan=False))
+        elif opts.csv:
+            cells = [x for g, v in p.top(top) for x in (g, f"{v:.4f}")]
+            echo(_csv_row([str(p.path), *cells, *[""] * (2 * top - len(cells)), p.error or ""]))
+        elif p.error:
+            echo(f"{p.path}: cannot read ({p.error})")
+        else:
+            echo(f"{p.path}: " + ", ".join(f"{g} {v:.2f}" for g, v in p.top(top)))
+    if failed == len(files):
+        raise BadInput(
+            f"none of the {len(files)} files could be read; pass MP3/WAV/FLAC/OGG audio files"
+        )
+    return failed
+
+
+def _csv_row(cells: list[str]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="").writerow(cells)
+    return buf.getvalue()

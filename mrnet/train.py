@@ -55,6 +55,7 @@ from mrnet import checkpoint as ckpt_io
 from mrnet.augment import Augment
 from mrnet.checkpoint import ARCHS, Checkpoint, ModelConfig, best_epoch, build_model
 from mrnet.data import MemmapCrops, ResidentCrops, whole_tracks
+from mrnet.options import TrainConfig
 from mrnet.runtime import (
     Dist,
     autocast,
@@ -71,7 +72,6 @@ from pipeline.cache.verify import damaged_error, format_report, verify_cache
 from pipeline.errors import BadInput
 from pipeline.features import FeatureConfig
 from pipeline.lock import DirLock
-from pipeline.settings import setting
 
 METRIC_COLUMNS = (
     "epoch",
@@ -108,68 +108,6 @@ RESUME_KEEPS = (
 STEP_DELAY_ENV = "MRNET_TRAIN_STEP_DELAY"  # test hook: seconds to sleep after each step
 KILL_AT_ENV = "MRNET_TEST_KILL_AT"  # test hook: "best.pt@3" SIGKILLs after that write
 _NO_BAD = 2**62  # "no non-finite loss yet" in the device-side step counter
-
-
-@dataclass
-class TrainConfig:
-    """Everything `mrnet train` takes. Stored, as plain types, in every checkpoint."""
-
-    cache: Path = setting(help="Cache directory written by `mrnet preprocess`.")
-    out: Path = setting(help="Run directory: last.pt, best.pt, metrics.csv, tb/.")
-    arch: str = setting("mrnet", "Model: mrnet | cnn (128x128 mel-image baseline).")
-    epochs: int = setting(30, "Epochs in total (a resumed run continues up to this).")
-    batch_size: int = setting(48, "Crops per step (per process under torchrun).")
-    lr: float = setting(1e-3, "Peak learning rate (AdamW, cosine warm restarts).")
-    lr_min: float = 5e-4  # cosine floor (the MRNet authors' lr_min)
-    t0: int = 0  # epochs of the first cosine cycle; 0 = `epochs` (fixed at the run's start)
-    t_mult: int = 2
-    weight_decay: float = 1e-4
-    channels: int = setting(512, "MRNet width C (unused by cnn).")
-    crop_seconds: float = setting(6.0, "Length of the random training crops, s.")
-    workers: int = setting(2, "DataLoader worker processes (0 = main process).")
-    device: str = setting("auto", "auto | cpu | cuda.")
-    seed: int = setting(0, "Seed of initialisation, crops and augmentation.")
-    compile: bool = setting(False, "torch.compile the model.", flag="--compile")
-    data_on_gpu: bool = setting(
-        False, "Hold the training features in device memory (no loader).", flag="--data-on-gpu"
-    )
-    specaugment: bool = setting(
-        False, "Add SpecAugment frequency and time masks.", flag="--specaugment"
-    )
-    freq_mask: int = 16  # SpecAugment: widest of 2 frequency masks, mel bands
-    time_mask: int = 30  # SpecAugment: widest of 2 time masks, frames
-    noise_prob: float = 0.7  # probability that a crop gets additive Gaussian noise
-    noise_mean: tuple[float, float] = (-0.03, 0.03)  # noise mean ~ U(range), log-mel units
-    noise_std: tuple[float, float] = (0.05, 0.1)  # noise std ~ U(range)
-    grad_clip: float = 5.0  # max global gradient norm; 0 = off
-    sync_bn: bool = setting(
-        False, "Under torchrun: BatchNorm statistics over all GPUs (NCCL).", flag="--sync-bn"
-    )
-    verify: bool = setting(
-        False,
-        "Before training, re-read every shard of the cache as `mrnet verify` does (checksums, "
-        "finite frames); without it only headers and labels are checked.",
-        flag="--verify",
-    )
-    tensorboard: bool = setting(False, "Log to RUN/tb/.", flag="--tensorboard")
-    resume: bool = setting(False, "Continue the run in --out from last.pt.", flag="--resume")
-    progress: bool = setting(True, "Show a progress bar per epoch.")
-
-    def to_dict(self) -> dict:
-        """Plain types only (str, int, float, bool, list), as checkpoints require."""
-        return {
-            k: str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v
-            for k, v in dataclasses.asdict(self).items()
-        }
-
-    def model_config(self, n_mels: int, n_classes: int) -> ModelConfig:
-        return ModelConfig(self.arch, n_mels, n_classes, channels=self.channels)
-
-    def augment(self) -> Augment:
-        return Augment(
-            self.noise_prob, self.noise_mean, self.noise_std,
-            self.specaugment, self.freq_mask, self.time_mask,
-        )  # fmt: skip
 
 
 # ---------------------------------------------------------------- checks
@@ -226,6 +164,11 @@ def check_config(cfg: TrainConfig, n_train: int, world: int, cache: Path) -> Non
             f"--batch-size {cfg.batch_size} (x {world} processes) is larger than the {n_train} "
             f"training tracks of {cache}; pass --batch-size {n_train // world} or less"
         )
+
+
+def augmentation(cfg: TrainConfig) -> Augment:
+    return Augment(cfg.noise_prob, cfg.noise_mean, cfg.noise_std, cfg.specaugment,
+                   cfg.freq_mask, cfg.time_mask)  # fmt: skip
 
 
 def crop_frames(seconds: float, feature_config: dict) -> int:
@@ -495,7 +438,7 @@ def build_run(cfg: TrainConfig, ddp: Dist, device: torch.device, cache: Cache,
               train_idx: SplitIndex, val_idx: SplitIndex) -> Run:  # fmt: skip
     """A fresh run: seeded initial weights, optimizer, schedule, loader."""
     frames = crop_frames(cfg.crop_seconds, cache.feature_config)
-    model_config = cfg.model_config(train_idx.n_mels, len(cache.labels))
+    model_config = ModelConfig(cfg.arch, train_idx.n_mels, len(cache.labels), cfg.channels)
     seed_all(cfg.seed)
     model = build_model(model_config).to(device)
     if cfg.sync_bn and ddp.enabled:
@@ -525,7 +468,7 @@ def build_run(cfg: TrainConfig, ddp: Dist, device: torch.device, cache: Cache,
         net = DDP(net, device_ids=[device.index] if device.type == "cuda" else None)
     return Run(
         cfg, ddp, device, cache, train_idx, val_idx, model_config, model, net, optimizer,
-        scheduler, source, nn.CrossEntropyLoss(weight=weight), cfg.augment().to(device),
+        scheduler, source, nn.CrossEntropyLoss(weight=weight), augmentation(cfg).to(device),
         weight, frames,
     )  # fmt: skip
 

@@ -225,3 +225,31 @@ def test_predict_all_unreadable_is_bad_input_and_skips_folders(run, tmp_path):
     )
     assert r.exit_code == 2, r.output
     assert "bad.mp3: cannot read" in r.output and "none of the 1 files" in r.output
+
+
+def test_demo_prints_the_commands_it_runs(tmp_path, monkeypatch):
+    """Each command the demo prints, given to the real CLI, makes the very options the
+    demo ran that stage with (so the printed commands cannot drift from the CLI)."""
+    import dataclasses
+    import shlex
+
+    import mrnet.evaluate
+    import mrnet.train
+    import pipeline.preprocess
+    from mrnet.demo import stage_options
+    from mrnet.options import DemoOptions
+    from pipeline.settings import command_line
+
+    opts = DemoOptions(out=tmp_path / "demo", epochs=3, channels=16, jobs=2, progress=False)
+    stages = stage_options(opts, tmp_path / "fma_large", tmp_path / "fma_metadata", 20)
+    seen = {}
+    monkeypatch.setattr(pipeline.preprocess, "run_preprocess", lambda o: seen.setdefault("p", o))
+    monkeypatch.setattr(mrnet.train, "train", lambda o: seen.setdefault("t", o))
+    monkeypatch.setattr(mrnet.evaluate, "evaluate", lambda o: seen.setdefault("e", o))
+    for key, name, stage in zip("pte", ("preprocess", "train", "evaluate"), stages):
+        line = command_line(name, stage)
+        runner.invoke(app, shlex.split(line)[1:])  # without the leading "mrnet"
+        got = seen[key]
+        for f in dataclasses.fields(stage):
+            if f.metadata.get("help"):  # a command-line setting
+                assert getattr(got, f.name) == getattr(stage, f.name), (line, f.name)

@@ -12,7 +12,7 @@ import pytest
 import soundfile
 
 from pipeline.sources import fma
-from pipeline.synth import RECIPES, SMALL_GENRES, TRACK_COLUMNS, generate, main, render
+from pipeline.synth import RECIPES, SMALL_GENRES, TRACK_COLUMNS, generate, render
 
 
 def test_healthy_mp3s_decode_with_the_planned_format(synth):
@@ -145,8 +145,12 @@ def test_render_is_deterministic_and_bounded():
     assert not np.array_equal(render("Rock", 0.5, 22050, 1, 1), render("Rock", 0.5, 22050, 1, 2))
 
 
-def test_command_line(tmp_path, capsys):
-    main([str(tmp_path / "out"), "--n-per-genre", "3", "--seconds", "0.5"])
-    assert "wrote" in capsys.readouterr().out
+def test_command_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from pipeline.synth.__main__ import app
+
+    r = CliRunner().invoke(app, [str(tmp_path / "out"), "--n-per-genre", "3", "--seconds", "0.5"])
+    assert r.exit_code == 0 and "wrote" in r.output, r.output
     assert (tmp_path / "out" / "fma_metadata" / "tracks.csv").is_file()
     assert Path(tmp_path / "out" / "synth.json").is_file()

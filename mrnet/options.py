@@ -1,0 +1,107 @@
+"""The settings of train, evaluate, predict and demo: defaults and help text in one place
+(cli.py builds its options from these fields, `command_line` turns them back into a
+command). Plain data: importing this loads neither torch nor the stages."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.settings import setting
+
+
+@dataclass
+class TrainConfig:
+    """Everything `mrnet train` takes. Stored, as plain types, in every checkpoint."""
+
+    cache: Path = setting(help="Cache directory written by `mrnet preprocess`.")
+    out: Path = setting(help="Run directory: last.pt, best.pt, metrics.csv, tb/.")
+    arch: str = setting("mrnet", "Model: mrnet | cnn (128x128 mel-image baseline).")
+    epochs: int = setting(30, "Epochs in total (a resumed run continues up to this).")
+    batch_size: int = setting(48, "Crops per step (per process under torchrun).")
+    lr: float = setting(1e-3, "Peak learning rate (AdamW, cosine warm restarts).")
+    lr_min: float = 5e-4  # cosine floor (the MRNet authors' lr_min)
+    t0: int = 0  # epochs of the first cosine cycle; 0 = `epochs` (fixed at the run's start)
+    t_mult: int = 2
+    weight_decay: float = 1e-4
+    channels: int = setting(512, "MRNet width C (unused by cnn).")
+    crop_seconds: float = setting(6.0, "Length of the random training crops, s.")
+    workers: int = setting(2, "DataLoader worker processes (0 = main process).")
+    device: str = setting("auto", "auto | cpu | cuda.")
+    seed: int = setting(0, "Seed of initialisation, crops and augmentation.")
+    compile: bool = setting(False, "torch.compile the model.", flag="--compile")
+    data_on_gpu: bool = setting(
+        False, "Hold the training features in device memory (no loader).", flag="--data-on-gpu"
+    )
+    specaugment: bool = setting(
+        False, "Add SpecAugment frequency and time masks.", flag="--specaugment"
+    )
+    freq_mask: int = 16  # SpecAugment: widest of 2 frequency masks, mel bands
+    time_mask: int = 30  # SpecAugment: widest of 2 time masks, frames
+    noise_prob: float = 0.7  # probability that a crop gets additive Gaussian noise
+    noise_mean: tuple[float, float] = (-0.03, 0.03)  # noise mean ~ U(range), log-mel units
+    noise_std: tuple[float, float] = (0.05, 0.1)  # noise std ~ U(range)
+    grad_clip: float = 5.0  # max global gradient norm; 0 = off
+    sync_bn: bool = setting(
+        False, "Under torchrun: BatchNorm statistics over all GPUs (NCCL).", flag="--sync-bn"
+    )
+    verify: bool = setting(
+        False,
+        "Before training, re-read every shard of the cache as `mrnet verify` does (checksums, "
+        "finite frames); without it only headers and labels are checked.",
+        flag="--verify",
+    )
+    tensorboard: bool = setting(False, "Log to RUN/tb/.", flag="--tensorboard")
+    resume: bool = setting(False, "Continue the run in --out from last.pt.", flag="--resume")
+    progress: bool = setting(True, "Show a progress bar per epoch.")
+
+    def to_dict(self) -> dict:
+        """Plain types only (str, int, float, bool, list), as checkpoints require."""
+        return {
+            k: str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v
+            for k, v in dataclasses.asdict(self).items()
+        }
+
+
+@dataclass
+class EvalOptions:
+    """Arguments of `mrnet evaluate` (see its --help)."""
+
+    checkpoint: Path = setting(help="Checkpoint to evaluate, e.g. RUN/best.pt.")
+    cache: Path = setting(help="Cache directory written by `mrnet preprocess`.")
+    out: Path = setting(help="Report directory (created): report.json, CSVs, PNG.")
+    split: str = setting("test", "Split to evaluate: training | validation | test.")
+    device: str = setting("auto", "auto | cpu | cuda.")
+    batch_size: int = setting(
+        16, "Whole tracks per forward pass (more when the tracks are shorter)."
+    )
+    progress: bool = setting(True, "Show a progress bar.")
+
+
+@dataclass
+class PredictOptions:
+    """Arguments of `mrnet predict` (see its --help)."""
+
+    paths: list[Path] = setting(help="Audio files or folders (searched recursively).")
+    checkpoint: Path = setting(help="Checkpoint, e.g. RUN/best.pt.")
+    top: int = setting(3, "How many genres to show per file (1 or more).")
+    json: bool = setting(False, "One JSON object per line.", flag="--json")
+    csv: bool = setting(False, "CSV: path, genre_1, p_1, ..., error.", flag="--csv")
+    device: str = setting("auto", "auto | cpu | cuda.")
+
+
+@dataclass
+class DemoOptions:
+    """Arguments of `mrnet demo` (see its --help)."""
+
+    out: Path = setting(Path("demo"), "Folder for the dataset, cache, run and report.")
+    n_per_genre: int = setting(40, "Synthetic tracks per genre (8 genres).")
+    seconds: float = setting(30.0, "Length of each synthetic clip, s.")
+    epochs: int = setting(20, "Training epochs.")
+    channels: int = setting(64, "MRNet width C (the paper's is 512).")
+    jobs: int | None = setting(None, "Processes for generation and preprocessing.")
+    batch_size: int = 32
+    crop_seconds: float = 6.0
+    device: str = "cpu"
+    progress: bool = True

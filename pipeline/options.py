@@ -1,0 +1,64 @@
+"""The settings of `mrnet preprocess`: defaults and help text in one place (cli.py builds
+its options from these fields). Imports nothing heavy, so the CLI starts fast."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.errors import BadInput
+from pipeline.features import FeatureConfig
+from pipeline.settings import setting
+
+_FEATURES = FeatureConfig()  # the feature defaults, in one place
+
+
+@dataclass
+class PreprocessOptions:
+    """Arguments of `mrnet preprocess` (see its --help)."""
+
+    audio_dir: Path = setting(
+        help="FMA audio folder (fma_small/, fma_large/ ...): AUDIO_DIR/000/000002.mp3."
+    )
+    metadata_dir: Path = setting(help="fma_metadata/ folder holding tracks.csv (and genres.csv).")
+    out: Path = setting(help="Cache directory to create or resume, e.g. cache/small.")
+    subset: str = setting("small", "FMA subset: small | medium | large (they nest).")
+    jobs: int | None = setting(None, "Parallel worker processes (default: all cores).")
+    sample_rate: int = setting(_FEATURES.sample_rate, "Target sample rate in Hz.")
+    n_mels: int = setting(_FEATURES.n_mels, "Mel bands.")
+    n_fft: int = setting(_FEATURES.n_fft, "FFT size in samples.")
+    hop_length: int = setting(
+        _FEATURES.hop_length, "Hop in samples (320 at 16 kHz = 50 frames/s)."
+    )
+    f_max: float = setting(0.0, "Highest mel frequency in Hz; 0 = sample_rate / 2.")
+    max_seconds: float = setting(_FEATURES.max_seconds, "Keep at most this many seconds per track.")
+    min_seconds: float = setting(
+        1.0, "Tracks with less decoded audio are recorded as failures (too_short)."
+    )
+    shard_size: int | None = setting(
+        None,
+        "Tracks per HDF5 shard (one job writes one shard); default: from the number of "
+        "tracks (about 64 shards of 8 to 128 tracks).",
+    )
+    backend: str = setting(
+        "loky", "Where shard jobs run: loky (local processes) | dask (a dask cluster)."
+    )
+    scheduler: str | None = setting(
+        None,
+        "With --backend dask: scheduler address, e.g. tcp://HOST:8786. The cache directory "
+        "must be on storage every dask worker sees.",
+    )
+    progress: bool = True
+
+    def feature_config(self) -> FeatureConfig:
+        try:
+            return FeatureConfig(
+                sample_rate=self.sample_rate,
+                n_fft=self.n_fft,
+                hop_length=self.hop_length,
+                n_mels=self.n_mels,
+                f_max=self.f_max or self.sample_rate / 2,
+                max_seconds=self.max_seconds,
+            )
+        except ValueError as e:
+            raise BadInput(f"invalid feature settings: {e}") from e

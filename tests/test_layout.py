@@ -1,0 +1,56 @@
+"""The boundaries of the code: which package may import which, and the runnable
+examples in the model's docstrings."""
+
+from __future__ import annotations
+
+import ast
+import doctest
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every module name that ``path`` imports (at any depth of the file)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_pipeline_never_imports_mrnet_or_torch():
+    """pipeline/ is everything before training: preprocess workers must stay small
+    (no torch), and the cache knows nothing of models."""
+    for path in (ROOT / "pipeline").rglob("*.py"):
+        bad = {n for n in imports_of(path) if n.split(".")[0] in ("mrnet", "cli", "torch")}
+        assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
+
+
+@pytest.mark.parametrize("module", ["evaluate", "predict", "info", "demo"])
+def test_scoring_does_not_import_the_training_loop(module):
+    names = imports_of(ROOT / "mrnet" / f"{module}.py")
+    assert "mrnet.train" not in names or module == "demo", names
+    assert {"mrnet.checkpoint", "mrnet.runtime"} & names or module in ("demo",), names
+
+
+def test_cli_loads_no_torch_until_a_command_needs_it():
+    import subprocess
+    import sys
+
+    code = "import sys, cli; print('torch' in sys.modules, 'pandas' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert out.stdout.split() == ["False", "False"], out.stderr
+
+
+@pytest.mark.parametrize("module", ["mrnet.model", "mrnet.augment"])
+def test_docstring_examples_run(module):
+    import importlib
+
+    mod = importlib.import_module(module)
+    result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipeline.atomic import RERUN, temp_path, writing
+from pipeline.atomic import RERUN, write_atomic
 from pipeline.errors import BadInput
 from pipeline.features import FeatureConfig
 
@@ -288,13 +288,7 @@ def _corrupt(path: Path, e: BaseException) -> str:
 def save(ckpt: Checkpoint, path: Path, rerun: str = RERUN) -> None:
     """torch.save through a temporary file, fsync, rename: ``path`` is always whole; a
     disk fault is a one-line BadInput (ending with ``rerun``) and leaves the old file."""
-    tmp = temp_path(path)
-    with writing(path, tmp, rerun=rerun):
-        with open(tmp, "wb") as f:
-            torch.save(ckpt.to_dict(), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+    write_atomic(path, lambda f: torch.save(ckpt.to_dict(), f), rerun)
 
 
 def load_model(ckpt: Checkpoint) -> nn.Module:

@@ -608,7 +608,11 @@ def _claim(cfg: TrainConfig, ddp: Dist, stack: ExitStack) -> Checkpoint | None:
     return ckpt_io.load(out / "last.pt", resume=True)
 
 
-def _train(cfg: TrainConfig, ddp: Dist, stack: ExitStack) -> dict:
+def _prepare(cfg: TrainConfig, ddp: Dist, stack: ExitStack) -> tuple:
+    """Every check before training, in every process (BadInput in one stops all): the
+    device, the cache (and its shards with --verify), the settings, the run directory
+    (locked) and, for --resume, last.pt. Returns (cfg, device, cache, training index,
+    validation index, last.pt or None)."""
     out = cfg.out
     with same_outcome(ddp):
         device = resolve_device(cfg.device, ddp.local_rank)
@@ -642,7 +646,12 @@ def _train(cfg: TrainConfig, ddp: Dist, stack: ExitStack) -> dict:
             f"note: {out} was trained by {last.world} process(es), resumed by "
             f"{ddp.world}: its epochs from now on differ from an unbroken run's"
         )
+    return cfg, device, cache, train_idx, val_idx, last
 
+
+def _train(cfg: TrainConfig, ddp: Dist, stack: ExitStack) -> dict:
+    cfg, device, cache, train_idx, val_idx, last = _prepare(cfg, ddp, stack)
+    out = cfg.out
     run = build_run(cfg, ddp, device, cache, train_idx, val_idx)
     if last is not None:
         heal_best(run, last)

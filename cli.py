@@ -91,9 +91,13 @@ P = PreprocessOptions
 @app.command()
 def preprocess(
     audio_dir: Path = opt(P, "audio_dir"),
-    metadata_dir: Path = opt(P, "metadata_dir"),
-    subset: str = opt(P, "subset"),
     out: Path = opt(P, "out"),
+    dataset: str = opt(P, "dataset"),
+    metadata_dir: Path | None = opt(P, "metadata_dir"),
+    subset: str = opt(P, "subset"),
+    folds: int | None = opt(P, "folds"),
+    fold: int | None = opt(P, "fold"),
+    seed: int = opt(P, "seed"),
     jobs: int | None = opt(P, "jobs"),
     sample_rate: int = opt(P, "sample_rate"),
     n_mels: int = opt(P, "n_mels"),
@@ -106,7 +110,8 @@ def preprocess(
     backend: str = opt(P, "backend"),
     scheduler: str | None = opt(P, "scheduler"),
 ) -> None:
-    """Decode FMA MP3s in parallel into HDF5 log-mel shards; rerun to resume."""
+    """Decode audio (FMA, GTZAN or a folder of label folders) in parallel into HDF5 log-mel
+    shards; rerun the same command to resume."""
     from pipeline.preprocess import format_summary, run_preprocess
 
     opts = from_values(PreprocessOptions, locals())
@@ -250,13 +255,14 @@ D = DemoOptions
 @app.command()
 def demo(
     out: Path = opt(D, "out"),
-    n_per_genre: int = opt(D, "n_per_genre"),
-    seconds: float = opt(D, "seconds"),
+    dataset: str = opt(D, "dataset"),
+    n_per_genre: int | None = opt(D, "n_per_genre"),
+    seconds: float | None = opt(D, "seconds"),
     epochs: int = opt(D, "epochs"),
     channels: int = opt(D, "channels"),
     jobs: int | None = opt(D, "jobs"),
 ) -> None:
-    """Run the whole pipeline on a synthetic FMA-format dataset (CPU, a few minutes)."""
+    """Run the whole pipeline on a synthetic FMA- or GTZAN-format dataset (CPU, minutes)."""
     from mrnet.demo import run_demo
 
     run_guarded(run_demo, from_values(DemoOptions, locals()), echo=typer.echo)

@@ -1,4 +1,4 @@
-"""`mrnet demo`: the whole pipeline on the synthetic FMA-format dataset, on CPU.
+"""`mrnet demo`: the whole pipeline on a synthetic FMA- or GTZAN-format dataset, on CPU.
 
 synth dataset ─preprocess─▶ OUT/cache ─train─▶ OUT/run ─evaluate─▶ OUT/report
 
@@ -8,6 +8,7 @@ equivalent `mrnet` command, so what the demo shows is what it ran.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 
@@ -17,6 +18,16 @@ from pipeline.options import PreprocessOptions
 from pipeline.settings import command_line
 from pipeline.workers import local_cores
 
+DEFAULTS = {"fma": (40, 30.0), "gtzan": (100, 10.0)}  # tracks per genre, seconds per clip
+
+
+def resolved(opts: DemoOptions) -> DemoOptions:
+    """``opts`` with the dataset's defaults filled in."""
+    n, seconds = DEFAULTS[opts.dataset]
+    return dataclasses.replace(
+        opts, n_per_genre=opts.n_per_genre or n, seconds=opts.seconds or seconds
+    )
+
 
 def stage_options(opts: DemoOptions, audio_dir, metadata_dir, train_tracks: int | None = None
                   ) -> tuple[PreprocessOptions, TrainConfig, EvalOptions]:  # fmt: skip
@@ -25,6 +36,9 @@ def stage_options(opts: DemoOptions, audio_dir, metadata_dir, train_tracks: int 
     cache, run, report = opts.out / "cache", opts.out / "run", opts.out / "report"
     pre = PreprocessOptions(audio_dir=audio_dir, metadata_dir=metadata_dir, out=cache,
                             jobs=opts.jobs, progress=opts.progress)  # fmt: skip
+    if opts.dataset == "gtzan":
+        folds = 5 if opts.n_per_genre < 100 else None  # the filtered split needs all names
+        pre = dataclasses.replace(pre, dataset="gtzan", folds=folds, fold=0 if folds else None)
     batch = min(opts.batch_size, train_tracks) if train_tracks else opts.batch_size
     train = TrainConfig(
         cache=cache, out=run, channels=opts.channels, epochs=opts.epochs, batch_size=batch,
@@ -42,27 +56,36 @@ def run_demo(opts: DemoOptions, echo: Callable[[str], None] = print) -> dict:
     from mrnet.train import train
     from pipeline import synth
     from pipeline.preprocess import format_summary, run_preprocess
+    from pipeline.synth import gtzan
 
     if opts.out.exists() and not opts.out.is_dir():
         raise BadInput(f"--out {opts.out} is a file; pass a directory for the demo")
-    if opts.n_per_genre < 3:
+    if opts.dataset not in DEFAULTS:
+        raise BadInput(f"unknown --dataset {opts.dataset!r}; use fma or gtzan")
+    opts = resolved(opts)
+    top = 100 if opts.dataset == "gtzan" else None
+    if opts.n_per_genre < 3 or (top and opts.n_per_genre > top):
         raise BadInput(
-            f"--n-per-genre must be at least 3 (got {opts.n_per_genre}): "
-            "each genre needs training, validation and test tracks"
+            f"--n-per-genre must be 3 or more{f' and {top} at most' if top else ''} (got "
+            f"{opts.n_per_genre}): each genre needs training, validation and test tracks"
         )
     t0 = time.perf_counter()
-    data = opts.out / "fma"
-    echo(f"[1/4] generating the synthetic FMA dataset in {data} ...")
-    ds = synth.generate(
-        data, n_per_genre=opts.n_per_genre, seconds=opts.seconds,
-        jobs=opts.jobs or local_cores(), reuse=True,
-    )  # fmt: skip
-    pre, _, _ = stage_options(opts, ds.audio_dir, ds.metadata_dir)
+    jobs = opts.jobs or local_cores()
+    data = opts.out / opts.dataset
+    echo(f"[1/4] generating the synthetic {opts.dataset.upper()} dataset in {data} ...")
+    if opts.dataset == "gtzan":
+        ds = gtzan.generate(data, "original", opts.n_per_genre, opts.seconds, jobs=jobs)
+        audio_dir, metadata_dir = ds.audio_dir, None
+    else:
+        ds = synth.generate(data, n_per_genre=opts.n_per_genre, seconds=opts.seconds,
+                            jobs=jobs, reuse=True)  # fmt: skip
+        audio_dir, metadata_dir = ds.audio_dir, ds.metadata_dir
+    pre, _, _ = stage_options(opts, audio_dir, metadata_dir)
     echo(f"[2/4] {command_line('preprocess', pre)}")
     manifest = run_preprocess(pre)
     echo(format_summary(manifest))
     _, fit, score = stage_options(
-        opts, ds.audio_dir, ds.metadata_dir, manifest.splits["training"]["tracks"]
+        opts, audio_dir, metadata_dir, manifest.splits["training"]["tracks"]
     )
     echo(f"[3/4] {command_line('train', fit)}")
     train(fit)
@@ -75,6 +98,7 @@ def run_demo(opts: DemoOptions, echo: Callable[[str], None] = print) -> dict:
         f"  dataset     {data}\n  cache       {pre.out}  (mrnet info {pre.out})\n"
         f"  checkpoint  {score.checkpoint}  (metrics: {fit.out / 'metrics.csv'})\n"
         f"  report      {score.out}/report.json, confusion.png, predictions.csv\n"
-        f"  try         mrnet predict --checkpoint {score.checkpoint} {ds.audio_dir}/000"
+        f"  try         mrnet predict --checkpoint {score.checkpoint} "
+        f"{audio_dir / ('jazz' if opts.dataset == 'gtzan' else '000')}"
     )
     return rep

@@ -96,8 +96,17 @@ class DemoOptions:
     """Arguments of `mrnet demo` (see its --help)."""
 
     out: Path = setting(Path("demo"), "Folder for the dataset, cache, run and report.")
-    n_per_genre: int = setting(40, "Synthetic tracks per genre (8 genres).")
-    seconds: float = setting(30.0, "Length of each synthetic clip, s.")
+    dataset: str = setting(
+        "fma", "fma (8 genres, FMA's layout) | gtzan (10 genres, GTZAN's layout and split)."
+    )
+    n_per_genre: int | None = setting(
+        None,
+        "Synthetic tracks per genre (default: 40 for fma; 100 for gtzan, its full set of "
+        "names: with fewer, GTZAN's filtered split is replaced by 5-fold cross-validation).",
+    )
+    seconds: float | None = setting(
+        None, "Length of each synthetic clip, s (default: 30 for fma, 10 for gtzan)."
+    )
     epochs: int = setting(20, "Training epochs.")
     channels: int = setting(64, "MRNet width C (the paper's is 512).")
     jobs: int | None = setting(None, "Processes for generation and preprocessing.")

@@ -18,11 +18,26 @@ class PreprocessOptions:
     """Arguments of `mrnet preprocess` (see its --help)."""
 
     audio_dir: Path = setting(
-        help="FMA audio folder (fma_small/, fma_large/ ...): AUDIO_DIR/000/000002.mp3."
+        help="The audio: fma_small/ or fma_large/ (AUDIO_DIR/000/000002.mp3); GTZAN's genres/ "
+        "or Data/genres_original/; or a folder of label folders."
     )
-    metadata_dir: Path = setting(help="fma_metadata/ folder holding tracks.csv (and genres.csv).")
     out: Path = setting(help="Cache directory to create or resume, e.g. cache/small.")
+    dataset: str = setting(
+        "fma", "fma | gtzan | folder (one sub-folder of audio per label, any nesting)."
+    )
+    metadata_dir: Path | None = setting(
+        None, "fma_metadata/ folder holding tracks.csv and genres.csv (--dataset fma only)."
+    )
     subset: str = setting("small", "FMA subset: small | medium | large (they nest).")
+    folds: int | None = setting(
+        None,
+        "Stratified N-fold cross-validation instead of the default split (gtzan: the "
+        "filtered split; folder: 80/10/10 or its train/ valid/ test/ folders).",
+    )
+    fold: int | None = setting(
+        None, "With --folds N: fold K (0..N-1) is the test split, fold K+1 mod N validation."
+    )
+    seed: int = setting(0, "Seed of the folds and of a folder dataset's 80/10/10 split.")
     jobs: int | None = setting(None, "Parallel worker processes (default: all cores).")
     sample_rate: int = setting(_FEATURES.sample_rate, "Target sample rate in Hz.")
     n_mels: int = setting(_FEATURES.n_mels, "Mel bands.")

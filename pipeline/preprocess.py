@@ -33,7 +33,7 @@ from pipeline.errors import BadInput
 from pipeline.extract import Owner, ShardJob, build_shard
 from pipeline.features import FeatureConfig
 from pipeline.options import PreprocessOptions
-from pipeline.sources import SPLITS, Selection, fma
+from pipeline.sources import DATASETS, SPLITS, Selection, fma, folder, gtzan
 from pipeline.workers import BACKENDS, run_jobs
 
 MIN_SHARD, MAX_SHARD = 8, 128
@@ -65,8 +65,10 @@ def plan_shards(selection: Selection, shard_size: int) -> list[ShardJob]:
 
 
 def _fingerprint(jobs: list[ShardJob]) -> str:
-    """Hash of the plan's content: which track, with which label, lands in which shard."""
-    rows = [[j.name, list(j.track_ids), list(j.labels)] for j in jobs]
+    """Hash of the plan's content: which track (and file name), with which label, lands
+    in which shard. A changed tracks.csv or audio folder changes it."""
+    rows = [[j.name, list(j.track_ids), list(j.labels), [Path(p).name for p in j.paths]]
+            for j in jobs]  # fmt: skip
     return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
 
 
@@ -102,7 +104,7 @@ def _plan_diff(old: dict, new: dict) -> str:
                 if a.get(k2) != b.get(k2)
             ]
         elif k == "tracks_sha256":
-            parts.append("the selected tracks (tracks.csv changed?)")
+            parts.append("the selected tracks (tracks.csv or the audio folder changed?)")
         else:
             parts.append(f"{k}: {a} -> {b}")
     return ", ".join(parts)
@@ -151,10 +153,30 @@ def _validate(opts: PreprocessOptions) -> None:
         raise BadInput(f"--min-seconds must be 0 or more (got {opts.min_seconds})")
     if opts.shard_size is not None and opts.shard_size < 1:
         raise BadInput(f"--shard-size must be at least 1 (got {opts.shard_size})")
+    if opts.dataset not in DATASETS:
+        raise BadInput(f"unknown --dataset {opts.dataset!r}; use one of {', '.join(DATASETS)}")
+    if opts.dataset == "fma":
+        if opts.metadata_dir is None:
+            raise BadInput(
+                "--dataset fma needs --metadata-dir pointing at fma_metadata/ (from "
+                "fma_metadata.zip)"
+            )
+        if opts.folds is not None or opts.fold is not None:
+            raise BadInput("--folds/--fold are for gtzan and folder datasets; FMA has its "
+                           "official split")  # fmt: skip
+        if opts.subset not in fma.SUBSETS:
+            raise BadInput(f"unknown subset {opts.subset!r}; use one of {', '.join(fma.SUBSETS)}")
+    if opts.fold is not None and opts.folds is None:
+        raise BadInput(f"--fold {opts.fold} needs --folds N (the number of folds)")
+    if opts.folds is not None:
+        if opts.folds < 2:
+            raise BadInput(f"--folds must be 2 or more (got {opts.folds})")
+        if not 0 <= (opts.fold or 0) < opts.folds:
+            raise BadInput(f"--fold must be in 0..{opts.folds - 1} (got {opts.fold})")
     if not opts.audio_dir.is_dir():
         raise BadInput(
-            f"audio dir {opts.audio_dir} does not exist; pass --audio-dir pointing at fma_small/ "
-            "or fma_large/"
+            f"audio dir {opts.audio_dir} does not exist; pass --audio-dir pointing at the "
+            f"{opts.dataset} audio folder"
         )
     if opts.backend not in BACKENDS:
         raise BadInput(f"unknown --backend {opts.backend!r}; use one of {', '.join(BACKENDS)}")
@@ -162,11 +184,19 @@ def _validate(opts: PreprocessOptions) -> None:
         raise BadInput(
             "--backend dask needs --scheduler tcp://HOST:8786 (a running dask scheduler)"
         )
-    if opts.subset not in fma.SUBSETS:
-        raise BadInput(f"unknown subset {opts.subset!r}; use one of {', '.join(fma.SUBSETS)}")
 
 
 def _select(opts: PreprocessOptions) -> Selection:
+    fold = opts.fold or 0 if opts.folds else None
+    if opts.dataset == "gtzan":
+        return gtzan.read_selection(opts.audio_dir, opts.folds, fold, opts.seed)
+    if opts.dataset == "folder":
+        if opts.folds and folder.split_layout(opts.audio_dir):
+            raise BadInput(
+                f"{opts.audio_dir} has train/ valid/ test/ folders, which are its split; "
+                "drop --folds or move the label folders up"
+            )
+        return folder.read_selection(opts.audio_dir, opts.seed, opts.folds, fold)
     selection = fma.read_selection(opts.metadata_dir, opts.subset, opts.audio_dir)
     if selection.tracks.empty:
         skipped = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in selection.skipped.items())
@@ -209,7 +239,7 @@ def run_preprocess(opts: PreprocessOptions) -> Manifest:
         opts,
         audio_dir=opts.audio_dir.absolute(),
         out=opts.out.absolute(),
-        metadata_dir=opts.metadata_dir.absolute(),
+        metadata_dir=opts.metadata_dir.absolute() if opts.metadata_dir else None,
     )
     cfg = opts.feature_config()
     selection = _select(opts)
@@ -220,10 +250,12 @@ def run_preprocess(opts: PreprocessOptions) -> Manifest:
             f"no audio of subset {opts.subset} found under {opts.audio_dir}; pass --audio-dir "
             f"pointing at fma_{opts.subset}/ or fma_large/"
         )
+    log = _log(opts.progress)
+    for warning in selection.warnings:
+        log(f"warning: {warning}")
     shard_size = opts.shard_size or _existing_shard_size(opts.out) or auto_shard_size(len(paths))
     jobs, plan = _plan(opts, cfg, selection, shard_size)
     old = _check_out_dir(opts.out, plan)
-    log = _log(opts.progress)
     if old is not None and old.status == "complete" and _intact(opts.out, jobs):
         log(f"cache {opts.out} is complete and up to date; nothing to do")
         # untouched on disk (readers never see it unfinished); this run's figures in memory

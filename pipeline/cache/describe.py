@@ -36,7 +36,8 @@ def describe_cache(path: Path) -> str:
     ]
     t = cache.tracks
     names = pd.Series(m.labels).iloc[t["label"]].to_numpy()
-    table = pd.crosstab(names, t["split"].to_numpy()).reindex(index=m.labels, fill_value=0)
+    table = pd.crosstab(pd.Series(names, name="label"), pd.Series(t["split"].to_numpy(), name=""))
+    table = table.reindex(index=m.labels, fill_value=0)
     table = table.reindex(columns=[s for s in SPLITS if s in table.columns])
     table.loc["total"] = table.sum()
     per_split = ", ".join(f"{k} {v}" for k, v in table.loc["total"].items())

@@ -144,7 +144,7 @@ class SplitIndex:
     start: np.ndarray  # int64: first frame of the track in its shard's ``mel``
     length: np.ndarray  # int64: frames (> 0)
     label: np.ndarray  # int64 label index
-    track_id: np.ndarray  # the tracks' ids (int64 for FMA)
+    track_id: np.ndarray  # the tracks' ids: int64 (FMA), or str (object) for names
     n_mels: int
 
     def __len__(self) -> int:
@@ -179,7 +179,8 @@ def split_index(cache: Cache, split: str) -> SplitIndex:
     start = np.zeros(len(rows), np.int64)
     end = np.zeros(len(rows), np.int64)
     label = np.zeros(len(rows), np.int64)
-    track_id = np.zeros(len(rows), np.int64)
+    names = any(s.track_id.dtype == object for s in shards)
+    track_id = np.empty(len(rows), object) if names else np.zeros(len(rows), np.int64)
     for k, s in enumerate(shards):
         sel = shard == k
         if len(row[sel]) and row[sel].max() >= len(s):
@@ -188,7 +189,8 @@ def split_index(cache: Cache, split: str) -> SplitIndex:
         end[sel] = s.offsets[row[sel] + 1]
         label[sel] = s.label[row[sel]]
         track_id[sel] = s.track_id[row[sel]]
-    if not np.array_equal(track_id, rows["track_id"].to_numpy(np.int64)) or not np.array_equal(
+    listed = rows["track_id"].to_numpy(object if names else np.int64)
+    if not np.array_equal(track_id, listed) or not np.array_equal(
         label, rows["label"].to_numpy(np.int64)
     ):
         raise BadInput(

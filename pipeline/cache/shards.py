@@ -4,10 +4,10 @@ One shard file holds the log-mels of up to ``shard_size`` tracks of one split:
 
     mel       float16 [total_frames, n_mels]  contiguous, unfiltered (memmap-able), finite
     offsets   int64   [n + 1]   track i is mel[offsets[i]:offsets[i+1]]
-    track_id  int64   [n]
+    track_id  int64   [n]       (UTF-8 strings for datasets whose ids are names)
     label     int16   [n]
     seconds   float32 [n]       decoded audio duration
-    failed_track_id int64 [m], failed_reason str [m]   tracks of this shard not cached
+    failed_track_id int64/str [m], failed_reason str [m]   tracks of this shard not cached
     attrs: feature_config (JSON), split, format_version, checksum + checksum_algo (of the
            datasets' bytes, see `checksum`), complete=1
 
@@ -73,10 +73,10 @@ class ShardWriter:
         self._spill = None
         self._mel_hash = hashlib.sha256()
         self._lengths: list[int] = []
-        self._ids: list[int] = []
+        self._ids: list[int | str] = []
         self._labels: list[int] = []
         self._seconds: list[float] = []
-        self._failed: list[tuple[int, str]] = []
+        self._failed: list[tuple[int | str, str]] = []
         self._frames = 0  # frames of the track being added
 
     def append(self, mel: np.ndarray) -> None:
@@ -93,33 +93,33 @@ class ShardWriter:
         self._mel_hash.update(memoryview(m).cast("B"))
         self._frames += len(m)
 
-    def end_track(self, track_id: int, label: int, seconds: float) -> None:
+    def end_track(self, track_id: int | str, label: int, seconds: float) -> None:
         """Close the current track (its frames came through `append`)."""
         if self._frames == 0:
             raise ValueError(f"track {track_id} has no frames")
         self._lengths.append(self._frames)
-        self._ids.append(int(track_id))
+        self._ids.append(_track_id(track_id))
         self._labels.append(int(label))
         self._seconds.append(float(seconds))
         self._frames = 0
 
-    def add(self, track_id: int, label: int, mel: np.ndarray, seconds: float) -> None:
+    def add(self, track_id: int | str, label: int, mel: np.ndarray, seconds: float) -> None:
         """A whole track: mel [frames > 0, n_mels]."""
         self.append(mel)
         self.end_track(track_id, label, seconds)
 
-    def fail(self, track_id: int, reason: str) -> None:
-        self._failed.append((int(track_id), reason))
+    def fail(self, track_id: int | str, reason: str) -> None:
+        self._failed.append((_track_id(track_id), reason))
 
     def _index(self) -> dict[str, np.ndarray]:
         offsets = np.zeros(len(self._lengths) + 1, dtype=np.int64)
         np.cumsum(np.array(self._lengths, np.int64), out=offsets[1:])
         return {
             "offsets": offsets,
-            "track_id": np.array(self._ids, np.int64),
+            "track_id": _id_array(self._ids),
             "label": np.array(self._labels, np.int16),
             "seconds": np.array(self._seconds, np.float32),
-            "failed_track_id": np.array([t for t, _ in self._failed], np.int64),
+            "failed_track_id": _id_array([t for t, _ in self._failed]),
             "failed_reason": np.array([r for _, r in self._failed], dtype=object),
         }
 
@@ -166,11 +166,9 @@ class ShardWriter:
             offset = mel.get_offset() if total else None
             for name in INDEX_DATASETS:
                 a = index[name]
-                if name == "failed_reason":
-                    f.create_dataset(
-                        name, data=a.astype(str).tolist() if len(a) else np.array([], "S1"),
-                        dtype=h5py.string_dtype(), track_times=False,
-                    )  # fmt: skip
+                if a.dtype == object:  # names: variable-length UTF-8
+                    data = [str(x) for x in a] if len(a) else np.array([], "S1")
+                    f.create_dataset(name, data=data, dtype=h5py.string_dtype(), track_times=False)
                 else:
                     f.create_dataset(name, data=a, track_times=False)
             f.attrs["feature_config"] = json.dumps(self.feature_config, sort_keys=True)
@@ -180,6 +178,25 @@ class ShardWriter:
             f.attrs["checksum_algo"] = CHECKSUM_ALGO
             f.attrs["complete"] = 1  # the file is only trusted once renamed into place
         return offset
+
+
+def _track_id(t: object) -> int | str:
+    """A track id as stored: an integer (FMA) or a name (GTZAN, folders)."""
+    return str(t) if isinstance(t, str) else int(t)
+
+
+def _id_array(ids: list) -> np.ndarray:
+    """int64 [n] for integer ids, an object array of str for names (empty: int64)."""
+    if any(isinstance(t, str) for t in ids):
+        return np.array([str(t) for t in ids], dtype=object)
+    return np.array(ids, np.int64)
+
+
+def _names(a: np.ndarray) -> np.ndarray:
+    """h5py's bytes back to str (numbers stay as they are)."""
+    if a.dtype.kind in "OS":
+        return np.array([x.decode() if isinstance(x, bytes) else str(x) for x in a], dtype=object)
+    return a
 
 
 def _copy_range(src: Path, dst: Path, n: int, offset: int) -> None:
@@ -211,10 +228,10 @@ class ShardIndex:
 
     path: Path
     offsets: np.ndarray  # int64 [n + 1]
-    track_id: np.ndarray  # int64 [n]
+    track_id: np.ndarray  # int64 [n], or str (object) [n]
     label: np.ndarray  # int16 [n]
     seconds: np.ndarray  # float32 [n]
-    failed_track_id: np.ndarray  # int64 [m]
+    failed_track_id: np.ndarray  # int64 [m], or str (object) [m]
     failed_reason: list[str]
     feature_config: dict
     split: str
@@ -268,10 +285,10 @@ def read_shard(path: str | os.PathLike) -> ShardIndex:
             index = ShardIndex(
                 path=path,
                 offsets=offsets,
-                track_id=f["track_id"][()],
+                track_id=_names(f["track_id"][()]),
                 label=f["label"][()],
                 seconds=f["seconds"][()],
-                failed_track_id=f["failed_track_id"][()],
+                failed_track_id=_names(f["failed_track_id"][()]),
                 failed_reason=[
                     r.decode() if isinstance(r, bytes) else r for r in f["failed_reason"][()]
                 ],

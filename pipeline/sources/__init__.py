@@ -1,6 +1,9 @@
 """Where tracks come from: each source turns a dataset on disk into a `Selection`.
 
     fma     FMA: tracks.csv / genres.csv, subsets, official splits, genre_top labels
+    gtzan   GTZAN in either download layout: the filtered split or k-fold
+    folder  any folder of label folders, with or without train/ valid/ test/
+    split   stratified split assignments (k-fold, 80/10/10), pure functions of a seed
 
 A `Selection` is all that preprocess needs from a source: one row per example track
 (id, split, label, audio path, and what reports show), the label names, and how many
@@ -11,10 +14,15 @@ source.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 
 SPLITS = ("training", "validation", "test")
+DATASETS = ("fma", "gtzan", "folder")
+AUDIO_SUFFIXES = (".mp3", ".wav", ".flac", ".ogg", ".au", ".aiff", ".aif")
+# no decoder here reads these (miniaudio and libsndfile have no AAC): counted, not selected
+UNSUPPORTED_SUFFIXES = (".m4a", ".aac", ".mp4", ".wma", ".opus")
 
 
 @dataclass
@@ -34,6 +42,7 @@ class Selection:
     split_scheme: str = "official"
     skipped: dict[str, int] = field(default_factory=dict)
     source: dict[str, str] = field(default_factory=dict)  # paths, for people
+    warnings: list[str] = field(default_factory=list)  # odd but usable input, said once
 
     def __len__(self) -> int:
         return len(self.tracks)
@@ -45,3 +54,25 @@ class Selection:
         return table.reindex(index=self.labels, columns=list(SPLITS), fill_value=0).astype(
             "int64"
         )
+
+
+def audio_files(folder: Path, recursive: bool = True) -> tuple[list[Path], int]:
+    """The audio files under ``folder`` (by suffix, any case; hidden files skipped), sorted
+    by path, and how many files of formats no decoder here reads."""
+    found, unsupported = [], 0
+    for p in folder.rglob("*") if recursive else folder.iterdir():
+        if p.name.startswith(".") or not p.is_file():
+            continue
+        suffix = p.suffix.lower()
+        if suffix in AUDIO_SUFFIXES:
+            found.append(p)
+        elif suffix in UNSUPPORTED_SUFFIXES:
+            unsupported += 1
+    return sorted(found), unsupported
+
+
+def sort_tracks(tracks: pd.DataFrame) -> pd.DataFrame:
+    """Rows in plan order: SPLITS order, then track id."""
+    rank = tracks["split"].map({s: i for i, s in enumerate(SPLITS)})
+    order = pd.DataFrame({"rank": rank, "id": tracks["track_id"]}).sort_values(["rank", "id"])
+    return tracks.loc[order.index].reset_index(drop=True)

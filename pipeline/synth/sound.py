@@ -589,11 +589,14 @@ BORROWED: dict[str, Callable[[_Ctx], np.ndarray]] = {
 }
 
 
-def render(recipe: str, seconds: float, sample_rate: int, channels: int, seed: int) -> np.ndarray:
-    """Synthesise one clip: float32 [frames, channels] in [-1, 1], deterministic in seed."""
+def render(recipe: str, seconds: float, sample_rate: int, channels: int, seed: int,
+           tempo: tuple[float, float] | None = None) -> np.ndarray:  # fmt: skip
+    """Synthesise one clip: float32 [frames, channels] in [-1, 1], deterministic in seed.
+    ``tempo``: a BPM range other than the recipe's own (variants of one recipe)."""
     rng = np.random.default_rng(seed)
     n = max(1, int(round(seconds * sample_rate)))
     (lo, hi), fn = RECIPES[recipe]
+    lo, hi = tempo or (lo, hi)
     c = _Ctx(rng, n, sample_rate, float(rng.uniform(lo, hi)), int(rng.integers(12)))
     layers = fn(c)
     if rng.random() < 0.2:  # borrow one layer from another genre: no genre is trivially pure

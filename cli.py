@@ -95,6 +95,8 @@ def preprocess(
     dataset: str = opt(P, "dataset"),
     metadata_dir: Path | None = opt(P, "metadata_dir"),
     subset: str = opt(P, "subset"),
+    labels: str = opt(P, "labels"),
+    min_label_tracks: int = opt(P, "min_label_tracks"),
     folds: int | None = opt(P, "folds"),
     fold: int | None = opt(P, "fold"),
     seed: int = opt(P, "seed"),
@@ -160,10 +162,10 @@ def train(
     except KeyboardInterrupt as e:
         interrupted(e, f"rerun with --resume to continue from {out}/last.pt")
     if s["main"]:
+        figure = {"val_acc": "accuracy", "val_map": "mAP"}[s["select_by"]]
         typer.echo(
-            f"{s['epochs']} epochs in {s['run']}; best validation accuracy "
-            f"{s['best_val_acc']:.3f} (epoch {s['best_epoch']}): {s['run']}/best.pt, last.pt, "
-            "metrics.csv"
+            f"{s['epochs']} epochs in {s['run']}; best validation {figure} {s['best']:.3f} "
+            f"(epoch {s['best_epoch']}): {s['run']}/best.pt, last.pt, metrics.csv"
         )
 
 
@@ -258,6 +260,7 @@ def demo(
     dataset: str = opt(D, "dataset"),
     n_per_genre: int | None = opt(D, "n_per_genre"),
     seconds: float | None = opt(D, "seconds"),
+    labels: str = opt(D, "labels"),
     epochs: int = opt(D, "epochs"),
     channels: int = opt(D, "channels"),
     jobs: int | None = opt(D, "jobs"),

@@ -6,7 +6,9 @@ weights_only=True)`` reads it; `Checkpoint.to_dict` is exactly what is saved:
     format_version   2
     model_config     every constructor argument of the model (`ModelConfig`)
     feature_config   the log-mel settings of the cache it was trained on
-    labels           label names in output order (the cache's genre order)
+    labels           label names in output order (the cache's label order)
+    task             single (softmax over labels) | multi (a sigmoid per label)
+    thresholds       multi-label: per-label decision thresholds chosen on validation
     train_config     the `TrainConfig` of the run, as plain types
     cache_fingerprint  which tracks the training cache held (`--resume` refuses others)
     run_id, world    the run this belongs to; torchrun processes that trained it
@@ -14,8 +16,9 @@ weights_only=True)`` reads it; `Checkpoint.to_dict` is exactly what is saved:
     best_epoch       first epoch with the best validation figure (None: none yet)
     model            the weights (state dict of the plain module: no DDP/compile prefixes)
     optimizer, scheduler, rng     RUN/last.pt only: what `--resume` continues from
-    best_model       RUN/last.pt only: the weights of ``best_epoch``, so that a crash
-                     between writing last.pt and best.pt can always be healed from last.pt
+    best_model       RUN/last.pt only: the weights (and best_thresholds: the thresholds) of
+                     ``best_epoch``, so that a crash between writing last.pt and best.pt
+                     can always be healed from last.pt
 
 mrnet 0.1 checkpoints (format 1: arch, n_mels, n_classes, channels and genres at the
 top level, best.pt a full copy of last.pt) load as the same type.
@@ -38,6 +41,7 @@ from pipeline.features import FeatureConfig
 
 CHECKPOINT_VERSION = 2
 ARCHS = ("mrnet", "cnn")
+SELECT_BY = {"single": "val_acc", "multi": "val_map"}  # the figure that picks best.pt
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,8 @@ class Checkpoint:
     feature_config: dict
     labels: list[str]
     model: dict
+    task: str = "single"
+    thresholds: list[float] | None = None
     train_config: dict = field(default_factory=dict)
     cache_fingerprint: str | None = None
     run_id: str | None = None
@@ -124,6 +130,7 @@ class Checkpoint:
     scheduler: dict | None = None
     rng: dict | None = None
     best_model: dict | None = None
+    best_thresholds: list[float] | None = None
     format_version: int = CHECKPOINT_VERSION
 
     @property
@@ -131,12 +138,21 @@ class Checkpoint:
         return self.model_config.arch
 
     @property
+    def select_by(self) -> str:
+        return SELECT_BY[self.task]
+
+    @property
     def resumable(self) -> bool:
         return None not in (self.optimizer, self.scheduler, self.rng) and bool(self.train_config)
 
     def check_cache(self, cache, what: object, fix: str) -> None:
-        """Refuse a cache (pipeline.cache.Cache) whose features or label order differ
-        from this checkpoint's; ``fix`` ends the one-line message."""
+        """Refuse a cache (pipeline.cache.Cache) whose task, features or label order
+        differ from this checkpoint's; ``fix`` ends the one-line message."""
+        if self.task != cache.manifest.task:
+            raise BadInput(
+                f"{what} is a {self.task}-label model and cache {cache.root} a "
+                f"{cache.manifest.task}-label cache; {fix}"
+            )
         if self.feature_config != cache.feature_config:
             fc, cc = self.feature_config, cache.feature_config
             diff = sorted(k for k in set(fc) | set(cc) if fc.get(k) != cc.get(k))
@@ -158,12 +174,15 @@ class Checkpoint:
         history up to it, without the optimizer state (best.pt is for scoring)."""
         if self.best_epoch is None:
             raise ValueError("no best epoch yet")
-        weights = self.model if self.best_epoch == self.epoch else self.best_model
+        current = self.best_epoch == self.epoch
+        weights = self.model if current else self.best_model
         if weights is None:
             raise ValueError(f"the weights of epoch {self.best_epoch} are not in this file")
         return replace(
             self,
             model=weights,
+            thresholds=self.thresholds if current else self.best_thresholds,
+            best_thresholds=None,
             epoch=self.best_epoch,
             history=self.history[: self.best_epoch],
             optimizer=None,
@@ -200,6 +219,12 @@ class Checkpoint:
             raise ValueError("labels is not a list of names")
         if len(labels) != model_config.n_classes:
             raise ValueError(f"{len(labels)} labels for {model_config.n_classes} outputs")
+        if d.get("task", "single") not in ("single", "multi"):
+            raise ValueError(f"unknown task {d.get('task')!r}")
+        for name in ("thresholds", "best_thresholds"):
+            t = d.get(name)
+            if t is not None and (not isinstance(t, list) or len(t) != len(labels)):
+                raise ValueError(f"{name} do not fit the {len(labels)} labels")
         for name, kind in (("optimizer", dict), ("scheduler", dict), ("rng", dict),
                            ("train_config", dict), ("history", list)):  # fmt: skip
             if d.get(name) is not None and not isinstance(d[name], kind):

@@ -1,6 +1,6 @@
-"""`mrnet evaluate`: whole-track inference on a cache split, metrics, per-genre reports.
+"""`mrnet evaluate`: whole-track inference on a cache split, metrics, reports.
 
-REPORT/
+Single-label caches, REPORT/:
   report.json      accuracy, balanced_accuracy, macro_f1, weighted_f1, top2_accuracy,
                    n_tracks, per_genre {precision, recall, f1, support}, confusion
                    {labels, matrix}, source {checkpoint, cache, split, feature_config}
@@ -8,147 +8,85 @@ REPORT/
   confusion.png    row-normalised heat map with counts in the cells
   per_genre.csv    genre, precision, recall, f1, support
   predictions.csv  track_id, true, predicted, confidence, p_<genre>..., [artist, title]
+
+Multi-label caches, REPORT/:
+  report.json      mean_average_precision (macro PR-AUC), macro_roc_auc, micro_roc_auc,
+                   sample_f1, n_tracks, per_label {roc_auc, average_precision, f1,
+                   precision, recall, support, threshold} (null where undefined),
+                   thresholds_from, source
+  per_label.csv    the per_label table
+  labels.png       per-label average precision; true vs predicted label co-occurrence
+  predictions.csv  track_id, true, predicted ("|"-joined label sets), p_<label>...
+                   (to 9 significant digits: every figure recomputes from it)
+
+A multi-label track's predicted labels are those whose probability reaches the label's
+threshold, chosen (maximum F1) on the cache's validation split; 0.5 when it is empty.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from sklearn import metrics
 from tqdm import tqdm
 
 from mrnet import checkpoint as ckpt_io
 from mrnet.data import whole_tracks
+from mrnet.metrics import choose_thresholds, multilabel_report, single_label_report
 from mrnet.options import EvalOptions
+from mrnet.plots import RERUN, plot_confusion, plot_multilabel
 from mrnet.runtime import autocast, resolve_device
 from pipeline.atomic import write_atomic, writing
 from pipeline.cache.layout import EXTRA_COLUMNS
-from pipeline.cache.reader import Cache, open_cache, split_index
+from pipeline.cache.reader import Cache, SplitIndex, open_cache, split_index
 from pipeline.errors import BadInput
-
-RERUN = "rerun the same command"  # what ends a disk-fault message: nothing to resume
 
 
 @torch.no_grad()
-def predict_split(
+def score_split(
     model: torch.nn.Module,
-    cache: Cache,
-    split: str,
+    index: SplitIndex,
+    n_labels: int,
+    multi: bool,
     device: torch.device,
     batch_size: int,
+    desc: str = "evaluate",
     progress: bool = True,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Whole-track class probabilities for a split.
+) -> np.ndarray:
+    """Whole-track probabilities for the tracks of ``index``, in its order: float32
+    [n, n_labels], softmax (single-label) or sigmoid (multi-label) of the logits.
 
-    Tracks of equal length go through together (most FMA clips have the same length),
-    at most ``batch_size`` longest-track's worth of frames per forward pass.
-    Returns (track_id int64 [n], label int64 [n], probs float32 [n, n_classes]) in the
-    order of the cache's tracks.csv.
+    Tracks of equal length go through together (most clips have the same length), at
+    most ``batch_size`` longest-track's worth of frames per forward pass. BadInput when
+    an output is not finite.
     """
-    index = split_index(cache, split)
-    probs = np.zeros((len(index), len(cache.labels)), np.float32)
-    bar = tqdm(total=len(index), unit="track", desc=f"evaluate {split}", disable=not progress)
+    probs = np.zeros((len(index), n_labels), np.float32)
+    if len(index) == 0:
+        return probs
+    bar = tqdm(total=len(index), unit="track", desc=desc, disable=not progress)
     for rows, x, _ in whole_tracks(index, batch_size * int(index.length.max())):
         with autocast(device):
-            logits = model(x.to(device))
-        probs[rows] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+            logits = model(x.to(device)).float()
+        out = torch.sigmoid(logits) if multi else torch.softmax(logits, dim=-1)
+        probs[rows] = out.cpu().numpy()
         bar.update(len(rows))
     bar.close()
     bad = ~np.isfinite(probs).all(axis=1)
     if bad.any():
         ids = " ".join(str(t) for t in index.track_id[bad][:10].tolist())
         raise BadInput(
-            f"the model's outputs are NaN or infinite for {int(bad.sum())} tracks of split "
-            f"{split} (e.g. {ids}); check the cache with `mrnet verify {cache.root}`"
+            f"the model's outputs are NaN or infinite for {int(bad.sum())} tracks (e.g. "
+            f"{ids}); check the cache with `mrnet verify`"
         )
-    return index.track_id, index.label, probs
-
-
-def compute_metrics(y_true: np.ndarray, probs: np.ndarray, genres: list[str]) -> dict:
-    """All report figures from labels [n] and probabilities [n, K] (scikit-learn)."""
-    k = len(genres)
-    labels = list(range(k))
-    y_pred = probs.argmax(1)
-    p, r, f, s = metrics.precision_recall_fscore_support(
-        y_true, y_pred, labels=labels, zero_division=0
-    )
-    cm = metrics.confusion_matrix(y_true, y_pred, labels=labels)
-    return {
-        "accuracy": float(metrics.accuracy_score(y_true, y_pred)),
-        "balanced_accuracy": float(metrics.balanced_accuracy_score(y_true, y_pred)),
-        "macro_f1": float(
-            metrics.f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)
-        ),
-        "weighted_f1": float(
-            metrics.f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0)
-        ),
-        # With two classes or fewer the truth is always among the top two.
-        "top2_accuracy": float(metrics.top_k_accuracy_score(y_true, probs, k=2, labels=labels))
-        if k > 2
-        else 1.0,
-        "n_tracks": int(len(y_true)),
-        "per_genre": {
-            g: {
-                "precision": float(p[i]),
-                "recall": float(r[i]),
-                "f1": float(f[i]),
-                "support": int(s[i]),
-            }
-            for i, g in enumerate(genres)
-        },
-        "confusion": {"labels": list(genres), "matrix": cm.tolist()},
-    }
-
-
-def most_confused(cm: np.ndarray, genres: list[str], n: int = 3) -> list[tuple[str, str, int]]:
-    """The n largest off-diagonal cells as (true, predicted, count), count > 0."""
-    off = cm.copy()
-    np.fill_diagonal(off, 0)
-    order = np.argsort(off, axis=None)[::-1][:n]
-    pairs = [(genres[i // len(genres)], genres[i % len(genres)], int(off.flat[i])) for i in order]
-    return [p for p in pairs if p[2] > 0]
-
-
-def plot_confusion(cm: np.ndarray, genres: list[str], path: Path, title: str) -> None:
-    """Row-normalised heat map, counts in the cells; legible with 16 genres."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    k = len(genres)
-    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-    size = max(5.0, 0.55 * k + 2.5)
-    fig, ax = plt.subplots(figsize=(size, size * 0.9), dpi=100)
-    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(k), genres, rotation=45, ha="right", fontsize=9)
-    ax.set_yticks(range(k), genres, fontsize=9)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title, fontsize=10)
-    for i in range(k):
-        for j in range(k):
-            if cm[i, j]:
-                ax.text(
-                    j,
-                    i,
-                    str(cm[i, j]),
-                    ha="center",
-                    va="center",
-                    fontsize=8,
-                    color="white" if norm[i, j] > 0.5 else "black",
-                )
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of true genre")
-    fig.tight_layout()
-    write_atomic(path, lambda f: fig.savefig(f, format="png"), rerun=RERUN)
-    plt.close(fig)
+    return probs
 
 
 def format_table(rep: dict) -> str:
+    """The report as a table for the terminal."""
+    if rep.get("task") == "multi":
+        return _format_multi(rep)
     lines = [f"{'genre':<20} {'precision':>9} {'recall':>7} {'f1':>6} {'support':>8}"]
     for g, m in rep["per_genre"].items():
         lines.append(
@@ -164,6 +102,37 @@ def format_table(rep: dict) -> str:
     if pairs:
         lines.append("most confused: " + "; ".join(f"{a} -> {b} ({n})" for a, b, n in pairs))
     return "\n".join(lines)
+
+
+def _fmt(v: float | None, width: int) -> str:
+    return f"{'-':>{width}}" if v is None else f"{v:{width}.3f}"
+
+
+def _format_multi(rep: dict) -> str:
+    lines = [f"{'label':<24} {'AP':>6} {'ROC-AUC':>7} {'f1':>6} {'prec':>6} {'recall':>6} "
+             f"{'support':>7} {'thresh':>6}"]  # fmt: skip
+    for name, m in rep["per_label"].items():
+        lines.append(
+            f"{name[:24]:<24} {_fmt(m['average_precision'], 6)} {_fmt(m['roc_auc'], 7)} "
+            f"{_fmt(m['f1'], 6)} {_fmt(m['precision'], 6)} {_fmt(m['recall'], 6)} "
+            f"{m['support']:7d} {m['threshold']:6.3f}"
+        )
+    lines.append(
+        f"mAP {_fmt(rep['mean_average_precision'], 0)}  macro ROC-AUC "
+        f"{_fmt(rep['macro_roc_auc'], 0)}  micro ROC-AUC {_fmt(rep['micro_roc_auc'], 0)}  "
+        f"sample F1 {_fmt(rep['sample_f1'], 0)}  ({rep['n_tracks']} tracks; '-': undefined, "
+        f"no positives; thresholds from {rep['thresholds_from']})"
+    )
+    return "\n".join(lines)
+
+
+def most_confused(cm: np.ndarray, genres: list[str], n: int = 3) -> list[tuple[str, str, int]]:
+    """The n largest off-diagonal cells as (true, predicted, count), count > 0."""
+    off = cm.copy()
+    np.fill_diagonal(off, 0)
+    order = np.argsort(off, axis=None)[::-1][:n]
+    pairs = [(genres[i // len(genres)], genres[i % len(genres)], int(off.flat[i])) for i in order]
+    return [p for p in pairs if p[2] > 0]
 
 
 def evaluate(opts: EvalOptions) -> dict:
@@ -186,11 +155,17 @@ def evaluate(opts: EvalOptions) -> dict:
             f"split {opts.split!r} of cache {opts.cache} has no tracks; use one of {known}"
         )
     model = ckpt_io.load_model(ckpt).to(device).eval()
-    genres = list(cache.labels)
-    track_id, y_true, probs = predict_split(
-        model, cache, opts.split, device, opts.batch_size, opts.progress
-    )
-    rep = compute_metrics(y_true, probs, genres)
+    multi = ckpt.task == "multi"
+    index = split_index(cache, opts.split)
+    n_labels = len(cache.labels)
+    probs = score_split(model, index, n_labels, multi, device, opts.batch_size,
+                        f"evaluate {opts.split}", opts.progress)  # fmt: skip
+    if multi:
+        thresholds, source = _thresholds(model, cache, opts, device)
+        rep = multilabel_report(index.label, probs, thresholds, list(cache.labels))
+        rep["thresholds_from"] = source
+    else:
+        rep = single_label_report(index.label, probs, list(cache.labels))
     rep["source"] = {
         "checkpoint": str(opts.checkpoint),
         "cache": str(opts.cache),
@@ -201,32 +176,73 @@ def evaluate(opts: EvalOptions) -> dict:
     }
     with writing(opts.out, rerun=RERUN):
         opts.out.mkdir(parents=True, exist_ok=True)
-    write_atomic(opts.out / "report.json", json.dumps(rep, indent=2) + "\n", RERUN)
+    write_atomic(opts.out / "report.json", json.dumps(rep, indent=2, allow_nan=False) + "\n",
+                 RERUN)  # fmt: skip
+    if multi:
+        _write_multi(opts, rep, cache, index, probs)
+    else:
+        _write_single(opts, rep, cache, index, probs)
+    return rep
+
+
+def _thresholds(model, cache: Cache, opts: EvalOptions, device) -> tuple[list[float], str]:
+    """Per-label thresholds chosen on the validation split (0.5 when it is empty)."""
+    val = split_index(cache, "validation")
+    if len(val) == 0:
+        return [0.5] * len(cache.labels), "none (no validation split): 0.5"
+    probs = score_split(model, val, len(cache.labels), True, device, opts.batch_size,
+                        "thresholds (validation)", opts.progress)  # fmt: skip
+    prior = split_index(cache, "training").label.mean(axis=0)
+    return choose_thresholds(val.label, probs, prior), "the validation split (maximum F1)"
+
+
+def _with_extra(pred: pd.DataFrame, cache: Cache) -> pd.DataFrame:
+    shown = [c for c in EXTRA_COLUMNS if c in cache.tracks.columns]  # copied at preprocess
+    if not shown:
+        return pred
+    return pred.join(cache.tracks.set_index("track_id")[shown], on="track_id")
+
+
+def _write_single(opts: EvalOptions, rep: dict, cache: Cache, index: SplitIndex,
+                  probs: np.ndarray) -> None:  # fmt: skip
+    genres = list(cache.labels)
     cm = np.array(rep["confusion"]["matrix"])
     confusion = pd.DataFrame(cm, index=pd.Index(genres, name="true"), columns=genres)
     write_atomic(opts.out / "confusion.csv", confusion.to_csv(), RERUN)
     per_genre = pd.DataFrame.from_dict(rep["per_genre"], orient="index").rename_axis("genre")
     write_atomic(opts.out / "per_genre.csv", per_genre.to_csv(), RERUN)
-    pred = pd.DataFrame(
-        {
-            "track_id": track_id,
-            "true": [genres[i] for i in y_true],
-            "predicted": [genres[i] for i in probs.argmax(1)],
-            "confidence": probs.max(1),
-        }
-    )
+    pred = pd.DataFrame({
+        "track_id": index.track_id,
+        "true": [genres[i] for i in index.label],
+        "predicted": [genres[i] for i in probs.argmax(1)],
+        "confidence": probs.max(1),
+    })  # fmt: skip
     for i, g in enumerate(genres):
         pred[f"p_{g}"] = probs[:, i]
-    shown = [c for c in EXTRA_COLUMNS if c in cache.tracks.columns]  # copied at preprocess
-    if shown:
-        pred = pred.join(cache.tracks.set_index("track_id")[shown], on="track_id")
-    write_atomic(
-        opts.out / "predictions.csv", pred.to_csv(index=False, float_format="%.6f"), RERUN
-    )
-    plot_confusion(
-        cm,
-        genres,
-        opts.out / "confusion.png",
-        f"{opts.split}: accuracy {rep['accuracy']:.3f}, {len(y_true)} tracks",
-    )
-    return rep
+    csv = _with_extra(pred, cache).to_csv(index=False, float_format="%.6f")
+    write_atomic(opts.out / "predictions.csv", csv, RERUN)
+    title = f"{opts.split}: accuracy {rep['accuracy']:.3f}, {len(index)} tracks"
+    plot_confusion(cm, genres, opts.out / "confusion.png", title)
+
+
+def _write_multi(opts: EvalOptions, rep: dict, cache: Cache, index: SplitIndex,
+                 probs: np.ndarray) -> None:  # fmt: skip
+    labels = list(cache.labels)
+    per_label = pd.DataFrame.from_dict(rep["per_label"], orient="index").rename_axis("label")
+    write_atomic(opts.out / "per_label.csv", per_label.to_csv(), RERUN)
+    thresholds = np.array([rep["per_label"][n]["threshold"] for n in labels])
+    pred = (probs >= thresholds[None, :]).astype(np.uint8)
+
+    def names(rows: np.ndarray) -> list[str]:
+        return ["|".join(labels[j] for j in np.flatnonzero(r)) for r in rows]
+
+    table = pd.DataFrame({"track_id": index.track_id, "true": names(index.label),
+                          "predicted": names(pred)})  # fmt: skip
+    for j, name in enumerate(labels):
+        table[f"p_{name}"] = probs[:, j]
+    csv = _with_extra(table, cache).to_csv(index=False, float_format="%.9g")
+    write_atomic(opts.out / "predictions.csv", csv, RERUN)
+    mean_ap = rep["mean_average_precision"]
+    shown = "-" if mean_ap is None else f"{mean_ap:.3f}"
+    title = f"{opts.split}: mAP {shown}, {len(index)} tracks"
+    plot_multilabel(rep, index.label, pred, labels, opts.out / "labels.png", title)

@@ -35,8 +35,8 @@ def _checkpoint_lines(path: Path, ck: Checkpoint) -> list[str]:
     return [
         f"checkpoint {path}",
         f"  model    {mc.arch} channels={mc.channels} n_mels={mc.n_mels} "
-        f"classes={mc.n_classes} ({n_params / 1e6:.2f} M weights and buffers)",
-        f"  epoch    {ck.epoch}  val acc {row.get('val_acc', float('nan')):.4f}  "
+        f"{mc.n_classes} {ck.task}-label outputs ({n_params / 1e6:.2f} M weights and buffers)",
+        f"  epoch    {ck.epoch}  {ck.select_by} {row.get(ck.select_by, float('nan')):.4f}  "
         f"(best epoch of the run so far: {ck.best_epoch})",
         f"  labels   {', '.join(ck.labels)}",
         f"  features {ck.feature_config}",
@@ -59,7 +59,7 @@ def describe_run(path: Path) -> str:
     last = ckpt_io.load(path / "last.pt") if (path / "last.pt").exists() else None
     best = ckpt_io.load(path / "best.pt") if (path / "best.pt").exists() else None
     if last is not None:
-        b = best_epoch(last.history)
+        b = best_epoch(last.history, last.select_by)
         if best is None or best.epoch != b:
             held = f"epoch {best.epoch}" if best is not None else "nothing"
             parts.append(

@@ -85,7 +85,11 @@ class PredictOptions:
 
     paths: list[Path] = setting(help="Audio files or folders (searched recursively).")
     checkpoint: Path = setting(help="Checkpoint, e.g. RUN/best.pt.")
-    top: int = setting(3, "How many genres to show per file (1 or more).")
+    top: int = setting(
+        3,
+        "How many genres to show per file (1 or more); multi-label models: at most this many "
+        "of the labels above their thresholds.",
+    )
     json: bool = setting(False, "One JSON object per line.", flag="--json")
     csv: bool = setting(False, "CSV: path, genre_1, p_1, ..., error.", flag="--csv")
     device: str = setting("auto", "auto | cpu | cuda.")
@@ -106,6 +110,11 @@ class DemoOptions:
     )
     seconds: float | None = setting(
         None, "Length of each synthetic clip, s (default: 30 for fma, 10 for gtzan)."
+    )
+    labels: str = setting(
+        "top",
+        "fma only: top (one genre per track) | top-multi (multi-label: FMA's large subset "
+        "with two-genre tracks added, every top-level genre of a track).",
     )
     epochs: int = setting(20, "Training epochs.")
     channels: int = setting(64, "MRNet width C (the paper's is 512).")

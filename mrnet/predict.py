@@ -31,12 +31,20 @@ MIN_SECONDS = 0.5  # shorter files are reported as too_short
 
 @dataclass
 class Prediction:
+    """One file's result: probability per label (sorted, highest first), or an error.
+    ``labels``: multi-label only, the labels whose probability reaches their threshold."""
+
     path: Path
-    probs: dict[str, float] = field(default_factory=dict)  # genre -> probability, sorted desc
+    probs: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    labels: list[str] | None = None
 
     def top(self, k: int = 3) -> list[tuple[str, float]]:
         return list(self.probs.items())[:k]
+
+    def chosen(self, k: int) -> list[tuple[str, float]]:
+        """Multi-label: at most ``k`` of the labels above their thresholds."""
+        return [(n, self.probs[n]) for n in (self.labels or [])][:k]
 
 
 def expand_inputs(inputs: Iterable[Path]) -> list[Path]:
@@ -71,6 +79,8 @@ def predict_files(
     """Yield one Prediction per file, in order (``model`` from `checkpoint.load_model`)."""
     cfg = FeatureConfig.from_dict(ckpt.feature_config)
     genres = list(ckpt.labels)
+    multi = ckpt.task == "multi"
+    thresholds = np.asarray(ckpt.thresholds or [0.5] * len(genres))
     model = model.to(device).eval()
     for path in files:
         try:
@@ -82,12 +92,14 @@ def predict_files(
         mel = torch.from_numpy(np.ascontiguousarray(mel.T))[None].to(device)
         with autocast(device):
             logits = model(mel.float())
-        p = torch.softmax(logits.float(), -1)[0].cpu().numpy()
+        out = torch.sigmoid(logits.float()) if multi else torch.softmax(logits.float(), -1)
+        p = out[0].cpu().numpy()
         if not np.isfinite(p).all():  # finite weights and input: an overflow in the model
             yield Prediction(path, error="non_finite_output")
             continue
         order = np.argsort(p)[::-1]
-        yield Prediction(path, {genres[i]: float(p[i]) for i in order})
+        chosen = [genres[i] for i in order if p[i] >= thresholds[i]] if multi else None
+        yield Prediction(path, {genres[i]: float(p[i]) for i in order}, labels=chosen)
 
 
 def run_predict(opts: PredictOptions, echo: Callable[[str], None] = print) -> int:
@@ -101,6 +113,8 @@ def run_predict(opts: PredictOptions, echo: Callable[[str], None] = print) -> in
     model = ckpt_io.load_model(ckpt)
     files = expand_inputs(opts.paths)
     device = resolve_device(opts.device)
+    if ckpt.task == "multi":
+        return _report(predict_files(ckpt, model, files, device), files, opts, ckpt.labels, echo)
     top = min(opts.top, len(ckpt.labels))
     if opts.csv:
         header = ["path"] + [f"{c}_{i}" for i in range(1, top + 1) for c in ("genre", "p")]
@@ -118,6 +132,35 @@ def run_predict(opts: PredictOptions, echo: Callable[[str], None] = print) -> in
             echo(f"{p.path}: cannot read ({p.error})")
         else:
             echo(f"{p.path}: " + ", ".join(f"{g} {v:.2f}" for g, v in p.top(top)))
+    if failed == len(files):
+        raise BadInput(
+            f"none of the {len(files)} files could be read; pass MP3/WAV/FLAC/OGG audio files"
+        )
+    return failed
+
+
+def _report(predictions: Iterator[Prediction], files: list[Path], opts: PredictOptions,
+            labels: list[str], echo: Callable[[str], None]) -> int:  # fmt: skip
+    """The multi-label output: the labels above their thresholds, highest first."""
+    if opts.csv:
+        echo(_csv_row(["path", "labels", *[f"p_{n}" for n in labels], "error"]))
+    failed = 0
+    for p in predictions:
+        failed += p.error is not None
+        if opts.json:
+            row = {"path": str(p.path), "labels": p.chosen(len(labels)),
+                   "probabilities": p.probs, "error": p.error}  # fmt: skip
+            echo(json.dumps(row, allow_nan=False))
+        elif opts.csv:
+            cells = [f"{p.probs[n]:.4f}" for n in labels] if not p.error else [""] * len(labels)
+            echo(_csv_row([str(p.path), "|".join(p.labels or []), *cells, p.error or ""]))
+        elif p.error:
+            echo(f"{p.path}: cannot read ({p.error})")
+        elif p.labels:
+            echo(f"{p.path}: " + ", ".join(f"{n} {v:.2f}" for n, v in p.chosen(opts.top)))
+        else:
+            name, value = p.top(1)[0]
+            echo(f"{p.path}: no label reaches its threshold (highest: {name} {value:.2f})")
     if failed == len(files):
         raise BadInput(
             f"none of the {len(files)} files could be read; pass MP3/WAV/FLAC/OGG audio files"

@@ -53,8 +53,9 @@ from tqdm import tqdm
 
 from mrnet import checkpoint as ckpt_io
 from mrnet.augment import Augment
-from mrnet.checkpoint import ARCHS, Checkpoint, ModelConfig, best_epoch, build_model
+from mrnet.checkpoint import ARCHS, SELECT_BY, Checkpoint, ModelConfig, best_epoch, build_model
 from mrnet.data import MemmapCrops, ResidentCrops, whole_tracks
+from mrnet.metrics import choose_thresholds, validation_figures
 from mrnet.options import TrainConfig
 from mrnet.runtime import (
     Dist,
@@ -73,18 +74,15 @@ from pipeline.errors import BadInput
 from pipeline.features import FeatureConfig
 from pipeline.lock import DirLock
 
-METRIC_COLUMNS = (
-    "epoch",
-    "train_loss",
-    "train_acc",
-    "val_loss",
-    "val_acc",
-    "lr",
-    "train_samples",
-    "val_tracks",
-)
+# metrics.csv columns of each task (multi-label: mAP = macro PR-AUC; ROC-AUC)
+METRIC_COLUMNS = {
+    "single": ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "train_samples",
+               "val_tracks"),
+    "multi": ("epoch", "train_loss", "val_loss", "val_map", "val_macro_auc", "lr",
+              "train_samples", "val_tracks"),
+}  # fmt: skip
 TIMING_COLUMNS = ("seconds", "samples_per_s")  # differ between otherwise identical runs
-SELECT_BY = "val_acc"  # the validation figure that picks best.pt
+POS_WEIGHT_CAP = 10.0  # multi-label: negatives / positives of a label, at most this
 # Settings a resumed run takes from its checkpoint (they decide what is computed).
 RESUME_KEEPS = (
     "arch",
@@ -183,6 +181,15 @@ def class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
     return torch.tensor(w, dtype=torch.float32)
 
 
+def positive_weights(labels: np.ndarray) -> torch.Tensor:
+    """Float32 [n_labels]: negatives / positives of each label over the training tracks
+    (labels uint8 [n, n_labels]), at most POS_WEIGHT_CAP (also for a label that has no
+    positive training track)."""
+    pos = labels.sum(axis=0).astype(np.float64)
+    w = np.where(pos > 0, (len(labels) - pos) / np.maximum(pos, 1), POS_WEIGHT_CAP)
+    return torch.tensor(np.clip(w, 1e-3, POS_WEIGHT_CAP), dtype=torch.float32)
+
+
 # ---------------------------------------------------------------- one epoch
 
 
@@ -225,8 +232,9 @@ def train_epoch(
     ddp: Dist,
 ) -> tuple[float, float, int]:
     """One pass over the epoch's crops. Returns (mean loss, accuracy, samples) over all
-    ranks; BadInput at the first non-finite loss (checked every step on CPU, every 16
-    steps on a GPU, where each check is a host sync)."""
+    ranks (accuracy NaN for multi-label targets y [B, n_labels]); BadInput at the first
+    non-finite loss (checked every step on CPU, every 16 steps on a GPU, where each
+    check is a host sync)."""
     net.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.float64, device=device)
@@ -244,6 +252,9 @@ def train_epoch(
     for step, (x, y) in enumerate(source.batches(epoch)):
         x = augment(x.to(device, non_blocking=True))
         y = y.to(device, non_blocking=True)
+        multi = y.ndim == 2
+        if multi:
+            y = y.float()
         with autocast(device):
             logits = net(x)
         loss = criterion(logits.float(), y)
@@ -255,7 +266,8 @@ def train_epoch(
             nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
         optimizer.step()
         loss_sum += loss.detach() * len(y)
-        correct += (logits.argmax(1) == y).sum()
+        if not multi:
+            correct += (logits.argmax(1) == y).sum()
         seen += len(y)
         bar.update(len(y) * ddp.world)
         if (step + 1) % check_every == 0 or step + 1 == steps:
@@ -269,7 +281,7 @@ def train_epoch(
     if ddp.enabled:
         dist.all_reduce(totals)
     loss_sum, correct, seen = totals.tolist()
-    return loss_sum / seen, correct / seen, int(seen)
+    return loss_sum / seen, (math.nan if multi else correct / seen), int(seen)
 
 
 @torch.no_grad()
@@ -318,20 +330,81 @@ def validate(
     return (loss_sum / weight_sum if weight_sum else math.nan), correct / count
 
 
-def write_metrics(path: Path, history: list[dict], rerun: str = RERUN) -> None:
-    """metrics.csv from the history: METRIC_COLUMNS, then TIMING_COLUMNS."""
+@torch.no_grad()
+def validate_multi(
+    model: nn.Module,
+    index: SplitIndex,
+    pos_weight: torch.Tensor,
+    device: torch.device,
+    max_frames: int,
+    ddp: Dist = Dist(),
+    prior: np.ndarray | None = None,
+) -> tuple[dict[str, float], list[float]]:
+    """Multi-label validation over the whole tracks of ``index``: ({val_loss (mean
+    pos-weighted BCE), val_map, val_macro_auc}, per-label thresholds that maximise F1;
+    ``prior``: the labels' training frequencies, for labels without validation positives).
+    Under torchrun each process scores its share and the logits are gathered, so every
+    process computes the whole split's figures. BadInput when outputs are not finite."""
+    n_labels = index.label.shape[1]
+    if len(index) == 0:
+        nan = math.nan
+        return {"val_loss": nan, "val_map": nan, "val_macro_auc": nan}, [0.5] * n_labels
+    model.eval()
+    positions = np.arange(ddp.rank, len(index), ddp.world)
+    share = index.subset(positions)
+    rows, outputs = [], []
+    for r, x, _ in whole_tracks(share, max_frames):
+        with autocast(device):
+            logits = model(x.to(device)).float()
+        rows.append(positions[r])
+        outputs.append(logits.cpu().numpy())
+    local = (np.concatenate(rows) if rows else np.zeros(0, np.int64),
+             np.concatenate(outputs) if outputs else np.zeros((0, n_labels), np.float32))
+    parts = [local]
+    if ddp.enabled:
+        parts = [None] * ddp.world
+        dist.all_gather_object(parts, local)
+    logits = np.zeros((len(index), n_labels), np.float32)
+    for r, out in parts:
+        logits[r] = out
+    bad = ~np.isfinite(logits).all(axis=1)
+    if bad.any():
+        shown = " ".join(map(str, index.track_id[bad][:10].tolist()))
+        raise BadInput(
+            f"validation outputs are NaN or infinite for {int(bad.sum())} tracks (e.g. "
+            f"{shown}); last.pt and best.pt are left as they were; check the cache with "
+            "`mrnet verify` and rerun"
+        )
+    y = index.label.astype(np.float32)
+    loss = F.binary_cross_entropy_with_logits(
+        torch.from_numpy(logits), torch.from_numpy(y), pos_weight=pos_weight.cpu()
+    )
+    probs = 1 / (1 + np.exp(-logits))
+    figures = {"val_loss": float(loss), **validation_figures(index.label, probs)}
+    return figures, choose_thresholds(index.label, probs, prior)
+
+
+def write_metrics(path: Path, history: list[dict], task: str = "single",
+                  rerun: str = RERUN) -> None:  # fmt: skip
+    """metrics.csv from the history: the task's METRIC_COLUMNS, then TIMING_COLUMNS."""
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=[*METRIC_COLUMNS, *TIMING_COLUMNS], lineterminator="\n")
+    columns = [*METRIC_COLUMNS[task], *TIMING_COLUMNS]
+    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     w.writeheader()
     w.writerows(history)
     write_atomic(path, buf.getvalue(), rerun)
 
 
 def epoch_line(row: dict, epochs: int) -> str:
+    if "val_map" in row:
+        figures = (f"train loss {row['train_loss']:.4f}  val loss {row['val_loss']:.4f} "
+                   f"mAP {row['val_map']:.3f} ROC-AUC {row['val_macro_auc']:.3f}")  # fmt: skip
+    else:
+        figures = (f"train loss {row['train_loss']:.4f} acc {row['train_acc']:.3f}  "
+                   f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.3f}")  # fmt: skip
     return (
-        f"epoch {row['epoch']}/{epochs}  train loss {row['train_loss']:.4f} "
-        f"acc {row['train_acc']:.3f}  val loss {row['val_loss']:.4f} acc {row['val_acc']:.3f}  "
-        f"lr {row['lr']:.2e}  {row['samples_per_s']:.0f} samples/s  {row['seconds']:.1f} s"
+        f"epoch {row['epoch']}/{epochs}  {figures}  lr {row['lr']:.2e}  "
+        f"{row['samples_per_s']:.0f} samples/s  {row['seconds']:.1f} s"
     )
 
 
@@ -356,16 +429,26 @@ class Run:
     source: MemmapCrops | ResidentCrops
     criterion: nn.Module
     augment: Augment
-    weight: torch.Tensor
+    weight: torch.Tensor  # class weights (single-label) or positive weights (multi-label)
     frames: int
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     epoch: int = 0
     history: list[dict] = field(default_factory=list)
     best_model: dict | None = None  # CPU copy of the weights of the best epoch
+    thresholds: list[float] | None = None  # multi-label: per label, from validation
+    best_thresholds: list[float] | None = None
+
+    @property
+    def task(self) -> str:
+        return self.cache.manifest.task
+
+    @property
+    def select_by(self) -> str:
+        return SELECT_BY[self.task]
 
     @property
     def best_epoch(self) -> int | None:
-        return best_epoch(self.history, SELECT_BY)
+        return best_epoch(self.history, self.select_by)
 
     def restore(self, ck: Checkpoint) -> None:
         """Continue from ``ck`` (its weights, optimizer, schedule, history, RNG)."""
@@ -375,6 +458,7 @@ class Run:
         set_rng_state(ck.rng)
         self.epoch, self.history = ck.epoch, list(ck.history)
         self.run_id = ck.run_id or self.run_id
+        self.thresholds = ck.thresholds
 
     def run_epoch(self) -> dict:
         """Train and validate the next epoch; returns its metrics row."""
@@ -392,16 +476,21 @@ class Run:
         if ddp.enabled:
             broadcast_buffers(self.model)  # score (and save) the same model everywhere
         max_frames = cfg.batch_size * self.frames
-        val_loss, val_acc = validate(
-            self.model, self.val_idx, self.weight, self.device, max_frames, ddp
-        )
+        if self.task == "multi":
+            figures, self.thresholds = validate_multi(
+                self.model, self.val_idx, self.weight, self.device, max_frames, ddp,
+                prior=self.train_idx.label.mean(axis=0),
+            )
+        else:
+            val_loss, val_acc = validate(
+                self.model, self.val_idx, self.weight, self.device, max_frames, ddp
+            )
+            figures = {"train_acc": train_acc, "val_loss": val_loss, "val_acc": val_acc}
         self.epoch = epoch
         return {
             "epoch": epoch,
             "train_loss": train_loss,
-            "train_acc": train_acc,
-            "val_loss": val_loss,
-            "val_acc": val_acc,
+            **figures,
             "lr": lr,
             "train_samples": seen,
             "val_tracks": len(self.val_idx),
@@ -416,6 +505,8 @@ class Run:
             feature_config=self.cache.feature_config,
             labels=list(self.cache.labels),
             model=self.model.state_dict(),
+            task=self.task,
+            thresholds=self.thresholds,
             train_config=self.cfg.to_dict(),
             cache_fingerprint=self.cache.fingerprint,
             run_id=self.run_id,
@@ -427,6 +518,7 @@ class Run:
             scheduler=self.scheduler.state_dict(),
             rng=rng_state(),
             best_model=self.best_model if self.best_epoch != self.epoch else None,
+            best_thresholds=self.best_thresholds if self.best_epoch != self.epoch else None,
         )
 
 
@@ -449,7 +541,12 @@ def build_run(cfg: TrainConfig, ddp: Dist, device: torch.device, cache: Cache,
     scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
         optimizer, T_0=cfg.t0, T_mult=cfg.t_mult, eta_min=cfg.lr_min
     )
-    weight = class_weights(train_idx.label, model_config.n_classes).to(device)
+    if cache.manifest.task == "multi":
+        weight = positive_weights(train_idx.label).to(device)
+        criterion: nn.Module = nn.BCEWithLogitsLoss(pos_weight=weight)
+    else:
+        weight = class_weights(train_idx.label, model_config.n_classes).to(device)
+        criterion = nn.CrossEntropyLoss(weight=weight)
     if cfg.data_on_gpu:
         source = ResidentCrops(
             train_idx, frames, cfg.batch_size, cfg.seed, device, ddp.rank, ddp.world
@@ -468,8 +565,7 @@ def build_run(cfg: TrainConfig, ddp: Dist, device: torch.device, cache: Cache,
         net = DDP(net, device_ids=[device.index] if device.type == "cuda" else None)
     return Run(
         cfg, ddp, device, cache, train_idx, val_idx, model_config, model, net, optimizer,
-        scheduler, source, nn.CrossEntropyLoss(weight=weight), augmentation(cfg).to(device),
-        weight, frames,
+        scheduler, source, criterion, augmentation(cfg).to(device), weight, frames,
     )  # fmt: skip
 
 
@@ -504,7 +600,7 @@ def heal_best(run: Run, last: Checkpoint) -> None:
     best one are replayed from best.pt (when it is an earlier, resumable epoch of the same
     run) or from the start. ``run`` is left at last.pt's state by the caller."""
     out = run.cfg.out / "best.pt"
-    b = best_epoch(last.history, SELECT_BY)
+    b = best_epoch(last.history, run.select_by)
     if b is None:
         return
     current = _read_best(out)
@@ -543,10 +639,11 @@ def _replay(run: Run, start: Checkpoint | None, target: int, last: Checkpoint) -
     while run.epoch < target:
         row = run.run_epoch()
     want = last.history[target - 1]
-    if run.ddp.main and not math.isclose(row[SELECT_BY], want[SELECT_BY], abs_tol=1e-9):
+    key = run.select_by
+    if run.ddp.main and not math.isclose(row[key], want[key], abs_tol=1e-9):
         tqdm.write(
-            f"warning: the replayed epoch {target} scored {SELECT_BY} {row[SELECT_BY]:.4f}, the "
-            f"run logged {want[SELECT_BY]:.4f} (GPU nondeterminism); best.pt holds the replay"
+            f"warning: the replayed epoch {target} scored {key} {row[key]:.4f}, the run "
+            f"logged {want[key]:.4f} (GPU nondeterminism); best.pt holds the replay"
         )
     return _state_copy(run.model)
 
@@ -571,7 +668,7 @@ def save_epoch(run: Run, improved: bool) -> None:
         _fault_point("best.pt", epoch)
     ckpt_io.save(last, out / "last.pt", rerun)
     _fault_point("last.pt", epoch)
-    write_metrics(out / "metrics.csv", run.history, rerun)
+    write_metrics(out / "metrics.csv", run.history, run.task, rerun)
     _fault_point("metrics.csv", epoch)
 
 
@@ -659,12 +756,12 @@ def _train(cfg: TrainConfig, ddp: Dist, stack: ExitStack) -> dict:
         # process needs its own stored state to continue deterministically
         run.restore(last)
         if ddp.main:
-            write_metrics(out / "metrics.csv", run.history)
+            write_metrics(out / "metrics.csv", run.history, run.task)
         if run.epoch >= cfg.epochs:
             if ddp.main:
                 tqdm.write(f"{out} has already trained {run.epoch} epochs; pass --epochs above "
                            f"{run.epoch}")  # fmt: skip
-            return summary(out, run.history, ddp)
+            return summary(out, run.history, run.select_by, ddp)
 
     tb = None
     if cfg.tensorboard and ddp.main:
@@ -677,28 +774,31 @@ def _train(cfg: TrainConfig, ddp: Dist, stack: ExitStack) -> dict:
         improved = run.best_epoch == run.epoch
         if improved:
             run.best_model = _state_copy(run.model)
+            run.best_thresholds = run.thresholds
         if ddp.main:
             save_epoch(run, improved)
             if tb is not None:
-                for k in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "samples_per_s"):
+                for k in (*METRIC_COLUMNS[run.task][1:-2], "samples_per_s"):
                     tb.add_scalar(k, row[k], run.epoch)
                 tb.flush()
             tqdm.write(epoch_line(row, cfg.epochs))
         if ddp.enabled:
             dist.barrier()  # last.pt of this epoch is whole before any process goes on
-    return summary(out, run.history, ddp)
+    return summary(out, run.history, run.select_by, ddp)
 
 
-def summary(out: Path, history: list[dict], ddp: Dist) -> dict:
-    """What `mrnet train` reports: run dir, epochs done, best val acc and its epoch (the
-    epoch best.pt holds); ``main`` is False on the other torchrun processes."""
-    b = best_epoch(history, SELECT_BY)
+def summary(out: Path, history: list[dict], select_by: str, ddp: Dist) -> dict:
+    """What `mrnet train` reports: run dir, epochs done, the best validation figure
+    (``select_by``: val_acc or val_map) and its epoch (the one best.pt holds); ``main`` is
+    False on the other torchrun processes."""
+    b = best_epoch(history, select_by)
     best_row = history[b - 1] if b else None
     return {
         "main": ddp.main,
         "run": str(out),
         "epochs": len(history),
-        "best_val_acc": best_row[SELECT_BY] if best_row else math.nan,
+        "select_by": select_by,
+        "best": best_row[select_by] if best_row else math.nan,
         "best_epoch": b,
         "last": history[-1] if history else None,
     }

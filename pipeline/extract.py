@@ -38,8 +38,9 @@ class ShardJob:
     name: str  # relative to the cache root, e.g. "shards/training-00000.h5"
     split: str
     track_ids: tuple[int, ...]
-    labels: tuple[int, ...]
+    labels: tuple  # per track: a label index, or a tuple of them (multi-label)
     paths: tuple[str, ...]  # the audio file of each track
+    n_labels: int | None = None  # multi-label: how many labels there are
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ def build_shard(
         return not orphaned() and (owner is None or lock_token(cache_dir) == owner.token)
 
     delay = float(os.environ.get(TRACK_DELAY_ENV, "0") or 0)
-    writer = ShardWriter(cache_dir / job.name, cfg.to_dict(), job.split)
+    writer = ShardWriter(cache_dir / job.name, cfg.to_dict(), job.split, job.n_labels)
     result = ShardResult(job.name, 0, 0, 0.0)
     try:
         for tid, label, path in zip(job.track_ids, job.labels, job.paths):

@@ -29,6 +29,15 @@ class PreprocessOptions:
         None, "fma_metadata/ folder holding tracks.csv and genres.csv (--dataset fma only)."
     )
     subset: str = setting("small", "FMA subset: small | medium | large (they nest).")
+    labels: str = setting(
+        "top",
+        "FMA labels: top (one genre_top per track) | top-multi (every top-level genre of "
+        "genres_all) | all (every genre of genres_all). The last two are multi-label and "
+        "need genres.csv.",
+    )
+    min_label_tracks: int = setting(
+        50, "With --labels all: drop labels with fewer training tracks than this."
+    )
     folds: int | None = setting(
         None,
         "Stratified N-fold cross-validation instead of the default split (gtzan: the "

@@ -51,16 +51,18 @@ def plan_shards(selection: Selection, shard_size: int) -> list[ShardJob]:
     """Deterministic plan: per split (SPLITS order), tracks in selection order, cut every
     ``shard_size``."""
     jobs = []
+    multi = selection.task == "multi"
+    n_labels = len(selection.labels) if multi else None
     for split in SPLITS:
         part = selection.tracks[selection.tracks["split"] == split]
         ids = part["track_id"].tolist()
-        labels = [int(x) for x in part["label"]]
+        labels = [tuple(x) for x in part["labels"]] if multi else [int(x) for x in part["label"]]
         paths = part["path"].tolist()
         for k, a in enumerate(range(0, len(ids), shard_size)):
             b = a + shard_size
             name = f"{SHARDS_DIR}/{split}-{k:05d}.h5"
             jobs.append(ShardJob(name, split, tuple(ids[a:b]), tuple(labels[a:b]),
-                                 tuple(paths[a:b])))  # fmt: skip
+                                 tuple(paths[a:b]), n_labels))  # fmt: skip
     return jobs
 
 
@@ -78,6 +80,9 @@ def _plan(opts: PreprocessOptions, cfg: FeatureConfig, selection: Selection,
     jobs = plan_shards(selection, shard_size)
     plan = {
         "labels": list(selection.labels),
+        "task": selection.task,
+        "label_mode": opts.labels,
+        "min_label_tracks": opts.min_label_tracks if opts.labels == "all" else None,
         "tracks_sha256": _fingerprint(jobs),
         "feature_config": cfg.to_dict(),
         "dataset": selection.dataset,
@@ -166,6 +171,15 @@ def _validate(opts: PreprocessOptions) -> None:
                            "official split")  # fmt: skip
         if opts.subset not in fma.SUBSETS:
             raise BadInput(f"unknown subset {opts.subset!r}; use one of {', '.join(fma.SUBSETS)}")
+    if opts.labels not in fma.LABEL_MODES:
+        raise BadInput(
+            f"unknown --labels {opts.labels!r}; use one of {', '.join(fma.LABEL_MODES)}"
+        )
+    if opts.labels != "top" and opts.dataset != "fma":
+        raise BadInput(f"--labels {opts.labels} is for FMA (genres_all); {opts.dataset} "
+                       "datasets have one label per track")  # fmt: skip
+    if opts.min_label_tracks < 1:
+        raise BadInput(f"--min-label-tracks must be 1 or more (got {opts.min_label_tracks})")
     if opts.fold is not None and opts.folds is None:
         raise BadInput(f"--fold {opts.fold} needs --folds N (the number of folds)")
     if opts.folds is not None:
@@ -197,7 +211,8 @@ def _select(opts: PreprocessOptions) -> Selection:
                 "drop --folds or move the label folders up"
             )
         return folder.read_selection(opts.audio_dir, opts.seed, opts.folds, fold)
-    selection = fma.read_selection(opts.metadata_dir, opts.subset, opts.audio_dir)
+    selection = fma.read_selection(opts.metadata_dir, opts.subset, opts.audio_dir, opts.labels,
+                                   opts.min_label_tracks)  # fmt: skip
     if selection.tracks.empty:
         skipped = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in selection.skipped.items())
         raise BadInput(
@@ -277,6 +292,8 @@ def run_preprocess(opts: PreprocessOptions) -> Manifest:
         dataset=selection.dataset,
         subset=selection.subset,
         split_scheme=selection.split_scheme,
+        task=selection.task,
+        dropped_labels=list(selection.dropped_labels),
         skipped=dict(selection.skipped),
     )
     with CacheWriter(opts.out, manifest) as writer:

@@ -209,7 +209,7 @@ def test_demo_runs_end_to_end(tmp_path):
 
 
 def test_metrics_with_two_genres():
-    from mrnet.evaluate import compute_metrics
+    from mrnet.metrics import single_label_report as compute_metrics
 
     probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]], np.float32)
     rep = compute_metrics(np.array([0, 1, 1]), probs, ["a", "b"])

@@ -203,7 +203,7 @@ def test_one_epoch_reduces_loss(tmp_path, arch):
 
 def test_checkpoint_plain_and_loadable(trained, cache_dir):
     out, summary = trained
-    assert summary["epochs"] == 2 and 0.0 <= summary["best_val_acc"] <= 1.0
+    assert summary["epochs"] == 2 and 0.0 <= summary["best"] <= 1.0
     scoring = {"model", "model_config", "feature_config", "labels", "epoch", "history"}
     resuming = {"optimizer", "scheduler", "rng", "train_config", "cache_fingerprint", "run_id"}
     for name in ("last.pt", "best.pt"):

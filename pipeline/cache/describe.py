@@ -35,13 +35,18 @@ def describe_cache(path: Path) -> str:
         f"size {dir_bytes(path) / 2**20:.1f} MiB",
     ]
     t = cache.tracks
-    names = pd.Series(m.labels).iloc[t["label"]].to_numpy()
-    table = pd.crosstab(pd.Series(names, name="label"), pd.Series(t["split"].to_numpy(), name=""))
+    if m.task == "multi":  # a track counts once for each of its labels
+        rows = t.assign(name=t["labels"].str.split("|")).explode("name")
+        names, splits = rows["name"].to_numpy(), rows["split"].to_numpy()
+    else:
+        names, splits = pd.Series(m.labels).iloc[t["label"]].to_numpy(), t["split"].to_numpy()
+    table = pd.crosstab(pd.Series(names, name="label"), pd.Series(splits, name=""))
     table = table.reindex(index=m.labels, fill_value=0)
     table = table.reindex(columns=[s for s in SPLITS if s in table.columns])
     table.loc["total"] = table.sum()
-    per_split = ", ".join(f"{k} {v}" for k, v in table.loc["total"].items())
-    lines.append(f"  tracks   {len(t)} cached ({per_split}); per label and split:")
+    per_split = ", ".join(f"{k} {v}" for k, v in t["split"].value_counts().items())
+    how = " (multi-label: a track counts for each of its labels)" if m.task == "multi" else ""
+    lines.append(f"  tracks   {len(t)} cached ({per_split}); per label and split{how}:")
     lines += ["    " + line for line in table.to_string().splitlines()]
     fails = pd.read_csv(path / FAILURES) if (path / FAILURES).exists() else pd.DataFrame()
     by_reason = fails["reason"].value_counts().to_dict() if len(fails) else {}
@@ -49,6 +54,9 @@ def describe_cache(path: Path) -> str:
     lines.append(f"  failures {len(fails)} ({reasons})")
     skipped = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in m.skipped.items()) or "none"
     lines.append(f"  skipped  {skipped} (tracks of the source that are not examples)")
+    if m.dropped_labels:
+        dropped = ", ".join(m.dropped_labels)
+        lines.append(f"  dropped  labels with too few training tracks: {dropped}")
     if m.summary:
         lines.append(f"  audio    {m.summary.get('hours_of_audio', 0):.2f} h")
     return "\n".join(lines)

@@ -52,7 +52,8 @@ class Manifest:
     dataset: str = "fma"
     subset: str = ""  # FMA's subset; "" for other datasets
     split_scheme: str = "official"
-    task: str = "single"  # single: one label per track
+    task: str = "single"  # single: one label per track; multi: a set of labels
+    dropped_labels: list[str] = field(default_factory=list)  # too few training tracks
     status: str = "in_progress"
     splits: dict = field(default_factory=dict)  # split -> {tracks, failed, shards, frames}
     shards: list[dict] = field(default_factory=list)

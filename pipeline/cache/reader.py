@@ -130,7 +130,13 @@ def shard_header_problem(idx: ShardIndex, entry: dict, manifest: Manifest) -> st
     if entry.get("checksum") and idx.checksum != entry["checksum"]:
         return "is not the file its cache recorded (checksum record differs)"
     n = len(manifest.labels)
-    if len(idx.label) and (int(np.min(idx.label)) < 0 or int(np.max(idx.label)) >= n):
+    if idx.multi != (manifest.task == "multi"):
+        kind = "multi" if idx.multi else "single"
+        return f"holds {kind}-label labels in a {manifest.task}-label cache"
+    if idx.multi:
+        if idx.label.shape[1] != n or (len(idx.label) and idx.label.max() > 1):
+            return f"holds a label matrix that is not 0/1 over {n} labels"
+    elif len(idx.label) and (int(np.min(idx.label)) < 0 or int(np.max(idx.label)) >= n):
         return f"holds labels outside 0..{n - 1}"
     return None
 
@@ -143,7 +149,7 @@ class SplitIndex:
     shard: np.ndarray  # int64: index into ``shards``
     start: np.ndarray  # int64: first frame of the track in its shard's ``mel``
     length: np.ndarray  # int64: frames (> 0)
-    label: np.ndarray  # int64 label index
+    label: np.ndarray  # int64 label index; multi-label: uint8 [n, n_labels] 0/1
     track_id: np.ndarray  # the tracks' ids: int64 (FMA), or str (object) for names
     n_mels: int
 
@@ -178,7 +184,9 @@ def split_index(cache: Cache, split: str) -> SplitIndex:
     row = rows["row"].to_numpy(np.int64)
     start = np.zeros(len(rows), np.int64)
     end = np.zeros(len(rows), np.int64)
-    label = np.zeros(len(rows), np.int64)
+    multi = cache.manifest.task == "multi"
+    n_labels = len(cache.labels)
+    label = np.zeros((len(rows), n_labels), np.uint8) if multi else np.zeros(len(rows), np.int64)
     names = any(s.track_id.dtype == object for s in shards)
     track_id = np.empty(len(rows), object) if names else np.zeros(len(rows), np.int64)
     for k, s in enumerate(shards):
@@ -190,9 +198,8 @@ def split_index(cache: Cache, split: str) -> SplitIndex:
         label[sel] = s.label[row[sel]]
         track_id[sel] = s.track_id[row[sel]]
     listed = rows["track_id"].to_numpy(object if names else np.int64)
-    if not np.array_equal(track_id, listed) or not np.array_equal(
-        label, rows["label"].to_numpy(np.int64)
-    ):
+    same_labels = np.array_equal(label, _listed_labels(rows, cache))
+    if not np.array_equal(track_id, listed) or not same_labels:
         raise BadInput(
             f"tracks.csv of {cache.root} disagrees with its shards; run `mrnet verify "
             f"{cache.root}` and rerun the same `mrnet preprocess` command"
@@ -206,6 +213,22 @@ def split_index(cache: Cache, split: str) -> SplitIndex:
         track_id=track_id,
         n_mels=int(cache.feature_config["n_mels"]),
     )
+
+
+def _listed_labels(rows: pd.DataFrame, cache: Cache) -> np.ndarray:
+    """The labels tracks.csv gives ``rows``: int64 [n], or uint8 [n, n_labels] for the
+    "|"-joined names of a multi-label cache."""
+    if cache.manifest.task != "multi":
+        return rows["label"].to_numpy(np.int64)
+    index = {name: i for i, name in enumerate(cache.labels)}
+    out = np.zeros((len(rows), len(index)), np.uint8)
+    for r, names in enumerate(rows["labels"].tolist()):
+        for name in filter(None, str(names).split("|")):
+            if name not in index:
+                raise BadInput(f"tracks.csv of {cache.root} names label {name!r}, which its "
+                               "manifest does not list; rerun `mrnet preprocess`")  # fmt: skip
+            out[r, index[name]] = 1
+    return out
 
 
 class FrameStore:

@@ -5,7 +5,7 @@ One shard file holds the log-mels of up to ``shard_size`` tracks of one split:
     mel       float16 [total_frames, n_mels]  contiguous, unfiltered (memmap-able), finite
     offsets   int64   [n + 1]   track i is mel[offsets[i]:offsets[i+1]]
     track_id  int64   [n]       (UTF-8 strings for datasets whose ids are names)
-    label     int16   [n]
+    label     int16   [n]       single-label caches; multi-label: labels uint8 [n, n_labels]
     seconds   float32 [n]       decoded audio duration
     failed_track_id int64/str [m], failed_reason str [m]   tracks of this shard not cached
     attrs: feature_config (JSON), split, format_version, checksum + checksum_algo (of the
@@ -34,7 +34,8 @@ from pipeline.atomic import temp_path, writing
 
 FORMAT_VERSION = 2
 CHECKSUM_ALGO = "sha256"
-# the small datasets, in the order the checksum reads them (after `mel`)
+# the small datasets, in the order the checksum reads them (after `mel`); "label" is
+# "labels" in a multi-label shard
 INDEX_DATASETS = ("offsets", "track_id", "label", "seconds", "failed_track_id", "failed_reason")
 _COPY_CHUNK = 64 * 2**20
 
@@ -65,16 +66,18 @@ class ShardWriter:
     and renames. It never creates folders. A disk fault becomes a one-line BadInput.
     """
 
-    def __init__(self, path: Path, feature_config: dict, split: str) -> None:
+    def __init__(self, path: Path, feature_config: dict, split: str,
+                 n_labels: int | None = None) -> None:  # fmt: skip
+        """``n_labels``: multi-label shard (a track's label is a set of label indices)."""
         self.path = Path(path)
-        self.feature_config, self.split = feature_config, split
+        self.feature_config, self.split, self.n_labels = feature_config, split, n_labels
         self.n_mels = int(feature_config["n_mels"])
         self._spill_path = temp_path(self.path, ".mel")
         self._spill = None
         self._mel_hash = hashlib.sha256()
         self._lengths: list[int] = []
         self._ids: list[int | str] = []
-        self._labels: list[int] = []
+        self._labels: list = []
         self._seconds: list[float] = []
         self._failed: list[tuple[int | str, str]] = []
         self._frames = 0  # frames of the track being added
@@ -93,17 +96,19 @@ class ShardWriter:
         self._mel_hash.update(memoryview(m).cast("B"))
         self._frames += len(m)
 
-    def end_track(self, track_id: int | str, label: int, seconds: float) -> None:
+    def end_track(self, track_id: int | str, label: int | tuple[int, ...],
+                  seconds: float) -> None:  # fmt: skip
         """Close the current track (its frames came through `append`)."""
         if self._frames == 0:
             raise ValueError(f"track {track_id} has no frames")
         self._lengths.append(self._frames)
         self._ids.append(_track_id(track_id))
-        self._labels.append(int(label))
+        self._labels.append(tuple(int(x) for x in label) if self.n_labels else int(label))
         self._seconds.append(float(seconds))
         self._frames = 0
 
-    def add(self, track_id: int | str, label: int, mel: np.ndarray, seconds: float) -> None:
+    def add(self, track_id: int | str, label: int | tuple[int, ...], mel: np.ndarray,
+            seconds: float) -> None:  # fmt: skip
         """A whole track: mel [frames > 0, n_mels]."""
         self.append(mel)
         self.end_track(track_id, label, seconds)
@@ -114,10 +119,16 @@ class ShardWriter:
     def _index(self) -> dict[str, np.ndarray]:
         offsets = np.zeros(len(self._lengths) + 1, dtype=np.int64)
         np.cumsum(np.array(self._lengths, np.int64), out=offsets[1:])
+        if self.n_labels:
+            label = np.zeros((len(self._labels), self.n_labels), np.uint8)
+            for i, members in enumerate(self._labels):
+                label[i, list(members)] = 1
+        else:
+            label = np.array(self._labels, np.int16)
         return {
             "offsets": offsets,
             "track_id": _id_array(self._ids),
-            "label": np.array(self._labels, np.int16),
+            "label": label,
             "seconds": np.array(self._seconds, np.float32),
             "failed_track_id": _id_array([t for t, _ in self._failed]),
             "failed_reason": np.array([r for _, r in self._failed], dtype=object),
@@ -166,6 +177,8 @@ class ShardWriter:
             offset = mel.get_offset() if total else None
             for name in INDEX_DATASETS:
                 a = index[name]
+                if name == "label" and self.n_labels:
+                    name = "labels"
                 if a.dtype == object:  # names: variable-length UTF-8
                     data = [str(x) for x in a] if len(a) else np.array([], "S1")
                     f.create_dataset(name, data=data, dtype=h5py.string_dtype(), track_times=False)
@@ -229,7 +242,7 @@ class ShardIndex:
     path: Path
     offsets: np.ndarray  # int64 [n + 1]
     track_id: np.ndarray  # int64 [n], or str (object) [n]
-    label: np.ndarray  # int16 [n]
+    label: np.ndarray  # int16 [n]; multi-label: uint8 [n, n_labels] (dataset "labels")
     seconds: np.ndarray  # float32 [n]
     failed_track_id: np.ndarray  # int64 [m], or str (object) [m]
     failed_reason: list[str]
@@ -241,6 +254,11 @@ class ShardIndex:
 
     def __len__(self) -> int:
         return len(self.track_id)
+
+    @property
+    def multi(self) -> bool:
+        """A multi-label shard (labels uint8 [n, n_labels])."""
+        return self.label.ndim == 2
 
     def memmap(self) -> np.ndarray:
         """Read-only zero-copy float16 [total_frames, n_mels] view of the frames."""
@@ -286,7 +304,7 @@ def read_shard(path: str | os.PathLike) -> ShardIndex:
                 path=path,
                 offsets=offsets,
                 track_id=_names(f["track_id"][()]),
-                label=f["label"][()],
+                label=f["label"][()] if "label" in f else f["labels"][()],
                 seconds=f["seconds"][()],
                 failed_track_id=_names(f["failed_track_id"][()]),
                 failed_reason=[

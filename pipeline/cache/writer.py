@@ -76,7 +76,9 @@ class CacheWriter:
 
     def shard(self, name: str, split: str) -> ShardWriter:
         """A writer for shard ``name`` (relative to the cache) of ``split``."""
-        return ShardWriter(self.root / name, self.manifest.feature_config, split)
+        m = self.manifest
+        n_labels = len(m.labels) if m.task == "multi" else None
+        return ShardWriter(self.root / name, m.feature_config, split, n_labels)
 
     def finish(
         self,
@@ -95,8 +97,13 @@ class CacheWriter:
         for name in names:
             idx = read_shard(self.root / name)
             n_frames = np.diff(idx.offsets)
-            for row, (tid, label) in enumerate(zip(idx.track_id.tolist(), idx.label.tolist())):
-                rows.append((tid, idx.split, m.labels[label], label, name, row, int(n_frames[row])))
+            for row, (tid, label) in enumerate(zip(idx.track_id.tolist(), idx.label)):
+                place = (name, row, int(n_frames[row]))
+                if idx.multi:  # the names of the track's labels, "|"-joined
+                    names_ = "|".join(m.labels[i] for i in np.flatnonzero(label))
+                    rows.append((tid, idx.split, names_, *place))
+                else:
+                    rows.append((tid, idx.split, m.labels[label], int(label), *place))
             for tid, reason in zip(idx.failed_track_id.tolist(), idx.failed_reason):
                 failures.append((tid, str((paths or {}).get(tid, "")), reason))
             hours += float(idx.seconds.sum()) / 3600
@@ -108,7 +115,7 @@ class CacheWriter:
             s["failed"] += len(idx.failed_track_id)
             s["shards"] += 1
             s["frames"] += int(idx.mel_shape[0])
-        tracks = pd.DataFrame(rows, columns=track_columns("single"))
+        tracks = pd.DataFrame(rows, columns=track_columns(m.task))
         if extra is not None:
             tracks = tracks.join(extra[[c for c in EXTRA_COLUMNS if c in extra]], on="track_id")
         fails = pd.DataFrame(failures, columns=FAILURE_COLUMNS).sort_values("track_id")
@@ -139,9 +146,9 @@ class CacheWriter:
 class Track:
     """One track to put in a cache built by `write_cache`: mel float [frames, n_mels]."""
 
-    track_id: int
+    track_id: int | str
     split: str
-    label: int
+    label: int | tuple[int, ...]  # a tuple of label indices in a multi-label cache
     mel: np.ndarray
     seconds: float = 0.0
 

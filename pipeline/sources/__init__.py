@@ -29,10 +29,12 @@ UNSUPPORTED_SUFFIXES = (".m4a", ".aac", ".mp4", ".wma", ".opus")
 class Selection:
     """The example tracks of a dataset, in a deterministic order.
 
-    ``tracks``: track_id, split (one of SPLITS), label (int64 index into ``labels``),
-    path (str, the audio file), and optionally genre / artist / title; rows sorted by
-    (SPLITS order, track_id). ``labels``: label names in label order. ``skipped``: tracks
-    that are not examples, by reason (e.g. no_genre, no_split).
+    ``tracks``: track_id, split (one of SPLITS), path (str, the audio file), the labels
+    (``task`` "single": label, an int64 index into ``labels``, and genre, its name;
+    "multi": labels, a sorted tuple of indices), and optionally artist / title; rows
+    sorted by (SPLITS order, track_id). ``labels``: label names in label order.
+    ``skipped``: tracks that are not examples, by reason (e.g. no_genre, no_split).
+    ``dropped_labels``: names left out for having too few training tracks.
     """
 
     tracks: pd.DataFrame
@@ -40,7 +42,9 @@ class Selection:
     dataset: str
     subset: str = ""
     split_scheme: str = "official"
+    task: str = "single"
     skipped: dict[str, int] = field(default_factory=dict)
+    dropped_labels: list[str] = field(default_factory=list)
     source: dict[str, str] = field(default_factory=dict)  # paths, for people
     warnings: list[str] = field(default_factory=list)  # odd but usable input, said once
 
@@ -48,9 +52,15 @@ class Selection:
         return len(self.tracks)
 
     def counts(self) -> pd.DataFrame:
-        """Tracks per label (rows, label order) and split (columns, SPLITS order)."""
-        names = pd.Series(self.labels, dtype=str).iloc[self.tracks["label"]].to_numpy()
-        table = pd.crosstab(names, self.tracks["split"].to_numpy())
+        """Tracks per label (rows, label order) and split (columns, SPLITS order); a
+        multi-label track counts once for each of its labels."""
+        if self.task == "multi":
+            rows = self.tracks[["split", "labels"]].explode("labels")
+            names, splits = rows["labels"].map(self.labels.__getitem__), rows["split"]
+        else:
+            names = pd.Series(self.labels, dtype=str).iloc[self.tracks["label"]]
+            splits = self.tracks["split"]
+        table = pd.crosstab(names.to_numpy(), splits.to_numpy())
         return table.reindex(index=self.labels, columns=list(SPLITS), fill_value=0).astype(
             "int64"
         )

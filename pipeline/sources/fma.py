@@ -240,16 +240,121 @@ def check_genre_titles(tracks: pd.DataFrame, genres: pd.DataFrame, path: Path) -
         )
 
 
-def read_selection(metadata_dir: Path, subset: str, audio_dir: Path | None = None) -> Selection:
-    """``select(load_tracks(metadata_dir), subset)``, with genre_top checked against
-    genres.csv when that file is present; with ``audio_dir``, each track's audio path
-    and its artist and title (shown in reports) too."""
+LABEL_MODES = ("top", "top-multi", "all")
+_LIST = r"\[\s*(?:\d+\s*(?:,\s*\d+\s*)*)?\]"  # a list literal of genre ids: "[21, 811]"
+
+
+def genre_lists(column: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    """(list of int genre ids per track, bool mask of malformed literals) for a
+    ``track.genres`` / ``track.genres_all`` column of list literals like "[21, 811]"."""
+    text = column.astype("object").where(column.notna(), "").astype(str).str.strip()
+    ok = text.str.fullmatch(_LIST).to_numpy(dtype=bool)
+    ids = text.where(ok, "[]").str.findall(r"\d+").map(lambda xs: [int(x) for x in xs])
+    return ids, ~ok
+
+
+def select_multi(tracks: pd.DataFrame, subset: str, genres: pd.DataFrame, mode: str,
+                 min_label_tracks: int = 50) -> Selection:  # fmt: skip
+    """Multi-label tracks of ``subset`` from ``track.genres_all`` and genres.csv.
+
+    ``top-multi``: a track's labels are the top-level genres of its genres_all (the
+    titles of their ``top_level``). ``all``: every genre of genres_all, by title; labels
+    with fewer than ``min_label_tracks`` training tracks are dropped (listed in
+    ``Selection.dropped_labels``). Tracks with an empty genres_all (no_genre), a
+    malformed one (malformed_genres), an id genres.csv does not know (unknown_genre), no
+    label left (no_label_left) or no known split (no_split) are skipped and counted.
+    Returns tracks with columns track_id, split, labels (sorted tuple of label indices).
+    """
+    level = tracks[("set", "subset")]
+    if not (isinstance(level.dtype, pd.CategoricalDtype) and level.dtype == SUBSET_DTYPE):
+        level = level.astype("object").astype(SUBSET_DTYPE)
+    part = tracks.loc[(level <= subset).to_numpy(dtype=bool)]
+    ids, malformed = genre_lists(part[("track", "genres_all")])
+    if len(part) and malformed.all():
+        raise BadInput(
+            f"every track.genres_all of subset {subset} in tracks.csv is malformed (not a list "
+            "of genre ids like [21, 811]): a damaged tracks.csv? download fma_metadata.zip again"
+        )
+    split = part[("set", "split")].astype("object")
+    has_split = split.isin(SPLITS).to_numpy()
+    known = set(genres.index.astype(int))
+    unknown = ids.map(lambda xs: any(x not in known for x in xs)).to_numpy(dtype=bool)
+    empty = ids.map(len).to_numpy() == 0
+    if mode == "top-multi":
+        top = genres["top_level"].astype(int).to_dict()
+        names = genres["title"].astype(str).to_dict()
+        sets = ids.map(lambda xs: {names[top[x]] for x in xs if x in known})
+    else:
+        names = _unique_titles(genres)
+        sets = ids.map(lambda xs: {names[x] for x in xs if x in known})
+    usable = ~malformed & ~empty & ~unknown
+    keep = usable & has_split
+    skipped = {
+        "malformed_genres": int(malformed.sum()),
+        "no_genre": int((~malformed & empty).sum()),
+        "unknown_genre": int((~malformed & ~empty & unknown).sum()),
+        "no_split": int((usable & ~has_split).sum()),
+    }
+    out = pd.DataFrame({"track_id": part.index.to_numpy()[keep].astype(np.int64),
+                        "split": split[keep].astype(str).to_numpy(),
+                        "names": sets[keep].to_numpy()})  # fmt: skip
+    dropped: list[str] = []
+    if mode == "all":
+        training = out[out["split"] == "training"]["names"]
+        counts = pd.Series([n for s in training for n in s]).value_counts()
+        all_names = {n for s in out["names"] for n in s}
+        dropped = sorted(n for n in all_names if counts.get(n, 0) < min_label_tracks)
+        out["names"] = out["names"].map(lambda s: s - set(dropped))
+        left = out["names"].map(len) > 0
+        skipped["no_label_left"] = int((~left).sum())
+        out = out[left]
+    labels = sorted({n for s in out["names"] for n in s})
+    if mode == "all" and len(labels) < 2:
+        raise BadInput(
+            f"--labels all with --min-label-tracks {min_label_tracks} leaves {len(labels)} "
+            f"label(s) of subset {subset}; a classifier needs two or more: lower "
+            "--min-label-tracks"
+        )
+    index = {n: i for i, n in enumerate(labels)}
+    out = out.assign(labels=out["names"].map(lambda s: tuple(sorted(index[n] for n in s))))
+    rank = out["split"].map({s: i for i, s in enumerate(SPLITS)}).to_numpy()
+    out = out.iloc[np.lexsort((out["track_id"].to_numpy(), rank))].reset_index(drop=True)
+    return Selection(
+        tracks=out[["track_id", "split", "labels"]], labels=labels, dataset="fma",
+        subset=subset, task="multi", skipped={k: v for k, v in skipped.items() if v},
+        dropped_labels=dropped,
+    )  # fmt: skip
+
+
+def _unique_titles(genres: pd.DataFrame) -> dict[int, str]:
+    """genre id -> title, with "title (id)" for titles that several genres share."""
+    titles = genres["title"].astype(str)
+    shared = set(titles[titles.duplicated(keep=False)])
+    return {int(i): f"{t} ({i})" if t in shared else t for i, t in titles.items()}
+
+
+def read_selection(metadata_dir: Path, subset: str, audio_dir: Path | None = None,
+                   labels: str = "top", min_label_tracks: int = 50) -> Selection:  # fmt: skip
+    """The selection of ``subset`` for ``labels`` ("top": ``select``, single-label on
+    genre_top, checked against genres.csv when that file is present; "top-multi" or
+    "all": `select_multi`, which needs genres.csv); with ``audio_dir``, each track's audio
+    path and its artist and title (shown in reports) too."""
     columns = (("artist", "name"), ("track", "title")) if audio_dir is not None else ()
+    if labels != "top":
+        columns = (*columns, ("track", "genres_all"))
     tracks = load_tracks(metadata_dir, columns=(*REQUIRED_COLUMNS, *columns))
     genres = load_genres(metadata_dir)
-    if genres is not None:
-        check_genre_titles(tracks, genres, Path(metadata_dir) / TRACKS_CSV)
-    sel = select(tracks, subset)
+    if labels == "top":
+        if genres is not None:
+            check_genre_titles(tracks, genres, Path(metadata_dir) / TRACKS_CSV)
+        sel = select(tracks, subset)
+    elif genres is None:
+        raise BadInput(
+            f"--labels {labels} needs {Path(metadata_dir) / GENRES_CSV} (the genre hierarchy); "
+            "unzip all of fma_metadata.zip there"
+        )
+    else:
+        sel = select_multi(tracks, subset, genres, labels, min_label_tracks)
     if audio_dir is not None:
         ids = sel.tracks["track_id"]
         sel.tracks["path"] = [str(audio_path(audio_dir, t)) for t in ids]

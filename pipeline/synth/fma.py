@@ -200,8 +200,11 @@ def plan(
     channels: int = 2,
     bitrate: int = 320,
     seed: int = 0,
+    n_multi: int = 0,
 ) -> list[TrackSpec]:
-    """The tracks of the dataset, deterministic in ``seed``; sorted by track id."""
+    """The tracks of the dataset, deterministic in ``seed``; sorted by track id.
+    ``n_multi``: extra large-subset tracks that mix two fma_small genres' recipes (genres
+    under two top-level genres, so no genre_top: FMA's multi-label tracks)."""
     if n_per_genre < 3:
         raise ValueError("n_per_genre must be at least 3 (one track per split)")
     rng = np.random.default_rng([seed, 0x46_4D_41])
@@ -263,6 +266,7 @@ def plan(
                     b = rng.choice(list(SUB_GENRES))
                 rows[-1]["genres"] = tuple(sorted((int(a), int(b))))
         rows[-1].update(fmt)
+    rows += _multi_genre_rows(n_multi, fmt, seed, artist)
 
     # Non-contiguous ids over several folders, assigned in random order (genres and
     # splits interleave in id order, as in FMA).
@@ -272,10 +276,28 @@ def plan(
     specs = []
     recipes = list(SMALL_GENRES)
     for tid, i, s in zip(ids, order, seeds):
-        row = rows[i]
-        recipe = RECIPE_OF[row["genre_top"]] if row["genre_top"] else recipes[int(s) % len(recipes)]
+        row = dict(rows[i])
+        recipe = row.pop("recipe", None) or (
+            RECIPE_OF[row["genre_top"]] if row["genre_top"] else recipes[int(s) % len(recipes)]
+        )
         specs.append(TrackSpec(track_id=int(tid), recipe=recipe, seed=int(s), **row))
     return sorted(specs, key=lambda t: t.track_id)
+
+
+def _multi_genre_rows(n: int, fmt: dict, seed: int, artist: list[int]) -> list[dict]:
+    """Tracks of two fma_small genres at once (a sub-genre or the top genre of each), whose
+    audio mixes both recipes (recipe "A+B"). Drawn from their own generator, so that a
+    dataset without them is the same as before they existed."""
+    rng = np.random.default_rng([seed, 0x4D55])
+    rows = []
+    for _ in range(n):
+        a, b = (SMALL_GENRES[int(i)] for i in rng.choice(len(SMALL_GENRES), 2, replace=False))
+        genres = tuple(sorted(set(_genre_ids(a, rng)) | set(_genre_ids(b, rng))))
+        artist[0] += 1
+        rows.append(dict(subset="large", split=SPLITS[int(rng.choice(3, p=[0.8, 0.1, 0.1]))],
+                         genre_top=None, genres=genres, artist_id=artist[0],
+                         recipe=f"{RECIPE_OF[a]}+{RECIPE_OF[b]}", **fmt))  # fmt: skip
+    return rows
 
 
 # --------------------------------------------------------------------------- metadata
@@ -391,6 +413,18 @@ def genres_table(specs: list[TrackSpec]) -> pd.DataFrame:
     return frame.sort_index()
 
 
+def _render(spec: TrackSpec) -> np.ndarray:
+    """The track's audio; a recipe "A+B" mixes two renderings at equal loudness."""
+    parts = spec.recipe.split("+")
+    seeds = [spec.seed + k * 0x9E37 for k in range(len(parts))]
+    clips = [render(r, spec.seconds, spec.sample_rate, spec.channels, s)
+             for r, s in zip(parts, seeds)]  # fmt: skip
+    if len(clips) == 1:
+        return clips[0]
+    mix = sum(c / max(float(np.abs(c).max()), 1e-9) for c in clips)
+    return (mix * (0.8 / max(float(np.abs(mix).max()), 1e-9))).astype(np.float32)
+
+
 def write_track(spec: TrackSpec, audio_dir: Path, quality: int = 7) -> int:
     """Write the file of one track (or its deliberate defect); returns bytes written."""
     path = audio_path(audio_dir, spec.track_id)
@@ -406,7 +440,7 @@ def write_track(spec: TrackSpec, audio_dir: Path, quality: int = 7) -> int:
         data = np.random.default_rng(spec.seed).integers(0, 255, 16384, dtype=np.uint8)
         write_atomic(path, data.tobytes())
         return len(data)
-    audio = render(spec.recipe, spec.seconds, spec.sample_rate, spec.channels, spec.seed)
+    audio = _render(spec)
     data = encode_mp3(audio, spec.sample_rate, spec.bit_rate, quality)
     write_atomic(path, data)
     return len(data)
@@ -423,11 +457,13 @@ def generate(
     jobs: int = 1,
     quality: int = 7,
     reuse: bool = False,
+    n_multi: int = 0,
 ) -> SynthDataset:
     """Write the miniature FMA under ``out_dir`` (see the module docstring).
 
     ``seconds``: clip length (FMA: 30); ``bitrate`` in kbit/s; ``jobs``: parallel
-    encoder processes (joblib); ``quality``: LAME's 2 (best) .. 7 (fastest).
+    encoder processes (joblib); ``quality``: LAME's 2 (best) .. 7 (fastest);
+    ``n_multi``: two-genre tracks added to the large subset (for multi-label tasks).
     Files of a previous generation are overwritten, unless ``reuse`` and ``synth.json``
     says they were made with the same parameters (then nothing is rewritten).
     """
@@ -443,8 +479,9 @@ def generate(
         bitrate=bitrate,
         seed=seed,
         quality=quality,
+        **({"n_multi": n_multi} if n_multi else {}),
     )
-    specs = plan(n_per_genre, seconds, sample_rate, channels, bitrate, seed)
+    specs = plan(n_per_genre, seconds, sample_rate, channels, bitrate, seed, n_multi)
     audio_dir, metadata_dir = out_dir / "fma_large", out_dir / "fma_metadata"
     marker = out_dir / "synth.json"
     if not (reuse and _complete(marker, params, specs, audio_dir)):

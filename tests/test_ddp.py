@@ -262,3 +262,25 @@ def test_bad_input_on_one_rank_stops_every_rank(tmp_path, cache_dir):
     assert_rank_error(r1, "does not exist", "mrnet preprocess")
     assert_rank_error(r0, "process 1", "bad input")
     assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_torchrun_multi_label_validation_equals_one_process(tmp_path):
+    """Multi-label validation gathers every process's logits: the logged mAP is that of
+    the saved model scored by one process."""
+    from test_train import make_multi_cache
+
+    from mrnet.train import positive_weights, validate_multi
+
+    cache = make_multi_cache(tmp_path / "c")
+    p = torchrun(cache, tmp_path / "run", "--epochs", "1", stderr=subprocess.PIPE)
+    _, stderr = p.communicate(timeout=120)
+    assert p.returncode == 0, stderr.decode()[-3000:]
+    m = pd.read_csv(tmp_path / "run" / "metrics.csv")
+    c = open_cache(cache)
+    train, val = split_index(c, "training"), split_index(c, "validation")
+    ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
+    figures, thresholds = validate_multi(load_model(ckpt), val, positive_weights(train.label),
+                                         CPU, 400, prior=train.label.mean(axis=0))  # fmt: skip
+    assert m["val_map"].iloc[-1] == pytest.approx(figures["val_map"], rel=1e-6)
+    assert m["val_macro_auc"].iloc[-1] == pytest.approx(figures["val_macro_auc"], rel=1e-6)
+    assert ckpt.thresholds == pytest.approx(thresholds, rel=1e-6)

@@ -407,3 +407,25 @@ def test_resume_continues_with_more_epochs(tmp_path, cache_dir, trained):
     s = train(dataclasses.replace(tiny(cache_dir, run, epochs=3), resume=True))
     assert s["epochs"] == 3
     assert list(pd.read_csv(run / "metrics.csv")["epoch"]) == [1, 2, 3]
+
+
+def make_multi_cache(root: Path, n: tuple[int, int, int] = (24, 8, 4), n_mels: int = 16,
+                     seed: int = 0) -> Path:  # fmt: skip
+    """A finished multi-label cache without audio: 3 labels, each track has 1-2 of them;
+    label c adds a +2 band at its mel bins."""
+    fc = FeatureConfig(n_mels=n_mels).to_dict()
+    rng = np.random.default_rng(seed)
+
+    def tracks():
+        tid = 1
+        for split, count in zip(SPLITS, n):
+            for k in range(count):
+                labels = (k % 3,) if k % 2 else tuple(sorted({k % 3, (k + 1) % 3}))
+                mel = rng.normal(-4.0, 1.0, (120, n_mels))
+                for c in labels:
+                    mel[:, c * 5 : c * 5 + 5] += 2.0
+                yield Track(tid, split, labels, mel, 2.4)
+                tid += 1
+
+    write_cache(root, fc, ["a", "b", "c"], tracks(), 8, subset="large", task="multi")
+    return root

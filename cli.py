@@ -107,10 +107,15 @@ def preprocess(
     hop_length: int = opt(P, "hop_length"),
     f_max: float = opt(P, "f_max"),
     max_seconds: float = opt(P, "max_seconds"),
+    clip: str = opt(P, "clip"),
     min_seconds: float = opt(P, "min_seconds"),
     shard_size: int | None = opt(P, "shard_size"),
+    verify_checksums: bool = opt(P, "verify_checksums"),
+    checksums: Path | None = opt(P, "checksums"),
+    allow_missing: bool = opt(P, "allow_missing"),
     backend: str = opt(P, "backend"),
     scheduler: str | None = opt(P, "scheduler"),
+    progress: bool = opt(P, "progress"),
 ) -> None:
     """Decode audio (FMA, GTZAN or a folder of label folders) in parallel into HDF5 log-mel
     shards; rerun the same command to resume."""
@@ -217,18 +222,19 @@ def evaluate(
     out: Path = opt(E, "out"),
     device: str = opt(E, "device"),
     batch_size: int = opt(E, "batch_size"),
+    window: float = opt(E, "window"),
     progress: bool = opt(E, "progress"),
 ) -> None:
-    """Whole-track inference on a cache split; write per-genre confusion reports."""
+    """Score a cache split (long tracks in windows); write per-genre confusion reports
+    (multi-label caches: per-label average precision and ROC-AUC)."""
     from mrnet.evaluate import evaluate as run_evaluate
     from mrnet.evaluate import format_table
 
     report = run_guarded(run_evaluate, from_values(EvalOptions, locals()))
     typer.echo(format_table(report))
-    typer.echo(
-        f"report written to {out}/ (report.json, confusion.csv, confusion.png, "
-        "per_genre.csv, predictions.csv)"
-    )
+    files = ("labels.png, per_label.csv" if report.get("task") == "multi"
+             else "confusion.csv, confusion.png, per_genre.csv")  # fmt: skip
+    typer.echo(f"report written to {out}/ (report.json, {files}, predictions.csv)")
 
 
 R = PredictOptions
@@ -242,6 +248,7 @@ def predict(
     json: bool = opt(R, "json"),
     csv: bool = opt(R, "csv"),
     device: str = opt(R, "device"),
+    window: float = opt(R, "window"),
 ) -> None:
     """Print the top genres of audio files (same decoder and features as preprocess)."""
     from mrnet.predict import run_predict

@@ -4,7 +4,6 @@
                    of (seed, epoch, rank, world); the ranks' shares are disjoint
     MemmapCrops    crops read through the cache reader's FrameStore (DataLoader, batch-level)
     ResidentCrops  `--data-on-gpu`: all training frames in one device tensor, crops by gather
-    whole_tracks   validation batches of whole tracks of equal length
 
 Every batch is ``(x, y)``: x float32 [batch, n_mels, frames], y int64 [batch] labels.
 Training epochs visit a random permutation of the tracks, one crop each, full batches
@@ -16,7 +15,6 @@ from its start). Where tracks lie and how frames are read is the cache reader's
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterator
 
 import numpy as np
@@ -198,24 +196,3 @@ class ResidentCrops:
             s = torch.as_tensor(starts, device=self.device)
             rows = self.base[t, None] + (s[:, None] + self.steps) % self.length[t, None]
             yield to_model_layout(self.data[rows]), self.label[t]
-
-
-def whole_tracks(
-    index: SplitIndex, max_frames: int
-) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
-    """Batches (rows, x, y) of whole tracks grouped by equal length, shortest first.
-
-    A batch of length-n tracks holds max(1, max_frames // n) of them, so its size in
-    frames stays near ``max_frames``; rows int64 [b] (positions in ``index``),
-    x float32 [b, n_mels, n], y int64 [b].
-    """
-    store = FrameStore(index.shards)
-    groups: dict[int, list[int]] = defaultdict(list)
-    for t, n in enumerate(index.length.tolist()):
-        groups[n].append(t)
-    for n, members in sorted(groups.items()):
-        per_batch = max(1, max_frames // n)
-        for i in range(0, len(members), per_batch):
-            tracks = np.array(members[i : i + per_batch], np.int64)
-            x = store.read(index, tracks, np.zeros(len(tracks), np.int64), n)
-            yield tracks, to_model_layout(x), torch.from_numpy(index.label[tracks])

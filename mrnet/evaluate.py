@@ -1,4 +1,7 @@
-"""`mrnet evaluate`: whole-track inference on a cache split, metrics, reports.
+"""`mrnet evaluate`: track-level inference on a cache split, metrics, reports.
+
+A track is scored whole when it is at most ``--window`` long, else as the mean
+probability of its windows (mrnet.scoring): memory does not grow with track length.
 
 Single-label caches, REPORT/:
   report.json      accuracy, balanced_accuracy, macro_f1, weighted_f1, top2_accuracy,
@@ -33,46 +36,40 @@ import torch
 from tqdm import tqdm
 
 from mrnet import checkpoint as ckpt_io
-from mrnet.data import whole_tracks
 from mrnet.metrics import choose_thresholds, multilabel_report, single_label_report
 from mrnet.options import EvalOptions
 from mrnet.plots import RERUN, plot_confusion, plot_multilabel
-from mrnet.runtime import autocast, resolve_device
+from mrnet.runtime import resolve_device
+from mrnet.scoring import check_window, count_windows, score, window_frames
 from pipeline.atomic import write_atomic, writing
 from pipeline.cache.layout import EXTRA_COLUMNS
 from pipeline.cache.reader import Cache, SplitIndex, open_cache, split_index
 from pipeline.errors import BadInput
 
 
-@torch.no_grad()
 def score_split(
     model: torch.nn.Module,
     index: SplitIndex,
-    n_labels: int,
     multi: bool,
     device: torch.device,
     batch_size: int,
+    window: int,
     desc: str = "evaluate",
     progress: bool = True,
 ) -> np.ndarray:
-    """Whole-track probabilities for the tracks of ``index``, in its order: float32
-    [n, n_labels], softmax (single-label) or sigmoid (multi-label) of the logits.
+    """Probabilities for the tracks of ``index``, in its order: float32 [n, n_labels],
+    the mean over a track's windows (``window`` frames, 0: whole tracks; see
+    mrnet.scoring) of the softmax (single-label) or sigmoid (multi-label) of the logits.
 
-    Tracks of equal length go through together (most clips have the same length), at
-    most ``batch_size`` longest-track's worth of frames per forward pass. BadInput when
-    an output is not finite.
+    Windows of equal length go through together, ``batch_size`` windows' worth of frames
+    per forward pass, so memory does not grow with track length. BadInput when an
+    output is not finite.
     """
-    probs = np.zeros((len(index), n_labels), np.float32)
-    if len(index) == 0:
-        return probs
-    bar = tqdm(total=len(index), unit="track", desc=desc, disable=not progress)
-    for rows, x, _ in whole_tracks(index, batch_size * int(index.length.max())):
-        with autocast(device):
-            logits = model(x.to(device)).float()
-        out = torch.sigmoid(logits) if multi else torch.softmax(logits, dim=-1)
-        probs[rows] = out.cpu().numpy()
-        bar.update(len(rows))
-    bar.close()
+    longest = int(index.length.max())
+    per_pass = batch_size * (min(longest, window) if window else longest)
+    with tqdm(total=count_windows(index.length, window), unit="window", desc=desc,
+              disable=not progress) as bar:  # fmt: skip
+        probs = score(model, index, multi, device, window, per_pass, bar.update)
     bad = ~np.isfinite(probs).all(axis=1)
     if bad.any():
         ids = " ".join(str(t) for t in index.track_id[bad][:10].tolist())
@@ -80,7 +77,7 @@ def score_split(
             f"the model's outputs are NaN or infinite for {int(bad.sum())} tracks (e.g. "
             f"{ids}); check the cache with `mrnet verify`"
         )
-    return probs
+    return probs.astype(np.float32)
 
 
 def format_table(rep: dict) -> str:
@@ -141,6 +138,7 @@ def evaluate(opts: EvalOptions) -> dict:
         raise BadInput(f"--out {opts.out} is a file; pass a directory for the report")
     if opts.batch_size < 1:
         raise BadInput(f"--batch-size must be at least 1 (got {opts.batch_size})")
+    check_window(opts.window)
     device = resolve_device(opts.device)
     ckpt = ckpt_io.load(opts.checkpoint)
     cache = open_cache(opts.cache)
@@ -157,11 +155,11 @@ def evaluate(opts: EvalOptions) -> dict:
     model = ckpt_io.load_model(ckpt).to(device).eval()
     multi = ckpt.task == "multi"
     index = split_index(cache, opts.split)
-    n_labels = len(cache.labels)
-    probs = score_split(model, index, n_labels, multi, device, opts.batch_size,
+    window = window_frames(opts.window, cache.feature_config)
+    probs = score_split(model, index, multi, device, opts.batch_size, window,
                         f"evaluate {opts.split}", opts.progress)  # fmt: skip
     if multi:
-        thresholds, source = _thresholds(model, cache, opts, device)
+        thresholds, source = _thresholds(model, cache, opts, device, window)
         rep = multilabel_report(index.label, probs, thresholds, list(cache.labels))
         rep["thresholds_from"] = source
     else:
@@ -185,12 +183,13 @@ def evaluate(opts: EvalOptions) -> dict:
     return rep
 
 
-def _thresholds(model, cache: Cache, opts: EvalOptions, device) -> tuple[list[float], str]:
+def _thresholds(model, cache: Cache, opts: EvalOptions, device,
+                window: int) -> tuple[list[float], str]:  # fmt: skip
     """Per-label thresholds chosen on the validation split (0.5 when it is empty)."""
     val = split_index(cache, "validation")
     if len(val) == 0:
         return [0.5] * len(cache.labels), "none (no validation split): 0.5"
-    probs = score_split(model, val, len(cache.labels), True, device, opts.batch_size,
+    probs = score_split(model, val, True, device, opts.batch_size, window,
                         "thresholds (validation)", opts.progress)  # fmt: skip
     prior = split_index(cache, "training").label.mean(axis=0)
     return choose_thresholds(val.label, probs, prior), "the validation split (maximum F1)"

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from mrnet import checkpoint as ckpt_io
-from mrnet.checkpoint import Checkpoint, best_epoch
 from pipeline.cache.describe import describe_cache
 from pipeline.cache.layout import MANIFEST
 from pipeline.errors import BadInput
+
+if TYPE_CHECKING:
+    from mrnet.checkpoint import Checkpoint
 
 
 def describe(path: Path) -> str:
@@ -46,10 +48,15 @@ def _checkpoint_lines(path: Path, ck: Checkpoint) -> list[str]:
 
 
 def describe_checkpoint(path: Path) -> str:
+    from mrnet import checkpoint as ckpt_io  # torch: only for runs and checkpoints
+
     return "\n".join(_checkpoint_lines(path, ckpt_io.load(path)))
 
 
 def describe_run(path: Path) -> str:
+    from mrnet import checkpoint as ckpt_io
+    from mrnet.checkpoint import best_epoch
+
     parts = [f"run {path}"]
     metrics = path / "metrics.csv"
     if metrics.exists():

@@ -43,6 +43,7 @@ class TrainConfig:
     noise_mean: tuple[float, float] = (-0.03, 0.03)  # noise mean ~ U(range), log-mel units
     noise_std: tuple[float, float] = (0.05, 0.1)  # noise std ~ U(range)
     grad_clip: float = 5.0  # max global gradient norm; 0 = off
+    window: float = 30.0  # validation scores longer tracks in windows of this many seconds
     sync_bn: bool = setting(
         False, "Under torchrun: BatchNorm statistics over all GPUs (NCCL).", flag="--sync-bn"
     )
@@ -74,7 +75,12 @@ class EvalOptions:
     split: str = setting("test", "Split to evaluate: training | validation | test.")
     device: str = setting("auto", "auto | cpu | cuda.")
     batch_size: int = setting(
-        16, "Whole tracks per forward pass (more when the tracks are shorter)."
+        16, "Windows (or whole tracks) per forward pass (more when they are shorter)."
+    )
+    window: float = setting(
+        30.0,
+        "Score tracks longer than this many seconds as the mean probability of windows of "
+        "this length (hop: half a window); shorter tracks whole. 0: every track whole.",
     )
     progress: bool = setting(True, "Show a progress bar.")
 
@@ -93,6 +99,12 @@ class PredictOptions:
     json: bool = setting(False, "One JSON object per line.", flag="--json")
     csv: bool = setting(False, "CSV: path, genre_1, p_1, ..., error.", flag="--csv")
     device: str = setting("auto", "auto | cpu | cuda.")
+    window: float = setting(
+        30.0,
+        "Score a file whose features (the checkpoint's clip, or the whole file for models "
+        "trained with --max-seconds 0) are longer than this many seconds as the mean "
+        "probability of windows of this length, hop half a window. 0: in one pass.",
+    )
 
 
 @dataclass

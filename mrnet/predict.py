@@ -1,7 +1,8 @@
 """`mrnet predict`: genre probabilities for audio files, with the checkpoint's own features.
 
-Each file goes through the same decoder (pipeline.audio) and log-mel definition
-(pipeline.features) as `preprocess`, with the settings stored in the checkpoint.
+Each file goes through the same reader as `preprocess` (pipeline.extract.TrackFeatures:
+decoder, clip, log-mel), with the settings stored in the checkpoint, and is scored like
+`evaluate` scores a cache's tracks (in windows when it is long).
 A file that cannot be read is reported on its own line and does not stop the others.
 """
 
@@ -19,11 +20,20 @@ import torch
 
 from mrnet import checkpoint as ckpt_io
 from mrnet.checkpoint import Checkpoint
+from mrnet.data import to_model_layout
 from mrnet.options import PredictOptions
-from mrnet.runtime import autocast, resolve_device
-from pipeline.audio import load_audio
+from mrnet.runtime import resolve_device
+from mrnet.scoring import (
+    WINDOW_SECONDS,
+    WindowStream,
+    check_window,
+    model_forward,
+    track_means,
+    window_frames,
+)
 from pipeline.errors import BadInput, TrackFailed
-from pipeline.features import FeatureConfig, stored_log_mel
+from pipeline.extract import TrackFeatures
+from pipeline.features import FeatureConfig
 
 AUDIO_SUFFIXES = {".mp3", ".wav", ".flac", ".ogg", ".aiff", ".aif"}
 MIN_SECONDS = 0.5  # shorter files are reported as too_short
@@ -75,31 +85,57 @@ def predict_files(
     files: list[Path],
     device: torch.device,
     min_seconds: float = MIN_SECONDS,
+    window_seconds: float = WINDOW_SECONDS,
+    batch_size: int = 16,
 ) -> Iterator[Prediction]:
-    """Yield one Prediction per file, in order (``model`` from `checkpoint.load_model`)."""
+    """Yield one Prediction per file, in order (``model`` from `checkpoint.load_model`).
+
+    A file's features are what the checkpoint's cache held for it (its clip, or the
+    whole file, streamed); longer than ``window_seconds`` they are scored as the mean
+    probability of windows (mrnet.scoring), ``batch_size`` windows per forward pass."""
     cfg = FeatureConfig.from_dict(ckpt.feature_config)
     genres = list(ckpt.labels)
     multi = ckpt.task == "multi"
     thresholds = np.asarray(ckpt.thresholds or [0.5] * len(genres))
-    model = model.to(device).eval()
+    forward = model_forward(model.to(device).eval(), device, multi)
+    window = window_frames(window_seconds, ckpt.feature_config)
     for path in files:
         try:
-            x = load_audio(path, cfg.sample_rate, cfg.max_seconds, min_seconds)
-            mel = stored_log_mel(x, cfg)  # float16, as in the shards
+            p = _file_probabilities(TrackFeatures(path, cfg, min_seconds), window, forward,
+                                    batch_size)  # fmt: skip
         except TrackFailed as e:
             yield Prediction(path, error=e.reason)
             continue
-        mel = torch.from_numpy(np.ascontiguousarray(mel.T))[None].to(device)
-        with autocast(device):
-            logits = model(mel.float())
-        out = torch.sigmoid(logits.float()) if multi else torch.softmax(logits.float(), -1)
-        p = out[0].cpu().numpy()
         if not np.isfinite(p).all():  # finite weights and input: an overflow in the model
             yield Prediction(path, error="non_finite_output")
             continue
         order = np.argsort(p)[::-1]
         chosen = [genres[i] for i in order if p[i] >= thresholds[i]] if multi else None
         yield Prediction(path, {genres[i]: float(p[i]) for i in order}, labels=chosen)
+
+
+def _file_probabilities(track: TrackFeatures, window: int, forward, batch_size: int
+                        ) -> np.ndarray:  # fmt: skip
+    """Float64 [n_labels]: the mean probability of the track's windows."""
+
+    def batch(windows: list[np.ndarray]) -> tuple[np.ndarray, torch.Tensor]:
+        return np.zeros(len(windows), np.int64), to_model_layout(np.stack(windows))
+
+    def batches() -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+        if window == 0:  # the whole track in one pass
+            yield batch([np.concatenate(list(track))])
+            return
+        stream, pending = WindowStream(window), []
+        for frames in track:
+            pending += stream.push(frames)
+            while len(pending) >= batch_size:
+                yield batch(pending[:batch_size])
+                pending = pending[batch_size:]
+        pending += stream.finish()
+        for i in range(0, len(pending), batch_size):
+            yield batch(pending[i : i + batch_size])
+
+    return track_means(batches(), 1, forward)[0]
 
 
 def run_predict(opts: PredictOptions, echo: Callable[[str], None] = print) -> int:
@@ -109,18 +145,20 @@ def run_predict(opts: PredictOptions, echo: Callable[[str], None] = print) -> in
         raise BadInput("--json and --csv exclude each other; pass one")
     if opts.top < 1:
         raise BadInput(f"--top must be 1 or more (got {opts.top})")
+    check_window(opts.window)
     ckpt = ckpt_io.load(opts.checkpoint)
     model = ckpt_io.load_model(ckpt)
     files = expand_inputs(opts.paths)
     device = resolve_device(opts.device)
+    predictions = predict_files(ckpt, model, files, device, window_seconds=opts.window)
     if ckpt.task == "multi":
-        return _report(predict_files(ckpt, model, files, device), files, opts, ckpt.labels, echo)
+        return _report(predictions, files, opts, ckpt.labels, echo)
     top = min(opts.top, len(ckpt.labels))
     if opts.csv:
         header = ["path"] + [f"{c}_{i}" for i in range(1, top + 1) for c in ("genre", "p")]
         echo(_csv_row([*header, "error"]))
     failed = 0
-    for p in predict_files(ckpt, model, files, device):
+    for p in predictions:
         failed += p.error is not None
         if opts.json:
             row = {"path": str(p.path), "top": p.top(top), "error": p.error}

@@ -46,7 +46,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
@@ -54,7 +53,7 @@ from tqdm import tqdm
 from mrnet import checkpoint as ckpt_io
 from mrnet.augment import Augment
 from mrnet.checkpoint import ARCHS, SELECT_BY, Checkpoint, ModelConfig, best_epoch, build_model
-from mrnet.data import MemmapCrops, ResidentCrops, whole_tracks
+from mrnet.data import MemmapCrops, ResidentCrops
 from mrnet.metrics import choose_thresholds, validation_figures
 from mrnet.options import TrainConfig
 from mrnet.runtime import (
@@ -66,6 +65,7 @@ from mrnet.runtime import (
     resolve_device,
     same_outcome,
 )
+from mrnet.scoring import score, window_frames
 from mrnet.seeds import epoch_seed, rng_state, seed_all, set_rng_state
 from pipeline.atomic import RERUN, remove_temps, write_atomic
 from pipeline.cache.reader import Cache, SplitIndex, open_cache, split_index
@@ -102,6 +102,7 @@ RESUME_KEEPS = (
     "noise_mean",
     "noise_std",
     "grad_clip",
+    "window",
 )
 STEP_DELAY_ENV = "MRNET_TRAIN_STEP_DELAY"  # test hook: seconds to sleep after each step
 KILL_AT_ENV = "MRNET_TEST_KILL_AT"  # test hook: "best.pt@3" SIGKILLs after that write
@@ -290,33 +291,33 @@ def validate(
     index: SplitIndex,
     weight: torch.Tensor,
     device: torch.device,
+    window: int,
     max_frames: int,
     ddp: Dist = Dist(),
 ) -> tuple[float, float]:
-    """(class-weighted mean cross entropy, accuracy) over the whole tracks of ``index``;
-    NaNs when it is empty. Under torchrun each process scores its share
+    """(class-weighted mean cross entropy, accuracy) of the tracks of ``index``, each
+    scored as its mean window probability p (mrnet.scoring; loss -w_y log p_y); NaNs
+    when it is empty. Under torchrun each process scores its share
     (``index.share(rank, world)``) and the float64 sums [sum of w_y * loss, sum of w_y,
     correct, tracks, non-finite tracks] are all-reduced: every process returns the whole
     split's figures. BadInput when a track's outputs are not finite. ``model`` is the
     plain module (not DDP), the same on every process."""
     if len(index) == 0:
         return math.nan, math.nan
-    model.eval()
-    sums = torch.zeros(5, dtype=torch.float64, device=device)
     share = index.share(ddp.rank, ddp.world)
-    bad_ids: list[int] = []
-    for rows, x, y in whole_tracks(share, max_frames):
-        x, y = x.to(device), y.to(device)
-        with autocast(device):
-            logits = model(x).float()
-        finite = torch.isfinite(logits).all(dim=1)
-        if not bool(finite.all()):
-            bad_ids += share.track_id[rows[~finite.cpu().numpy()]].tolist()
-        sums[0] += F.cross_entropy(logits, y, weight=weight, reduction="sum").double()
-        sums[1] += weight[y].double().sum()
-        sums[2] += (logits.argmax(1) == y).sum()
-        sums[3] += len(y)
-        sums[4] += (~finite).sum()
+    sums = torch.zeros(5, dtype=torch.float64, device=device)
+    bad_ids: list = []
+    if len(share):
+        probs = score(model, share, False, device, window, max_frames)
+        finite = np.isfinite(probs).all(axis=1)
+        bad_ids = share.track_id[~finite].tolist()
+        y = share.label
+        w = weight.double().cpu().numpy()[y]
+        p_true = np.maximum(probs[np.arange(len(y)), y], np.finfo(np.float64).tiny)
+        sums += torch.tensor([
+            float((w * -np.log(p_true))[finite].sum()), float(w[finite].sum()),
+            float((probs.argmax(1) == y)[finite].sum()), len(y), float((~finite).sum()),
+        ], dtype=torch.float64, device=device)  # fmt: skip
     if ddp.enabled:
         dist.all_reduce(sums)
     loss_sum, weight_sum, correct, count, n_bad = sums.tolist()
@@ -336,38 +337,33 @@ def validate_multi(
     index: SplitIndex,
     pos_weight: torch.Tensor,
     device: torch.device,
+    window: int,
     max_frames: int,
     ddp: Dist = Dist(),
     prior: np.ndarray | None = None,
 ) -> tuple[dict[str, float], list[float]]:
-    """Multi-label validation over the whole tracks of ``index``: ({val_loss (mean
-    pos-weighted BCE), val_map, val_macro_auc}, per-label thresholds that maximise F1;
-    ``prior``: the labels' training frequencies, for labels without validation positives).
-    Under torchrun each process scores its share and the logits are gathered, so every
-    process computes the whole split's figures. BadInput when outputs are not finite."""
+    """Multi-label validation of the tracks of ``index``, each scored as its mean window
+    probability p: ({val_loss (mean pos-weighted binary cross entropy of p), val_map,
+    val_macro_auc}, per-label thresholds that maximise F1; ``prior``: the labels'
+    training frequencies, for labels without validation positives). Under torchrun each
+    process scores its share and the probabilities are gathered, so every process
+    computes the whole split's figures. BadInput when outputs are not finite."""
     n_labels = index.label.shape[1]
     if len(index) == 0:
         nan = math.nan
         return {"val_loss": nan, "val_map": nan, "val_macro_auc": nan}, [0.5] * n_labels
-    model.eval()
     positions = np.arange(ddp.rank, len(index), ddp.world)
     share = index.subset(positions)
-    rows, outputs = [], []
-    for r, x, _ in whole_tracks(share, max_frames):
-        with autocast(device):
-            logits = model(x.to(device)).float()
-        rows.append(positions[r])
-        outputs.append(logits.cpu().numpy())
-    local = (np.concatenate(rows) if rows else np.zeros(0, np.int64),
-             np.concatenate(outputs) if outputs else np.zeros((0, n_labels), np.float32))
+    local = (positions, score(model, share, True, device, window, max_frames)
+             if len(share) else np.zeros((0, n_labels)))  # fmt: skip
     parts = [local]
     if ddp.enabled:
         parts = [None] * ddp.world
         dist.all_gather_object(parts, local)
-    logits = np.zeros((len(index), n_labels), np.float32)
+    probs = np.zeros((len(index), n_labels), np.float64)
     for r, out in parts:
-        logits[r] = out
-    bad = ~np.isfinite(logits).all(axis=1)
+        probs[r] = out
+    bad = ~np.isfinite(probs).all(axis=1)
     if bad.any():
         shown = " ".join(map(str, index.track_id[bad][:10].tolist()))
         raise BadInput(
@@ -375,11 +371,11 @@ def validate_multi(
             f"{shown}); last.pt and best.pt are left as they were; check the cache with "
             "`mrnet verify` and rerun"
         )
-    y = index.label.astype(np.float32)
-    loss = F.binary_cross_entropy_with_logits(
-        torch.from_numpy(logits), torch.from_numpy(y), pos_weight=pos_weight.cpu()
-    )
-    probs = 1 / (1 + np.exp(-logits))
+    y = index.label.astype(np.float64)
+    pw = pos_weight.double().cpu().numpy()[None, :]
+    tiny = np.finfo(np.float64).tiny
+    loss = -(pw * y * np.log(np.maximum(probs, tiny))
+             + (1 - y) * np.log(np.maximum(1 - probs, tiny))).mean()  # fmt: skip
     figures = {"val_loss": float(loss), **validation_figures(index.label, probs)}
     return figures, choose_thresholds(index.label, probs, prior)
 
@@ -476,14 +472,15 @@ class Run:
         if ddp.enabled:
             broadcast_buffers(self.model)  # score (and save) the same model everywhere
         max_frames = cfg.batch_size * self.frames
+        window = window_frames(cfg.window, self.cache.feature_config)
         if self.task == "multi":
             figures, self.thresholds = validate_multi(
-                self.model, self.val_idx, self.weight, self.device, max_frames, ddp,
+                self.model, self.val_idx, self.weight, self.device, window, max_frames, ddp,
                 prior=self.train_idx.label.mean(axis=0),
             )
         else:
             val_loss, val_acc = validate(
-                self.model, self.val_idx, self.weight, self.device, max_frames, ddp
+                self.model, self.val_idx, self.weight, self.device, window, max_frames, ddp
             )
             figures = {"train_acc": train_acc, "val_loss": val_loss, "val_acc": val_acc}
         self.epoch = epoch

@@ -19,13 +19,16 @@ import os
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.audio import load_audio
+import numpy as np
+
+from pipeline.audio import DecodeError, load_audio, stream_audio
 from pipeline.cache.shards import ShardWriter
 from pipeline.errors import TrackFailed
-from pipeline.features import FeatureConfig, stored_log_mel
+from pipeline.features import FeatureConfig, LogMelStream, stored, stored_log_mel
 from pipeline.lock import lock_token
 
 TRACK_DELAY_ENV = "MRNET_PREPROCESS_TRACK_DELAY"  # test hook: seconds to sleep per track
@@ -41,6 +44,7 @@ class ShardJob:
     labels: tuple  # per track: a label index, or a tuple of them (multi-label)
     paths: tuple[str, ...]  # the audio file of each track
     n_labels: int | None = None  # multi-label: how many labels there are
+    sha1s: tuple[str | None, ...] | None = None  # expected SHA-1 of each file, if checked
 
 
 @dataclass(frozen=True)
@@ -89,19 +93,23 @@ def build_shard(
     delay = float(os.environ.get(TRACK_DELAY_ENV, "0") or 0)
     writer = ShardWriter(cache_dir / job.name, cfg.to_dict(), job.split, job.n_labels)
     result = ShardResult(job.name, 0, 0, 0.0)
+    sha1s = job.sha1s or (None,) * len(job.track_ids)
     try:
-        for tid, label, path in zip(job.track_ids, job.labels, job.paths):
+        for tid, label, path, sha1 in zip(job.track_ids, job.labels, job.paths, sha1s):
+            track = TrackFeatures(path, cfg, min_seconds, sha1)
             try:
-                x = load_audio(path, cfg.sample_rate, cfg.max_seconds, min_seconds)
-                mel = stored_log_mel(x, cfg)
+                for frames in track:
+                    if orphaned():  # checked before every write, between the watchdog's looks
+                        os._exit(1)
+                    writer.append(frames)
             except TrackFailed as e:
+                writer.cancel_track()
                 writer.fail(tid, e.reason)
                 result.failures[e.reason] += 1
                 continue
-            if orphaned():  # checked before every write, between the watchdog's looks
-                os._exit(1)
-            writer.add(tid, label, mel, len(x) / cfg.sample_rate)
-            result.seconds_audio += len(x) / cfg.sample_rate
+            seconds = track.seconds
+            writer.end_track(tid, label, seconds)
+            result.seconds_audio += seconds
             if delay:
                 time.sleep(delay)
         if not writer.commit(still_wanted):
@@ -111,6 +119,43 @@ def build_shard(
     result.failed = sum(result.failures.values())
     result.tracks = len(job.track_ids) - result.failed
     return result
+
+
+class TrackFeatures:
+    """One track's log-mel frames as the cache stores them, float16 [k, n_mels] chunks:
+    the clip that ``cfg`` describes in one chunk or, for whole tracks (``cfg.whole``),
+    the track decoded, resampled and featurised as a stream (memory does not grow with
+    its length). ``seconds``: the audio's length once iteration has ended. TrackFailed
+    (unreadable, too short, non-finite) may come after some chunks: drop them then.
+
+    Preprocess workers and `mrnet predict` both read tracks through this, so a file gives
+    the same features in either."""
+
+    def __init__(self, path: str | os.PathLike, cfg: FeatureConfig, min_seconds: float = 0.0,
+                 sha1: str | None = None) -> None:  # fmt: skip
+        self.path, self.cfg, self.min_seconds, self.sha1 = path, cfg, min_seconds, sha1
+        self.seconds = 0.0
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        cfg = self.cfg
+        if not cfg.whole:
+            x = load_audio(self.path, cfg.sample_rate, cfg.max_seconds, self.min_seconds,
+                           cfg.clip, self.sha1)  # fmt: skip
+            mel = stored_log_mel(x, cfg)
+            self.seconds = len(x) / cfg.sample_rate
+            yield mel
+            return
+        stream, samples = LogMelStream(cfg), 0
+        for chunk in stream_audio(self.path, cfg.sample_rate, sha1=self.sha1):
+            samples += len(chunk)
+            frames = stored(stream.push(chunk))
+            if len(frames):
+                yield frames
+        last = stored(stream.finish())
+        self.seconds = samples / cfg.sample_rate
+        if self.seconds < self.min_seconds:
+            raise DecodeError("too_short", f"{self.seconds:.2f} s < {self.min_seconds} s")
+        yield last
 
 
 _tuned = False

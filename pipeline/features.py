@@ -27,7 +27,9 @@ from pipeline.errors import TrackFailed
 @dataclass(frozen=True)
 class FeatureConfig:
     """Log-mel parameters. Frame rate = sample_rate / hop_length (50 frames/s by default,
-    the frame rate of the WavLM features the MRNet authors used)."""
+    the frame rate of the WavLM features the MRNet authors used). ``max_seconds``: the
+    length of the clip taken from each track (0: the whole track), from its ``clip``
+    ("start" or "middle"; caches of mrnet 0.1 recorded no clip and took the start)."""
 
     sample_rate: int = 16000
     n_fft: int = 1024
@@ -37,6 +39,7 @@ class FeatureConfig:
     f_max: float = 8000.0
     log_eps: float = 1e-6
     max_seconds: float = 30.0
+    clip: str = "middle"
 
     def __post_init__(self) -> None:
         for name in ("sample_rate", "n_fft", "hop_length", "n_mels"):
@@ -44,8 +47,11 @@ class FeatureConfig:
                 raise ValueError(f"{name} must be positive (got {getattr(self, name)})")
         if self.n_fft < 16:
             raise ValueError(f"n_fft {self.n_fft} is too small; use 256 or more")
-        if not self.max_seconds > 0:
-            raise ValueError(f"max_seconds must be positive (got {self.max_seconds})")
+        if not self.max_seconds >= 0:
+            raise ValueError(f"max_seconds must be 0 (whole tracks) or more (got "
+                             f"{self.max_seconds})")  # fmt: skip
+        if self.clip not in ("start", "middle"):
+            raise ValueError(f"clip must be start or middle (got {self.clip!r})")
         if self.f_max > self.sample_rate / 2:
             raise ValueError(f"f_max {self.f_max} Hz is above Nyquist ({self.sample_rate / 2} Hz)")
         if not 0 <= self.f_min < self.f_max:
@@ -68,9 +74,15 @@ class FeatureConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    @property
+    def whole(self) -> bool:
+        """Whole tracks (max_seconds 0), decoded and featurised as a stream."""
+        return self.max_seconds == 0
+
     @classmethod
     def from_dict(cls, d: dict) -> FeatureConfig:
         names = {f.name for f in dataclasses.fields(cls)}
+        d = {"clip": "start", **d}  # recorded before clips could be taken from the middle
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
@@ -138,13 +150,17 @@ def power_spectrogram(x: np.ndarray, n_fft: int, hop_length: int) -> np.ndarray:
 
 
 def stored_log_mel(audio: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
-    """``log_mel`` as the cache stores it: float16 [frames, n_mels], every value finite.
+    """``log_mel`` as the cache stores it: float16 [frames, n_mels], every value finite
+    (see `stored`)."""
+    return stored(log_mel(audio, cfg))
 
-    Raises TrackFailed("non_finite") otherwise (NaN or infinite samples in the audio,
-    or a power so large that float16 cannot hold its log): such a track is a failure,
-    never a row of the cache.
-    """
-    mel = log_mel(audio, cfg).astype(np.float16)
+
+def stored(mel: np.ndarray) -> np.ndarray:
+    """Log-mel frames as the cache stores them: float16 [frames, n_mels], every value
+    finite. Raises TrackFailed("non_finite") otherwise (NaN or infinite samples in the
+    audio, or a power so large that float16 cannot hold its log): such a track is a
+    failure, never a row of the cache."""
+    mel = mel.astype(np.float16)
     if not np.isfinite(mel).all():
         bad = int((~np.isfinite(mel)).any(axis=1).sum())
         raise TrackFailed("non_finite", f"{bad} of {len(mel)} frames hold NaN or infinity")
@@ -155,11 +171,86 @@ def log_mel(audio: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     """Log-mel of one clip.
 
     audio: float32 [samples], mono, at ``cfg.sample_rate``; longer clips are cut to
-    ``cfg.max_seconds``. Returns float32 [cfg.n_frames(samples), cfg.n_mels].
+    ``cfg.max_seconds`` (unless 0). Returns float32 [cfg.n_frames(samples), cfg.n_mels].
     """
-    limit = int(cfg.max_seconds * cfg.sample_rate)
+    limit = int(cfg.max_seconds * cfg.sample_rate) or None
     x = np.ascontiguousarray(audio[:limit], dtype=np.float32)
     power = power_spectrogram(x, cfg.n_fft, cfg.hop_length)  # [n_freqs, frames]
+    return _mel_of_power(power, cfg)
+
+
+def _mel_of_power(power: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """[n_freqs, frames] power -> float32 [frames, n_mels] log-mel (a view)."""
     mel = _sparse_filterbank(cfg) @ power  # [n_mels, frames]
     np.log(mel + np.float32(cfg.log_eps), out=mel)
-    return mel.T  # a [frames, n_mels] view
+    return mel.T
+
+
+class LogMelStream:
+    """The log-mel of a long signal fed in chunks: `push` returns the frames that the
+    samples so far complete, `finish` the rest. Together they equal `log_mel` of the
+    whole signal (the same centered, reflect-padded STFT, frame by frame), while memory
+    holds one chunk.
+
+    >>> cfg = FeatureConfig(max_seconds=0)
+    >>> x = np.random.default_rng(0).standard_normal(48000).astype(np.float32)
+    >>> s = LogMelStream(cfg)
+    >>> parts = [s.push(x[:20000]), s.push(x[20000:]), s.finish()]
+    >>> bool(np.allclose(np.concatenate(parts), log_mel(x, cfg), atol=1e-5))
+    True
+    """
+
+    def __init__(self, cfg: FeatureConfig) -> None:
+        self.cfg, self.half = cfg, cfg.n_fft // 2
+        self.head: np.ndarray | None = None  # the first samples, until reflection is known
+        self.buf = np.zeros(0, np.float32)  # padded samples from the next frame's start
+        self.frames = 0  # frames returned so far
+        self.samples = 0  # samples pushed so far
+
+    def push(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        self.samples += len(x)
+        if self.head is not None or self.frames == 0 and len(self.buf) == 0:
+            # the start needs half + 1 samples to reflect: gather them first
+            self.head = x if self.head is None else np.concatenate([self.head, x])
+            if len(self.head) <= self.half:
+                return np.zeros((0, self.cfg.n_mels), np.float32)
+            x, self.head = np.concatenate([self.head[self.half : 0 : -1], self.head]), None
+        self.buf = np.concatenate([self.buf, x])
+        return self._frames(len(self.buf))
+
+    def _frames(self, available: int) -> np.ndarray:
+        """The frames whose whole window lies in the buffer; keep what the next needs."""
+        n_fft, hop = self.cfg.n_fft, self.cfg.hop_length
+        k = max(0, (available - n_fft) // hop + 1)
+        if k == 0:
+            return np.zeros((0, self.cfg.n_mels), np.float32)
+        power = _frames_power(self.buf[: (k - 1) * hop + n_fft], n_fft, hop, k)
+        self.buf = self.buf[k * hop :]
+        self.frames += k
+        return _mel_of_power(power, self.cfg)
+
+    def finish(self) -> np.ndarray:
+        """The last frames, with the end reflected as `log_mel` pads it."""
+        if self.head is not None:  # a signal too short to stream: compute it at once
+            out = log_mel(self.head, FeatureConfig(**{**self.cfg.to_dict(), "max_seconds": 0}))
+            self.head = None
+            return out
+        total = self.cfg.n_frames(self.samples)
+        tail = self.buf[-self.half - 1 : -1][::-1]  # reflection of the last samples
+        self.buf = np.concatenate([self.buf, tail])
+        out = self._frames(len(self.buf))
+        return out[: max(0, total - (self.frames - len(out)))]
+
+
+def _frames_power(x: np.ndarray, n_fft: int, hop: int, k: int) -> np.ndarray:
+    """|STFT|^2 of ``k`` frames of already padded samples: [n_fft // 2 + 1, k]."""
+    import scipy.fft
+
+    frames = np.lib.stride_tricks.as_strided(
+        x, shape=(k, n_fft), strides=(x.strides[0] * hop, x.strides[0]), writeable=False
+    )
+    spec = scipy.fft.rfft(frames * _window(n_fft), axis=1, workers=1)
+    power = spec.real * spec.real
+    power += spec.imag * spec.imag
+    return power.T

@@ -14,6 +14,9 @@ the bytes that are audio, so every tag is excluded:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import BinaryIO
+
+import numpy as np
 
 # kbit/s by bit-rate index (Layer III), Hz by sample-rate index, by MPEG version bits
 _KBPS = {
@@ -181,3 +184,82 @@ def frame_seconds(f, start: int, end: int) -> float:
         i += frame.length
         seconds += frame.seconds
     return seconds
+
+
+@dataclass(frozen=True)
+class FrameTable:
+    """Where the Layer III frames of an MP3 lie: ``offsets`` int64 [frames + 1] (byte
+    offset of each frame, then the end of the last), all frames ``samples`` long at
+    ``sample_rate`` Hz (the stream's first frame decides both)."""
+
+    offsets: np.ndarray
+    samples: int
+    sample_rate: int
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def seconds(self) -> float:
+        return len(self) * self.samples / self.sample_rate
+
+
+def frame_table(source: bytes | BinaryIO, start: int, end: int) -> FrameTable | None:
+    """The frames of ``source[start:end]`` (the audio region: tags excluded), walking from
+    header to header and resynchronising on the next 0xFF after damaged bytes; None when
+    there is no frame. ~1 µs a frame (11,500 frames for 5 minutes). ``source``: the
+    file's bytes, or the open file itself (hours of audio), read in 8-MB chunks."""
+    walk = _FrameWalk(end)
+    if isinstance(source, bytes):
+        walk(source, 0, start)
+    else:
+        i = start
+        while i + 4 <= end:
+            source.seek(i)
+            buf = source.read(min(_TABLE_CHUNK, end - i))
+            if len(buf) < 4:
+                break
+            i = walk(buf, i, i)
+    return walk.table()
+
+
+_TABLE_CHUNK = 8 * 2**20
+
+
+class _FrameWalk:
+    """The state of `frame_table`'s walk over consecutive buffers of one region."""
+
+    def __init__(self, end: int) -> None:
+        self.end, self.offsets, self.rate, self.after = end, [], 0, 0
+        self.first: Frame | None = None
+        self.frames: dict[bytes, Frame | None] = {}  # parsed headers, by their 3 bytes
+
+    def __call__(self, buf: bytes, base: int, i: int) -> int:
+        """Walk ``buf`` (which holds bytes ``base`` on) from ``i``; returns where the
+        next buffer must start (absolute)."""
+        stop = min(base + len(buf), self.end)
+        while i + 4 <= stop:
+            key = buf[i - base : i - base + 3]
+            frame = self.frames.get(key, False)
+            if frame is False:
+                frame = self.frames[key] = parse_frame(key + b"\x00")
+            if frame is None or i + frame.length > self.end + 3:
+                nxt = buf.find(b"\xff", i + 1 - base, stop - base)  # resynchronise
+                if nxt < 0:
+                    return stop if stop < self.end else self.end
+                i = base + nxt
+                continue
+            if self.first is None:
+                self.first = frame
+                version, rate_idx = (key[1] >> 3) & 3, (key[2] >> 2) & 3
+                self.rate = _HZ[version][rate_idx]
+            self.offsets.append(i)
+            i += frame.length
+            self.after = i  # the end of the last frame
+        return i
+
+    def table(self) -> FrameTable | None:
+        if self.first is None:
+            return None
+        offsets = np.array([*self.offsets, min(self.after, self.end)], np.int64)
+        return FrameTable(offsets, round(self.first.seconds * self.rate), self.rate)

@@ -55,7 +55,16 @@ class PreprocessOptions:
         _FEATURES.hop_length, "Hop in samples (320 at 16 kHz = 50 frames/s)."
     )
     f_max: float = setting(0.0, "Highest mel frequency in Hz; 0 = sample_rate / 2.")
-    max_seconds: float = setting(_FEATURES.max_seconds, "Keep at most this many seconds per track.")
+    max_seconds: float = setting(
+        _FEATURES.max_seconds,
+        "Seconds taken from each track (--clip says where); 0 keeps every track whole "
+        "(decoded and featurised in chunks, for untrimmed audio such as fma_full).",
+    )
+    clip: str = setting(
+        _FEATURES.clip,
+        "Where the --max-seconds come from in a longer track: middle (as FMA cut its "
+        "30-s clips) | start.",
+    )
     min_seconds: float = setting(
         1.0, "Tracks with less decoded audio are recorded as failures (too_short)."
     )
@@ -63,6 +72,21 @@ class PreprocessOptions:
         None,
         "Tracks per HDF5 shard (one job writes one shard); default: from the number of "
         "tracks (about 64 shards of 8 to 128 tracks).",
+    )
+    verify_checksums: bool = setting(
+        False,
+        "Check every file against its SHA-1 (sha1sum format, paths relative to --audio-dir); "
+        "a file whose SHA-1 differs is the failure checksum_mismatch.",
+        flag="--verify-checksums",
+    )
+    checksums: Path | None = setting(
+        None, "With --verify-checksums: the checksums file (default: AUDIO_DIR/checksums)."
+    )
+    allow_missing: bool = setting(
+        False,
+        "Go on even when fewer than 1% of the selected tracks have a file (wrong "
+        "--audio-dir or --subset?).",
+        flag="--allow-missing",
     )
     backend: str = setting(
         "loky", "Where shard jobs run: loky (local processes) | dask (a dask cluster)."
@@ -72,7 +96,7 @@ class PreprocessOptions:
         "With --backend dask: scheduler address, e.g. tcp://HOST:8786. The cache directory "
         "must be on storage every dask worker sees.",
     )
-    progress: bool = True
+    progress: bool = setting(True, "Show a progress bar (notes and warnings show anyway).")
 
     def feature_config(self) -> FeatureConfig:
         try:
@@ -83,6 +107,7 @@ class PreprocessOptions:
                 n_mels=self.n_mels,
                 f_max=self.f_max or self.sample_rate / 2,
                 max_seconds=self.max_seconds,
+                clip=self.clip,
             )
         except ValueError as e:
             raise BadInput(f"invalid feature settings: {e}") from e

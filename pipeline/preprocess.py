@@ -33,7 +33,7 @@ from pipeline.errors import BadInput
 from pipeline.extract import Owner, ShardJob, build_shard
 from pipeline.features import FeatureConfig
 from pipeline.options import PreprocessOptions
-from pipeline.sources import DATASETS, SPLITS, Selection, fma, folder, gtzan
+from pipeline.sources import DATASETS, SPLITS, Selection, checksums, fma, folder, gtzan
 from pipeline.workers import BACKENDS, run_jobs
 
 MIN_SHARD, MAX_SHARD = 8, 128
@@ -49,7 +49,7 @@ def auto_shard_size(n_tracks: int) -> int:
 
 def plan_shards(selection: Selection, shard_size: int) -> list[ShardJob]:
     """Deterministic plan: per split (SPLITS order), tracks in selection order, cut every
-    ``shard_size``."""
+    ``shard_size``. A ``sha1`` column, when the selection has one, goes with the jobs."""
     jobs = []
     multi = selection.task == "multi"
     n_labels = len(selection.labels) if multi else None
@@ -58,11 +58,14 @@ def plan_shards(selection: Selection, shard_size: int) -> list[ShardJob]:
         ids = part["track_id"].tolist()
         labels = [tuple(x) for x in part["labels"]] if multi else [int(x) for x in part["label"]]
         paths = part["path"].tolist()
+        sums = [x if isinstance(x, str) else None for x in part["sha1"]] \
+            if "sha1" in part else None  # fmt: skip
         for k, a in enumerate(range(0, len(ids), shard_size)):
             b = a + shard_size
             name = f"{SHARDS_DIR}/{split}-{k:05d}.h5"
             jobs.append(ShardJob(name, split, tuple(ids[a:b]), tuple(labels[a:b]),
-                                 tuple(paths[a:b]), n_labels))  # fmt: skip
+                                 tuple(paths[a:b]), n_labels,
+                                 tuple(sums[a:b]) if sums else None))  # fmt: skip
     return jobs
 
 
@@ -90,6 +93,7 @@ def _plan(opts: PreprocessOptions, cfg: FeatureConfig, selection: Selection,
         "split_scheme": selection.split_scheme,
         "shard_size": shard_size,
         "min_seconds": opts.min_seconds,
+        "verify_checksums": opts.verify_checksums,
         "format_version": FORMAT_VERSION,
     }
     return jobs, plan
@@ -245,6 +249,37 @@ def _existing_shard_size(out: Path) -> int | None:
         return None
 
 
+def _check_files(opts: PreprocessOptions, selection: Selection) -> tuple[int, int]:
+    """Refuse a run that would find (almost) no audio; with --verify-checksums, put each
+    file's expected SHA-1 in the selection's ``sha1`` column. Returns (regular files,
+    absent paths) among the selected tracks."""
+    paths = selection.tracks["path"].tolist()
+    present, absent = _file_presence(paths)
+    if present == 0:
+        raise BadInput(
+            f"no audio of subset {opts.subset} found under {opts.audio_dir}; pass --audio-dir "
+            f"pointing at fma_{opts.subset}/ or fma_large/"
+        )
+    if present < 0.01 * len(paths) and not opts.allow_missing:
+        raise BadInput(
+            f"only {present} of the {len(paths)} selected tracks have a file under "
+            f"{opts.audio_dir} (fewer than 1%): wrong --audio-dir or --subset? pass "
+            "--allow-missing to cache those few anyway"
+        )
+    if opts.verify_checksums:
+        where = opts.checksums or opts.audio_dir / checksums.DEFAULT_NAME
+        sums = checksums.read_checksums(where)
+        expected = checksums.expected_sha1s(paths, opts.audio_dir, sums, where)
+        selection.tracks["sha1"] = expected
+        unlisted = sum(x is None for x in expected)
+        if unlisted:
+            selection.warnings.append(
+                f"{unlisted} of the {len(paths)} selected tracks are not listed in {where}; "
+                "their files are not checked"
+            )
+    return present, absent
+
+
 def run_preprocess(opts: PreprocessOptions) -> Manifest:
     """Build (or resume) the cache described by ``opts``; returns the final manifest."""
     t0 = time.perf_counter()
@@ -259,13 +294,8 @@ def run_preprocess(opts: PreprocessOptions) -> Manifest:
     cfg = opts.feature_config()
     selection = _select(opts)
     paths = selection.tracks["path"].tolist()
-    present, absent = _file_presence(paths)
-    if present == 0:
-        raise BadInput(
-            f"no audio of subset {opts.subset} found under {opts.audio_dir}; pass --audio-dir "
-            f"pointing at fma_{opts.subset}/ or fma_large/"
-        )
-    log = _log(opts.progress)
+    present, absent = _check_files(opts, selection)
+    log = _log()
     for warning in selection.warnings:
         log(f"warning: {warning}")
     shard_size = opts.shard_size or _existing_shard_size(opts.out) or auto_shard_size(len(paths))
@@ -377,9 +407,10 @@ def format_summary(m: Manifest) -> str:
     )
 
 
-def _log(enabled: bool):
+def _log():
+    """Notes and warnings go to stderr whether or not a progress bar is shown."""
+
     def log(msg: str) -> None:
-        if enabled:
-            print(msg, file=sys.stderr, flush=True)
+        print(msg, file=sys.stderr, flush=True)
 
     return log

@@ -88,14 +88,16 @@ _SLOW_PREPROCESS = (
 )
 
 
-def interrupt_mid_run(synth, out: Path, sig: int, min_shards: int = 2) -> tuple[int, str]:
-    """Start `mrnet preprocess` (1 job, 8-track shards, decoding slowed) into ``out``,
-    send ``sig`` once ``min_shards`` shards are written; returns (exit code, stderr)."""
+def interrupt_mid_run(synth, out: Path, sig: int, min_shards: int = 2,
+                      *extra: str) -> tuple[int, str]:  # fmt: skip
+    """Start `mrnet preprocess` (1 job, 8-track shards, decoding slowed, ``extra``
+    arguments) into ``out``, send ``sig`` once ``min_shards`` shards are written;
+    returns (exit code, stderr)."""
     argv = [
         sys.executable,
         "-c",
         _SLOW_PREPROCESS,
-        *args(synth, out, "--jobs", "1", "--shard-size", "8"),
+        *args(synth, out, "--jobs", "1", "--shard-size", "8", *extra),
     ]
     proc = subprocess.Popen(
         argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
@@ -108,6 +110,6 @@ def interrupt_mid_run(synth, out: Path, sig: int, min_shards: int = 2) -> tuple[
     return proc.returncode, err
 
 
-def kill_mid_run(synth, out: Path, min_shards: int = 2) -> None:
+def kill_mid_run(synth, out: Path, min_shards: int = 2, *extra: str) -> None:
     """SIGKILL a preprocess run into ``out`` once ``min_shards`` shards are written."""
-    interrupt_mid_run(synth, out, signal.SIGKILL, min_shards)
+    interrupt_mid_run(synth, out, signal.SIGKILL, min_shards, *extra)

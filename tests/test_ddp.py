@@ -122,7 +122,7 @@ def _validate_share(rank: int, world: int, port: int, cache: str, out: str) -> N
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                             world_size=world)  # fmt: skip
     try:
-        loss, acc = validate(*untrained(Path(cache)), 200, Dist(rank, world, rank, enabled=True))
+        loss, acc = validate(*untrained(Path(cache)), 0, 200, Dist(rank, world, rank, enabled=True))
         sync = torch.nn.SyncBatchNorm.convert_sync_batchnorm(torch.nn.BatchNorm1d(4)).train()
         try:
             sync(torch.randn(3, 4))
@@ -154,7 +154,7 @@ def test_validation_over_ranks_equals_one_process(tmp_path):
     assert sorted(shares) == sorted(index.track_id)
     mp.spawn(_validate_share, args=(world, free_port(), str(cache), str(tmp_path)),
              nprocs=world, join=True)  # fmt: skip
-    loss, acc = validate(*untrained(cache), 200)
+    loss, acc = validate(*untrained(cache), 0, 200)
     for r in range(world):
         got = torch.load(tmp_path / f"{r}.pt", weights_only=True)
         assert got["loss"] == pytest.approx(loss, rel=1e-6) and got["acc"] == acc, (r, got)
@@ -179,7 +179,7 @@ def test_torchrun_two_processes(ddp_run, cache_dir):
     ckpt = load_checkpoint(run / "last.pt")
     index = split_index(open_cache(cache_dir), "validation")
     weight = class_weights(split_index(open_cache(cache_dir), "training").label, 3)
-    loss, acc = validate(load_model(ckpt), index, weight, CPU, 400)
+    loss, acc = validate(load_model(ckpt), index, weight, CPU, 0, 400)
     assert m["val_loss"].iloc[-1] == pytest.approx(loss, rel=1e-6)
     assert m["val_acc"].iloc[-1] == acc
     # rank 0 alone prints: its epoch lines and the summary; rank 1 prints nothing
@@ -280,7 +280,7 @@ def test_torchrun_multi_label_validation_equals_one_process(tmp_path):
     train, val = split_index(c, "training"), split_index(c, "validation")
     ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
     figures, thresholds = validate_multi(load_model(ckpt), val, positive_weights(train.label),
-                                         CPU, 400, prior=train.label.mean(axis=0))  # fmt: skip
+                                         CPU, 0, 400, prior=train.label.mean(axis=0))  # fmt: skip
     assert m["val_map"].iloc[-1] == pytest.approx(figures["val_map"], rel=1e-6)
     assert m["val_macro_auc"].iloc[-1] == pytest.approx(figures["val_macro_auc"], rel=1e-6)
     assert ckpt.thresholds == pytest.approx(thresholds, rel=1e-6)

@@ -47,7 +47,19 @@ def test_cli_loads_no_torch_until_a_command_needs_it():
     assert out.stdout.split() == ["False", "False"], out.stderr
 
 
-@pytest.mark.parametrize("module", ["mrnet.model", "mrnet.augment"])
+def test_info_on_a_cache_loads_no_torch(cache):
+    """`mrnet info CACHE` answers in a fraction of a second, even at FMA's full size."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from typer.testing import CliRunner; from cli import app\n"
+            f"r = CliRunner().invoke(app, ['info', {str(cache)!r}])\n"
+            "print(r.exit_code, 'torch' in sys.modules)")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert out.stdout.split() == ["0", "False"], out.stderr
+
+
+@pytest.mark.parametrize("module", ["mrnet.model", "mrnet.augment", "mrnet.scoring"])
 def test_docstring_examples_run(module):
     import importlib
 

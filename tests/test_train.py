@@ -20,7 +20,8 @@ from typer.testing import CliRunner
 from cli import app
 from mrnet.checkpoint import ModelConfig, build_model, load_model
 from mrnet.checkpoint import load as load_checkpoint
-from mrnet.data import CropDataset, MemmapCrops, ResidentCrops, crop_plan, whole_tracks
+from mrnet.data import CropDataset, MemmapCrops, ResidentCrops, crop_plan
+from mrnet.scoring import cache_windows
 from mrnet.train import TIMING_COLUMNS, TrainConfig, train, validate
 from pipeline.cache import Manifest, Track, open_cache, split_index, write_cache
 from pipeline.errors import BadInput
@@ -165,17 +166,17 @@ def test_loader_equals_h5py_reads(cache_dir, workers):
         assert y.tolist() == yr.tolist() == list(index.label[tracks])
 
 
-def test_whole_tracks_cover_validation_split(cache_dir):
+def test_short_tracks_are_one_window_each(cache_dir):
     cache = open_cache(cache_dir)
     index = split_index(cache, "validation")
-    seen = 0
-    for _, x, y in whole_tracks(index, max_frames=300):
+    seen = []
+    for rows, x in cache_windows(index, window=10_000, max_frames=300):
         assert x.dtype == torch.float32 and x.shape[0] * x.shape[2] <= max(300, x.shape[2])
-        seen += len(y)
-    assert seen == len(index) == 6
-    _, x, _ = next(whole_tracks(index, max_frames=1))  # shortest tracks first, one per batch
-    i = int(np.flatnonzero(index.length == x.shape[2])[0])
-    np.testing.assert_array_equal(x[0].numpy(), h5_track(cache, "validation", i).T)
+        seen += rows.tolist()
+    assert sorted(seen) == list(range(len(index))) and len(index) == 6
+    rows, x = next(cache_windows(index, window=10_000, max_frames=1))  # shortest first
+    assert int(index.length[rows[0]]) == x.shape[2] == int(index.length.min())
+    np.testing.assert_array_equal(x[0].numpy(), h5_track(cache, "validation", int(rows[0])).T)
 
 
 # ---------------------------------------------------------------- training
@@ -191,13 +192,13 @@ def test_one_epoch_reduces_loss(tmp_path, arch):
     val = split_index(open_cache(cache_dir), "validation")
     cpu, ones = torch.device("cpu"), torch.ones(3)
     torch.manual_seed(cfg.seed)
-    before, _ = validate(build_model(ModelConfig(arch, 16, 3, channels=16)), val, ones, cpu, 600)
+    before, _ = validate(build_model(ModelConfig(arch, 16, 3, channels=16)), val, ones, cpu, 0, 600)
     assert abs(before - np.log(3)) < 0.05
     s = train(cfg)
     assert s["last"]["train_loss"] < 0.9 * before, (before, s["last"])
     if arch == "cnn":
         model = load_model(load_checkpoint(cfg.out / "last.pt"))
-        after, acc = validate(model, val, ones, cpu, 600)
+        after, acc = validate(model, val, ones, cpu, 0, 600)
         assert after < 0.5 * before and acc > 0.9, (before, after, acc)
 
 

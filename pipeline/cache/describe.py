@@ -30,7 +30,7 @@ def describe_cache(path: Path) -> str:
         f"  source   {m.dataset} {m.subset} ({m.split_scheme} split) {source}".rstrip(),
         f"  features log-mel {fc['n_mels']} bands, {fc['sample_rate']} Hz, n_fft {fc['n_fft']}, "
         f"hop {fc['hop_length']} ({fc['sample_rate'] / fc['hop_length']:.0f} frames/s), "
-        f"f {fc['f_min']:.0f}-{fc['f_max']:.0f} Hz, max {fc['max_seconds']} s",
+        f"f {fc['f_min']:.0f}-{fc['f_max']:.0f} Hz; {_clip(fc)}",
         f"  shards   {len(m.shards)} of up to {m.plan.get('shard_size')} tracks; "
         f"size {dir_bytes(path) / 2**20:.1f} MiB",
     ]
@@ -60,3 +60,9 @@ def describe_cache(path: Path) -> str:
     if m.summary:
         lines.append(f"  audio    {m.summary.get('hours_of_audio', 0):.2f} h")
     return "\n".join(lines)
+
+
+def _clip(fc: dict) -> str:
+    if not fc["max_seconds"]:
+        return "whole tracks"
+    return f"the {fc.get('clip', 'start')} {fc['max_seconds']:g} s of each track"

@@ -220,15 +220,12 @@ def _listed_labels(rows: pd.DataFrame, cache: Cache) -> np.ndarray:
     "|"-joined names of a multi-label cache."""
     if cache.manifest.task != "multi":
         return rows["label"].to_numpy(np.int64)
-    index = {name: i for i, name in enumerate(cache.labels)}
-    out = np.zeros((len(rows), len(index)), np.uint8)
-    for r, names in enumerate(rows["labels"].tolist()):
-        for name in filter(None, str(names).split("|")):
-            if name not in index:
-                raise BadInput(f"tracks.csv of {cache.root} names label {name!r}, which its "
-                               "manifest does not list; rerun `mrnet preprocess`")  # fmt: skip
-            out[r, index[name]] = 1
-    return out
+    dummies = rows["labels"].fillna("").astype(str).str.get_dummies("|")
+    unknown = sorted(set(dummies.columns) - set(cache.labels))
+    if unknown:
+        raise BadInput(f"tracks.csv of {cache.root} names label {unknown[0]!r}, which its "
+                       "manifest does not list; rerun `mrnet preprocess`")  # fmt: skip
+    return dummies.reindex(columns=list(cache.labels), fill_value=0).to_numpy(np.uint8)
 
 
 class FrameStore:

@@ -81,6 +81,7 @@ class ShardWriter:
         self._seconds: list[float] = []
         self._failed: list[tuple[int | str, str]] = []
         self._frames = 0  # frames of the track being added
+        self._track_start = (self._mel_hash.copy(), 0)  # to take the track back
 
     def append(self, mel: np.ndarray) -> None:
         """Frames of the current track, [frames, n_mels], finite, any float dtype."""
@@ -89,12 +90,25 @@ class ShardWriter:
             raise ValueError(f"mel must be [frames, {self.n_mels}], got {m.shape}")
         if not np.isfinite(m).all():
             raise ValueError("mel holds NaN or infinity; the cache stores finite values only")
+        if self._frames == 0:
+            self._track_start = (self._mel_hash.copy(), sum(self._lengths))
         with writing(self.path, self._spill_path):
             if self._spill is None:
                 self._spill = open(self._spill_path, "wb", buffering=8 * 2**20)
             self._spill.write(memoryview(m).cast("B"))
         self._mel_hash.update(memoryview(m).cast("B"))
         self._frames += len(m)
+
+    def cancel_track(self) -> None:
+        """Take back the frames of the current track (it failed after some arrived)."""
+        if self._frames == 0:
+            return
+        self._mel_hash, frames = self._track_start
+        with writing(self.path, self._spill_path):
+            self._spill.flush()
+            self._spill.seek(frames * self.n_mels * 2)
+            self._spill.truncate()
+        self._frames = 0
 
     def end_track(self, track_id: int | str, label: int | tuple[int, ...],
                   seconds: float) -> None:  # fmt: skip

@@ -92,20 +92,20 @@ class CacheWriter:
         ``extra``: columns of EXTRA_COLUMNS (artist, title) indexed by track id;
         ``processed``: tracks this run decoded (for its tracks/s)."""
         m = self.manifest
-        rows, failures, shard_rows, hours = [], [], [], 0.0
+        parts, failed, shard_rows, hours = [], [], [], 0.0
         splits: dict[str, dict] = {}
+        label_names = np.array(m.labels, dtype=object)
         for name in names:
             idx = read_shard(self.root / name)
-            n_frames = np.diff(idx.offsets)
-            for row, (tid, label) in enumerate(zip(idx.track_id.tolist(), idx.label)):
-                place = (name, row, int(n_frames[row]))
-                if idx.multi:  # the names of the track's labels, "|"-joined
-                    names_ = "|".join(m.labels[i] for i in np.flatnonzero(label))
-                    rows.append((tid, idx.split, names_, *place))
-                else:
-                    rows.append((tid, idx.split, m.labels[label], int(label), *place))
-            for tid, reason in zip(idx.failed_track_id.tolist(), idx.failed_reason):
-                failures.append((tid, str((paths or {}).get(tid, "")), reason))
+            part = {"track_id": idx.track_id, "split": idx.split}
+            if idx.multi:  # the names of the track's labels, "|"-joined
+                part["labels"] = _joined(label_names, idx.label)
+            else:
+                part["genre"], part["label"] = label_names[idx.label], idx.label.astype(int)
+            part.update(shard=name, row=np.arange(len(idx)), n_frames=np.diff(idx.offsets))
+            parts.append(pd.DataFrame(part))
+            failed.append(pd.DataFrame({"track_id": idx.failed_track_id,
+                                        "reason": idx.failed_reason}))  # fmt: skip
             hours += float(idx.seconds.sum()) / 3600
             shard_rows.append({"name": name, "split": idx.split, "tracks": len(idx),
                                "failed": len(idx.failed_track_id),
@@ -115,10 +115,16 @@ class CacheWriter:
             s["failed"] += len(idx.failed_track_id)
             s["shards"] += 1
             s["frames"] += int(idx.mel_shape[0])
-        tracks = pd.DataFrame(rows, columns=track_columns(m.task))
+        columns = track_columns(m.task)
+        tracks = pd.concat(parts, ignore_index=True)[columns] if parts else \
+            pd.DataFrame(columns=columns)  # fmt: skip
         if extra is not None:
             tracks = tracks.join(extra[[c for c in EXTRA_COLUMNS if c in extra]], on="track_id")
-        fails = pd.DataFrame(failures, columns=FAILURE_COLUMNS).sort_values("track_id")
+        fails = pd.concat(failed, ignore_index=True) if failed else \
+            pd.DataFrame(columns=["track_id", "reason"])  # fmt: skip
+        where = pd.Series(paths or {}, dtype=object)
+        fails["path"] = where.reindex(fails["track_id"]).fillna("").astype(str).to_numpy()
+        fails = fails[FAILURE_COLUMNS].sort_values("track_id", kind="stable")
         write_atomic(self.root / TRACKS, tracks.to_csv(index=False))
         write_atomic(self.root / FAILURES, fails.to_csv(index=False))
         elapsed = time.perf_counter() - self.started
@@ -183,3 +189,13 @@ def write_cache(
         for sw, _ in open_writers.values():
             sw.commit()
         return w.finish(names)
+
+
+def _joined(names: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per row of a 0/1 matrix [n, L], the names of its labels "|"-joined (a loop over
+    the L labels, not the n tracks)."""
+    out = np.full(len(labels), "", dtype=object)
+    for j, name in enumerate(names):
+        on = labels[:, j].astype(bool)
+        out[on] = np.where(out[on] == "", name, out[on] + "|" + name)
+    return out

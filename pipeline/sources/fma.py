@@ -45,6 +45,12 @@ def audio_path(audio_dir: Path, track_id: int) -> Path:
     return Path(audio_dir) / name[:3] / f"{name}.mp3"
 
 
+def audio_paths(audio_dir: Path, track_ids: pd.Series) -> np.ndarray:
+    """`audio_path` of many tracks at once, as str (one vectorised step for 100,000)."""
+    names = pd.Series(track_ids, dtype="int64").astype(str).str.zfill(6)
+    return (f"{Path(audio_dir)}/" + names.str[:3] + "/" + names + ".mp3").to_numpy(object)
+
+
 def _tracks_csv(metadata_dir: Path) -> Path:
     metadata_dir = Path(metadata_dir)
     if not metadata_dir.exists():
@@ -357,7 +363,7 @@ def read_selection(metadata_dir: Path, subset: str, audio_dir: Path | None = Non
         sel = select_multi(tracks, subset, genres, labels, min_label_tracks)
     if audio_dir is not None:
         ids = sel.tracks["track_id"]
-        sel.tracks["path"] = [str(audio_path(audio_dir, t)) for t in ids]
+        sel.tracks["path"] = audio_paths(audio_dir, ids)
         sel.tracks["artist"] = tracks[("artist", "name")].reindex(ids).fillna("").to_numpy()
         sel.tracks["title"] = tracks[("track", "title")].reindex(ids).fillna("").to_numpy()
         sel.source = {"audio_dir": str(audio_dir), "metadata_dir": str(metadata_dir)}

@@ -1,0 +1,195 @@
+"""Track-level outputs from windows, so that memory does not grow with track length.
+
+A track of n frames is cut into windows of W frames (W: the frames of a clip of
+``--window`` seconds, 1501 for 30 s at 50 frames/s) at a hop of W // 2; the last
+window ends at the track's end. A track of at most W frames is one window: the whole
+track. A track's output is the mean over its windows of the per-window outputs
+(probabilities, embeddings).
+
+    window_starts  where a track's windows start
+    cache_windows  batches of windows of a cache split (memmapped, shortest first)
+    WindowStream   the same windows of a track whose frames arrive in chunks (predict)
+    track_means    mean per track of per-window outputs
+    score          per-track probabilities of a cache split
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+
+from mrnet.data import to_model_layout
+from mrnet.runtime import autocast
+from pipeline.cache.reader import FrameStore, SplitIndex
+from pipeline.features import FeatureConfig
+
+WINDOW_SECONDS = 30.0  # default --window: FMA's clip length
+MIN_WINDOW_SECONDS = 1.0
+
+Windows = tuple[np.ndarray, torch.Tensor]  # track positions int64 [b], x float32 [b, mels, n]
+
+
+def window_frames(seconds: float, feature_config: dict) -> int:
+    """Frames of a window of ``seconds`` (as many as a clip of that length has); 0 for
+    ``seconds`` 0 (every track whole, in one window)."""
+    if seconds == 0:
+        return 0
+    cfg = FeatureConfig.from_dict(feature_config)
+    return cfg.n_frames(round(seconds * cfg.sample_rate))
+
+
+def check_window(seconds: float) -> None:
+    from pipeline.errors import BadInput
+
+    if seconds != 0 and not seconds >= MIN_WINDOW_SECONDS:
+        raise BadInput(
+            f"--window must be 0 (whole tracks in one pass) or at least {MIN_WINDOW_SECONDS:g} "
+            f"s (got {seconds:g})"
+        )
+
+
+def window_starts(n: int, window: int) -> np.ndarray:
+    """Start frames (int64) of the windows of a track of ``n`` frames: every hop
+    (``window // 2``) while a window fits, then one ending at the track's end; [0] when
+    ``n <= window`` or ``window`` is 0 (the whole track)."""
+    if window == 0 or n <= window:
+        return np.zeros(1, np.int64)
+    starts = np.arange(0, n - window + 1, max(1, window // 2), dtype=np.int64)
+    if starts[-1] + window < n:
+        starts = np.append(starts, n - window)
+    return starts
+
+
+def count_windows(lengths: np.ndarray, window: int) -> int:
+    """How many windows `window_starts` gives tracks of these lengths (frames), in all."""
+    if window == 0:
+        return len(lengths)
+    over = np.maximum(np.asarray(lengths, np.int64) - window, 0)
+    return int((-(-over // max(1, window // 2)) + 1).sum())
+
+
+def cache_windows(index: SplitIndex, window: int, max_frames: int) -> Iterator[Windows]:
+    """Batches of the windows of every track of ``index``, grouped by length, shortest
+    first; a batch of length-m windows holds max(1, max_frames // m) of them. The rows
+    say whose window each is (a long track's windows follow one another)."""
+    store = FrameStore(index.shards)
+    groups: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for t, n in enumerate(index.length.tolist()):
+        m = n if window == 0 or n <= window else window
+        groups[m] += [(t, int(s)) for s in window_starts(n, window)]
+    for m, members in sorted(groups.items()):
+        per_batch = max(1, max_frames // m)
+        for i in range(0, len(members), per_batch):
+            part = np.array(members[i : i + per_batch], np.int64)
+            rows, starts = part[:, 0], part[:, 1]
+            yield rows, to_model_layout(store.read(index, rows, starts, m))
+
+
+class WindowStream:
+    """The windows of `window_starts` for a track whose frames (float16 [k, n_mels])
+    arrive in chunks: `push` returns those the frames so far complete, `finish` the
+    rest. Holds about one window plus one chunk of frames.
+
+    >>> s = WindowStream(4)
+    >>> frames = np.arange(11)[:, None]
+    >>> out = s.push(frames[:5]) + s.push(frames[5:]) + s.finish()
+    >>> [w[0, 0].item() for w in out] == window_starts(11, 4).tolist()
+    True
+    """
+
+    def __init__(self, window: int) -> None:
+        self.window, self.hop = window, max(1, window // 2)
+        self.buf: np.ndarray | None = None  # frames from frame `offset` on
+        self.offset = 0
+        self.n = 0  # frames pushed so far
+        self.next = 0  # start of the next window
+        self.emitted = 0  # windows returned so far
+
+    def push(self, frames: np.ndarray) -> list[np.ndarray]:
+        self.buf = frames if self.buf is None else np.concatenate([self.buf, frames])
+        self.n += len(frames)
+        out = []
+        while self.window and self.next + self.window <= self.n:
+            at = self.next - self.offset
+            out.append(self.buf[at : at + self.window])
+            self.next += self.hop
+        self.emitted += len(out)
+        keep = max(0, min(self.next, self.n - self.window)) if self.window else 0
+        self.buf, self.offset = self.buf[keep - self.offset :], keep
+        return out
+
+    def finish(self) -> list[np.ndarray]:
+        if self.buf is None:
+            return []
+        if self.emitted == 0:  # at most one window long: the whole track
+            return [self.buf]
+        last = self.next - self.hop  # start of the last window returned
+        if last + self.window < self.n:
+            return [self.buf[len(self.buf) - self.window :]]
+        return []
+
+
+def track_means(
+    batches: Iterable[Windows], n_tracks: int, forward: Callable[[torch.Tensor], np.ndarray]
+) -> np.ndarray:
+    """Float64 [n_tracks, d]: per track, the mean of ``forward`` (float [b, d] per window
+    batch) over its windows. NaN rows for tracks that got no window."""
+    sums: np.ndarray | None = None
+    counts = np.zeros(n_tracks, np.int64)
+    for rows, x in batches:
+        out = np.asarray(forward(x), np.float64)
+        if sums is None:
+            sums = np.zeros((n_tracks, out.shape[1]), np.float64)
+        np.add.at(sums, rows, out)
+        np.add.at(counts, rows, 1)
+    if sums is None:
+        return np.full((n_tracks, 0), np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return sums / counts[:, None]
+
+
+def probabilities(logits: torch.Tensor, multi: bool) -> np.ndarray:
+    """Float64 [b, L]: softmax (single-label) or sigmoid (multi-label) of the logits;
+    rows with a non-finite logit are NaN (an overflow in the model, never a probability)."""
+    z = logits.detach().double().cpu()
+    p = torch.sigmoid(z) if multi else torch.softmax(z, dim=-1)
+    p[~torch.isfinite(z).all(dim=1)] = float("nan")
+    return p.numpy()
+
+
+def model_forward(model: torch.nn.Module, device: torch.device, multi: bool):
+    """A `track_means` forward: a window batch's probabilities under ``model``."""
+
+    def forward(x: torch.Tensor) -> np.ndarray:
+        with autocast(device):
+            logits = model(x.to(device)).float()
+        return probabilities(logits, multi)
+
+    return forward
+
+
+@torch.no_grad()
+def score(
+    model: torch.nn.Module,
+    index: SplitIndex,
+    multi: bool,
+    device: torch.device,
+    window: int,
+    max_frames: int,
+    progress: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """Float64 [len(index), n_labels]: each track's mean window probability (NaN rows
+    where an output was not finite; ``index`` not empty). ``progress`` is called with
+    each batch's number of windows."""
+    model.eval()
+
+    def batches() -> Iterator[Windows]:
+        for rows, x in cache_windows(index, window, max_frames):
+            yield rows, x
+            if progress:
+                progress(len(rows))
+
+    return track_means(batches(), len(index), model_forward(model, device, multi))

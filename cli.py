@@ -3,6 +3,8 @@
 mrnet preprocess  audio -> cache of HDF5 log-mel shards (parallel, resumable)
 mrnet train       cache -> MRNet checkpoint (GPU when present, resumable)
 mrnet evaluate    checkpoint + cache -> per-genre confusion reports
+
+and around them: predict, embed, export (ONNX), compare, info, verify, demo.
 """
 
 from __future__ import annotations
@@ -14,7 +16,14 @@ from typing import Any, NoReturn
 
 import typer
 
-from mrnet.options import DemoOptions, EvalOptions, PredictOptions, TrainConfig
+from mrnet.options import (
+    DemoOptions,
+    EmbedOptions,
+    EvalOptions,
+    ExportOptions,
+    PredictOptions,
+    TrainConfig,
+)
 from pipeline.errors import BadInput
 from pipeline.options import PreprocessOptions
 from pipeline.settings import from_values
@@ -23,6 +32,7 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help texts are literal: [batch, n_mels, frames], 'mrnet[export]'
     help=__doc__,
 )
 
@@ -117,8 +127,10 @@ def preprocess(
     scheduler: str | None = opt(P, "scheduler"),
     progress: bool = opt(P, "progress"),
 ) -> None:
-    """Decode audio (FMA, GTZAN or a folder of label folders) in parallel into HDF5 log-mel
-    shards; rerun the same command to resume."""
+    """Decode audio into a cache of log-mel shards (rerun to resume).
+
+    FMA, GTZAN or a folder of label folders, in parallel processes (or on a dask
+    cluster), into HDF5 shards; rerun the same command to resume."""
     from pipeline.preprocess import format_summary, run_preprocess
 
     opts = from_values(PreprocessOptions, locals())
@@ -143,6 +155,7 @@ def train(
     batch_size: int = opt(T, "batch_size"),
     lr: float = opt(T, "lr"),
     channels: int = opt(T, "channels"),
+    input_norm: str = opt(T, "input_norm"),
     crop_seconds: float = opt(T, "crop_seconds"),
     workers: int = opt(T, "workers"),
     device: str = opt(T, "device"),
@@ -152,11 +165,15 @@ def train(
     sync_bn: bool = opt(T, "sync_bn"),
     verify: bool = opt(T, "verify"),
     tensorboard: bool = opt(T, "tensorboard"),
+    wandb: str | None = opt(T, "wandb"),
+    wandb_name: str | None = opt(T, "wandb_name"),
     seed: int = opt(T, "seed"),
     resume: bool = opt(T, "resume"),
     progress: bool = opt(T, "progress"),
 ) -> None:
-    """Train MRNet (or the cnn baseline) on a cache; validate on FMA's validation split.
+    """Train MRNet (or the cnn baseline) on a cache.
+
+    Validates on the cache's validation split each epoch; RUN/best.pt is the best epoch.
 
     Data parallel: torchrun --nproc-per-node N --no-python mrnet train ... (rank 0 writes)."""
     from mrnet.train import train as run_train
@@ -198,7 +215,9 @@ def verify(
     ),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
-    """Re-read every shard: checksums, finite frames, label range, agreement with tracks.csv.
+    """Re-read every shard of a cache and check it.
+
+    Checksums, finite frames, label range, agreement with tracks.csv.
 
     Exit 0 when all is sound (or after --repair), 2 listing damaged shards otherwise."""
     from pipeline.cache.verify import damaged_error, format_report, verify_cache
@@ -225,8 +244,10 @@ def evaluate(
     window: float = opt(E, "window"),
     progress: bool = opt(E, "progress"),
 ) -> None:
-    """Score a cache split (long tracks in windows); write per-genre confusion reports
-    (multi-label caches: per-label average precision and ROC-AUC)."""
+    """Score a cache split; write per-genre reports.
+
+    Accuracy, F1, confusion matrix, per-track predictions (multi-label caches: per-label
+    average precision and ROC-AUC). Long tracks are scored in windows."""
     from mrnet.evaluate import evaluate as run_evaluate
     from mrnet.evaluate import format_table
 
@@ -250,10 +271,87 @@ def predict(
     device: str = opt(R, "device"),
     window: float = opt(R, "window"),
 ) -> None:
-    """Print the top genres of audio files (same decoder and features as preprocess)."""
+    """Print the top genres of audio files.
+
+    Same decoder, clip and features as preprocess, with the checkpoint's settings."""
     from mrnet.predict import run_predict
 
     run_guarded(run_predict, from_values(PredictOptions, locals()), echo=typer.echo)
+
+
+M = EmbedOptions
+
+
+@app.command()
+def embed(
+    paths: list[Path] = opt(M, "paths", argument=True),
+    checkpoint: Path = opt(M, "checkpoint"),
+    out: Path = opt(M, "out"),
+    cache: Path | None = opt(M, "cache"),
+    split: str | None = opt(M, "split"),
+    window: float = opt(M, "window"),
+    batch_size: int = opt(M, "batch_size"),
+    device: str = opt(M, "device"),
+    progress: bool = opt(M, "progress"),
+) -> None:
+    """Write track embeddings of a cache or of audio files.
+
+    MRNet's 128-d embedding before the classifier (cnn: its penultimate layer), long
+    tracks as the mean over windows: OUT/embeddings.npy, OUT/index.csv (row i of one is
+    row i of the other)."""
+    from mrnet.embed import run_embed
+
+    done = run_guarded(run_embed, from_values(EmbedOptions, locals()))
+    for path, reason in done.failures.itertuples(index=False):
+        typer.echo(f"{path}: cannot read ({reason})", err=True)
+    n, d = done.embeddings.shape
+    failed = f"; {len(done.failures)} unreadable, in failures.csv" if len(done.failures) else ""
+    typer.echo(f"{n} embeddings of {d} values written to {out}/ (embeddings.npy, "
+               f"index.csv){failed}")  # fmt: skip
+
+
+X = ExportOptions
+
+
+@app.command()
+def export(
+    checkpoint: Path = opt(X, "checkpoint"),
+    out: Path = opt(X, "out"),
+) -> None:
+    """Export a checkpoint to ONNX.
+
+    Input log_mel [batch, n_mels, frames] (dynamic batch and frames) as the cache stores
+    it; output logits. Feature settings and label names go into the ONNX metadata.
+    Needs pip install 'mrnet[export]'."""
+    from mrnet.export import export as run_export
+
+    meta = run_guarded(run_export, from_values(ExportOptions, locals()))
+    labels = ", ".join(__import__("json").loads(meta["mrnet.labels"]))
+    typer.echo(f"wrote {out}: input log_mel [batch, n_mels, frames], output logits over "
+               f"{labels}; feature settings and labels in its metadata")  # fmt: skip
+
+
+@app.command()
+def compare(
+    inputs: list[Path] = typer.Argument(
+        ..., help="Report folders of `mrnet evaluate` (or their report.json) or run "
+        "directories of `mrnet train` (validation figures of best.pt).", show_default=False,
+    ),
+    out: Path | None = typer.Option(
+        None, help="Also write compare.csv, per_label.csv and compare.png here."
+    ),
+) -> None:
+    """Compare runs or reports side by side, with mean ± std.
+
+    Reports of `mrnet evaluate` (test figures, per-genre F1) or run directories
+    (validation figures of best.pt), e.g. one per seed. Inputs must share labels, split
+    and task."""
+    from mrnet.compare import compare as run_compare
+
+    text, _ = run_guarded(run_compare, inputs, out)
+    typer.echo(text)
+    if out is not None:
+        typer.echo(f"written to {out}/ (compare.csv, per_label.csv, compare.png)")
 
 
 # ---------------------------------------------------------------- demo
@@ -272,7 +370,10 @@ def demo(
     channels: int = opt(D, "channels"),
     jobs: int | None = opt(D, "jobs"),
 ) -> None:
-    """Run the whole pipeline on a synthetic FMA- or GTZAN-format dataset (CPU, minutes)."""
+    """Run the whole pipeline on a synthetic dataset (CPU, minutes).
+
+    An FMA- or GTZAN-format dataset is generated, preprocessed, trained on and evaluated;
+    the commands it runs are printed."""
     from mrnet.demo import run_demo
 
     run_guarded(run_demo, from_values(DemoOptions, locals()), echo=typer.echo)

@@ -41,6 +41,7 @@ from pipeline.features import FeatureConfig
 
 CHECKPOINT_VERSION = 2
 ARCHS = ("mrnet", "cnn")
+INPUT_NORMS = ("instance", "batch")
 SELECT_BY = {"single": "val_acc", "multi": "val_map"}  # the figure that picks best.pt
 
 
@@ -56,6 +57,7 @@ class ModelConfig:
     dilations: tuple[int, ...] = (2, 3, 4)
     scale: int = 8
     dropout: float = 0.5
+    input_norm: str = "instance"  # MRNet's first layer (checkpoints before it: instance)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -74,6 +76,8 @@ class ModelConfig:
         cfg = cls(**d)
         if cfg.arch not in ARCHS:
             raise ValueError(f"unknown arch {cfg.arch!r} (known: {', '.join(ARCHS)})")
+        if cfg.input_norm not in INPUT_NORMS:
+            raise ValueError(f"unknown input_norm {cfg.input_norm!r}")
         for name in ("n_mels", "n_classes", "channels", "embed_dim", "scale"):
             if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
                 raise ValueError(f"{name} must be a positive integer")
@@ -93,6 +97,7 @@ def build_model(cfg: ModelConfig) -> nn.Module:
             dilations=cfg.dilations,
             scale=cfg.scale,
             dropout=cfg.dropout,
+            input_norm=cfg.input_norm,
         )
     if cfg.arch == "cnn":
         return CNNBaseline(cfg.n_mels, cfg.n_classes, dropout=cfg.dropout)

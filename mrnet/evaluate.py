@@ -36,7 +36,12 @@ import torch
 from tqdm import tqdm
 
 from mrnet import checkpoint as ckpt_io
-from mrnet.metrics import choose_thresholds, multilabel_report, single_label_report
+from mrnet.metrics import (
+    choose_thresholds,
+    most_confused,
+    multilabel_report,
+    single_label_report,
+)
 from mrnet.options import EvalOptions
 from mrnet.plots import RERUN, plot_confusion, plot_multilabel
 from mrnet.runtime import resolve_device
@@ -121,15 +126,6 @@ def _format_multi(rep: dict) -> str:
         f"no positives; thresholds from {rep['thresholds_from']})"
     )
     return "\n".join(lines)
-
-
-def most_confused(cm: np.ndarray, genres: list[str], n: int = 3) -> list[tuple[str, str, int]]:
-    """The n largest off-diagonal cells as (true, predicted, count), count > 0."""
-    off = cm.copy()
-    np.fill_diagonal(off, 0)
-    order = np.argsort(off, axis=None)[::-1][:n]
-    pairs = [(genres[i // len(genres)], genres[i % len(genres)], int(off.flat[i])) for i in order]
-    return [p for p in pairs if p[2] > 0]
 
 
 def evaluate(opts: EvalOptions) -> dict:

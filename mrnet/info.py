@@ -73,6 +73,8 @@ def describe_run(path: Path) -> str:
                 f"  warning: best.pt holds {held} but the best epoch is {b} (the run was "
                 "interrupted); `mrnet train --resume` repairs it"
             )
+    if (path / "curves.png").exists():
+        parts.append(f"  curves   {path / 'curves.png'} (loss, accuracy or mAP, learning rate)")
     for name, ck in (("best.pt", best), ("last.pt", last)):
         if ck is not None:
             parts += _checkpoint_lines(path / name, ck)

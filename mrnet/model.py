@@ -15,6 +15,7 @@ weights `w` of the original are dropped and the stem takes `n_mels` channels.
 Data flow (C = `channels`):
 
     log-mel [B, n_mels, T] -> InstanceNorm -> Dropout -> Conv1d(k=5) -> ReLU -> BN   [B, C, T]
+        (input_norm="batch": a BatchNorm over mel bands instead of the InstanceNorm)
     3 x MRBlock (dilation 2, 3, 4), each output [B, 3C, T] = (s_i | l_i | r_i)
         next block input = block input + l_i
     l = Conv1x1(cat(l_1, l_2, l_3))                   long-term route     [B, C, T]
@@ -198,11 +199,15 @@ class MRNet(nn.Module):
         dilations: tuple[int, ...] = (2, 3, 4),
         scale: int = 8,
         dropout: float = 0.5,
+        input_norm: str = "instance",
     ) -> None:
         super().__init__()
         c = channels
         self.channels = c
-        self.norm = nn.InstanceNorm1d(n_mels)
+        # instance (the authors'): each track's bands to zero mean, unit variance over
+        # time, which removes its long-term spectrum; batch: bands normalised with
+        # statistics over the training set, which keeps it
+        self.norm = nn.BatchNorm1d(n_mels) if input_norm == "batch" else nn.InstanceNorm1d(n_mels)
         self.dropout = nn.Dropout(dropout)  # authors: nn.Dropout() i.e. p=0.5
         self.stem = ConvReluBN(n_mels, c, kernel_size=5)
         self.blocks = nn.ModuleList(MRBlock(c, d, routes=3, scale=scale) for d in dilations)
@@ -294,8 +299,12 @@ class CNNBaseline(nn.Module):
             nn.Linear(hidden, n_classes),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def embedding(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, n_mels, T] -> [B, hidden]: the penultimate layer (after its ReLU)."""
         x = x.unsqueeze(1)  # [B, 1, n_mels, T]
         if x.shape[-2:] != (self.size, self.size):
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
-        return self.classifier(self.features(x))
+        return self.classifier[:4](self.features(x))  # Flatten, Linear, BN, ReLU
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier[4:](self.embedding(x))  # Dropout, Linear

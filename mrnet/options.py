@@ -26,6 +26,11 @@ class TrainConfig:
     t_mult: int = 2
     weight_decay: float = 1e-4
     channels: int = setting(512, "MRNet width C (unused by cnn).")
+    input_norm: str = setting(
+        "instance",
+        "MRNet's first layer: instance (the authors': per track and band over time) | batch "
+        "(per band over the training set; keeps each track's long-term spectrum).",
+    )
     crop_seconds: float = setting(6.0, "Length of the random training crops, s.")
     workers: int = setting(2, "DataLoader worker processes (0 = main process).")
     device: str = setting("auto", "auto | cpu | cuda.")
@@ -54,6 +59,12 @@ class TrainConfig:
         flag="--verify",
     )
     tensorboard: bool = setting(False, "Log to RUN/tb/.", flag="--tensorboard")
+    wandb: str | None = setting(
+        None,
+        "Log the config and every epoch's metrics to this Weights & Biases project (needs "
+        "pip install 'mrnet[tracking]'; WANDB_MODE=offline works without a network).",
+    )
+    wandb_name: str | None = setting(None, "Name of the W&B run (default: W&B picks one).")
     resume: bool = setting(False, "Continue the run in --out from last.pt.", flag="--resume")
     progress: bool = setting(True, "Show a progress bar per epoch.")
 
@@ -105,6 +116,35 @@ class PredictOptions:
         "trained with --max-seconds 0) are longer than this many seconds as the mean "
         "probability of windows of this length, hop half a window. 0: in one pass.",
     )
+
+
+@dataclass
+class EmbedOptions:
+    """Arguments of `mrnet embed` (see its --help)."""
+
+    checkpoint: Path = setting(help="Checkpoint, e.g. RUN/best.pt.")
+    out: Path = setting(help="Folder (created): embeddings.npy, index.csv.")
+    paths: list[Path] = setting(
+        [], "Audio files or folders (searched recursively); or pass --cache instead."
+    )
+    cache: Path | None = setting(None, "Embed the tracks of this cache instead of files.")
+    split: str | None = setting(None, "With --cache: only this split (default: all).")
+    window: float = setting(
+        30.0,
+        "A track longer than this many seconds is embedded as the mean embedding of "
+        "windows of this length (hop half a window), as evaluate scores it. 0: in one pass.",
+    )
+    batch_size: int = setting(16, "Windows per forward pass.")
+    device: str = setting("auto", "auto | cpu | cuda.")
+    progress: bool = setting(True, "Show a progress bar.")
+
+
+@dataclass
+class ExportOptions:
+    """Arguments of `mrnet export` (see its --help)."""
+
+    checkpoint: Path = setting(help="Checkpoint to export, e.g. RUN/best.pt.")
+    out: Path = setting(help="The ONNX file to write, e.g. model.onnx.")
 
 
 @dataclass

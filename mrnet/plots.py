@@ -55,8 +55,6 @@ def plot_confusion(cm: np.ndarray, genres: list[str], path: Path, title: str) ->
     _save(fig, path)
 
 
-
-
 def plot_multilabel(rep: dict, y: np.ndarray, pred: np.ndarray, labels: list[str],
                     path: Path, title: str) -> None:  # fmt: skip
     """Two panels: per-label average precision, sorted (undefined labels greyed), and a
@@ -87,3 +85,66 @@ def plot_multilabel(rep: dict, y: np.ndarray, pred: np.ndarray, labels: list[str
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     _save(fig, path)
+
+
+def plot_compare(figures, per, path: Path, title: str) -> None:
+    """Mean ± std (error bars) with each input as a dot: the figures (left) and, when
+    reports were given, F1 per label (right). ``figures``/``per``: `compare.tables`."""
+    plt = _pyplot()
+    runs = figures.drop(index=["mean", "std"])
+    panels = [("figure", runs.T, figures.loc["mean"], figures.loc["std"])]
+    if len(per.columns):
+        cols = [c for c in per.columns if c not in ("mean", "std")]
+        panels.append(("F1", per[cols], per["mean"], per["std"]))
+    widths = [max(3.0, 0.5 * len(p[1]) + 1.5) for p in panels]
+    fig, axes = plt.subplots(1, len(panels), figsize=(sum(widths) + 1, 4.5), dpi=100,
+                             squeeze=False, gridspec_kw={"width_ratios": widths})  # fmt: skip
+    for ax, (ylabel, values, mean, std) in zip(axes[0], panels):
+        x = np.arange(len(values))
+        ax.bar(x, mean.fillna(0).to_numpy(), yerr=std.fillna(0).to_numpy(), capsize=3,
+               color="tab:blue", alpha=0.6)  # fmt: skip
+        for j in range(values.shape[1]):
+            ax.plot(x, values.iloc[:, j].to_numpy(), "o", color="black", markersize=3)
+        ax.set_xticks(x, [str(i) for i in values.index], rotation=45, ha="right", fontsize=8)
+        ax.set_ylabel(ylabel)
+        ax.set_ylim(0, max(1.0, float(np.nanmax(values.to_numpy(dtype=float), initial=0))))
+    fig.suptitle(title + " (bars: mean ± std; dots: each input)", fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_curves(history: list[dict], select_by: str, path: Path, rerun: str = RERUN) -> None:
+    """RUN/curves.png: train/val loss, then accuracy (single-label) or validation mAP and
+    ROC-AUC (multi-label), then the learning rate, against epoch; a dotted line at the
+    epoch best.pt holds."""
+    plt = _pyplot()
+    epochs = [r["epoch"] for r in history]
+
+    def series(key: str) -> list[float]:
+        return [float(r.get(key, np.nan)) for r in history]
+
+    if select_by == "val_acc":
+        score = [("train_acc", "train accuracy"), ("val_acc", "validation accuracy")]
+    else:
+        score = [("val_map", "validation mAP"), ("val_macro_auc", "validation ROC-AUC")]
+    panels = [("loss", [("train_loss", "train"), ("val_loss", "validation")]),
+              ("accuracy" if select_by == "val_acc" else "score", score),
+              ("learning rate", [("lr", "lr")])]  # fmt: skip
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), dpi=100)
+    scored = [(e, v) for e, v in zip(epochs, series(select_by)) if np.isfinite(v)]
+    best = max(scored, key=lambda ev: ev[1])[0] if scored else None  # first of the best
+    for ax, (ylabel, lines) in zip(axes, panels):
+        for key, label in lines:
+            ax.plot(epochs, series(key), marker="o", markersize=3, label=label)
+        if best is not None:
+            ax.axvline(best, color="grey", linestyle=":", linewidth=1)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        if len(lines) > 1:
+            ax.legend(fontsize=8)
+    axes[1].set_ylim(0, 1.02)
+    fig.suptitle(f"{len(epochs)} epochs" + (f"; best.pt: epoch {best}" if best else ""),
+                 fontsize=10)  # fmt: skip
+    fig.tight_layout()
+    write_atomic(path, lambda f: fig.savefig(f, format="png"), rerun=rerun)
+    plt.close(fig)

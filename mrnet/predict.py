@@ -20,15 +20,13 @@ import torch
 
 from mrnet import checkpoint as ckpt_io
 from mrnet.checkpoint import Checkpoint
-from mrnet.data import to_model_layout
 from mrnet.options import PredictOptions
 from mrnet.runtime import resolve_device
 from mrnet.scoring import (
     WINDOW_SECONDS,
-    WindowStream,
     check_window,
+    file_means,
     model_forward,
-    track_means,
     window_frames,
 )
 from pipeline.errors import BadInput, TrackFailed
@@ -101,8 +99,7 @@ def predict_files(
     window = window_frames(window_seconds, ckpt.feature_config)
     for path in files:
         try:
-            p = _file_probabilities(TrackFeatures(path, cfg, min_seconds), window, forward,
-                                    batch_size)  # fmt: skip
+            p = file_means(TrackFeatures(path, cfg, min_seconds), window, forward, batch_size)
         except TrackFailed as e:
             yield Prediction(path, error=e.reason)
             continue
@@ -112,30 +109,6 @@ def predict_files(
         order = np.argsort(p)[::-1]
         chosen = [genres[i] for i in order if p[i] >= thresholds[i]] if multi else None
         yield Prediction(path, {genres[i]: float(p[i]) for i in order}, labels=chosen)
-
-
-def _file_probabilities(track: TrackFeatures, window: int, forward, batch_size: int
-                        ) -> np.ndarray:  # fmt: skip
-    """Float64 [n_labels]: the mean probability of the track's windows."""
-
-    def batch(windows: list[np.ndarray]) -> tuple[np.ndarray, torch.Tensor]:
-        return np.zeros(len(windows), np.int64), to_model_layout(np.stack(windows))
-
-    def batches() -> Iterator[tuple[np.ndarray, torch.Tensor]]:
-        if window == 0:  # the whole track in one pass
-            yield batch([np.concatenate(list(track))])
-            return
-        stream, pending = WindowStream(window), []
-        for frames in track:
-            pending += stream.push(frames)
-            while len(pending) >= batch_size:
-                yield batch(pending[:batch_size])
-                pending = pending[batch_size:]
-        pending += stream.finish()
-        for i in range(0, len(pending), batch_size):
-            yield batch(pending[i : i + batch_size])
-
-    return track_means(batches(), 1, forward)[0]
 
 
 def run_predict(opts: PredictOptions, echo: Callable[[str], None] = print) -> int:

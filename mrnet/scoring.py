@@ -10,6 +10,7 @@ track. A track's output is the mean over its windows of the per-window outputs
     cache_windows  batches of windows of a cache split (memmapped, shortest first)
     WindowStream   the same windows of a track whose frames arrive in chunks (predict)
     track_means    mean per track of per-window outputs
+    file_means     the same for one file's frames as they are read
     score          per-track probabilities of a cache split
 """
 
@@ -151,6 +152,33 @@ def track_means(
         return sums / counts[:, None]
 
 
+def file_means(frames: Iterable[np.ndarray], window: int,
+               forward: Callable[[torch.Tensor], np.ndarray],
+               batch_size: int = 16) -> np.ndarray:  # fmt: skip
+    """Float64 [d]: the mean of ``forward`` over the windows of one track whose frames
+    (float16 [k, n_mels]) arrive in chunks (a file read by pipeline.extract.TrackFeatures),
+    ``batch_size`` windows per call; ``window`` 0: the whole track in one call."""
+
+    def batch(windows: list[np.ndarray]) -> Windows:
+        return np.zeros(len(windows), np.int64), to_model_layout(np.stack(windows))
+
+    def batches() -> Iterator[Windows]:
+        if window == 0:
+            yield batch([np.concatenate(list(frames))])
+            return
+        stream, pending = WindowStream(window), []
+        for chunk in frames:
+            pending += stream.push(chunk)
+            while len(pending) >= batch_size:
+                yield batch(pending[:batch_size])
+                pending = pending[batch_size:]
+        pending += stream.finish()
+        for i in range(0, len(pending), batch_size):
+            yield batch(pending[i : i + batch_size])
+
+    return track_means(batches(), 1, forward)[0]
+
+
 def probabilities(logits: torch.Tensor, multi: bool) -> np.ndarray:
     """Float64 [b, L]: softmax (single-label) or sigmoid (multi-label) of the logits;
     rows with a non-finite logit are NaN (an overflow in the model, never a probability)."""
@@ -164,9 +192,22 @@ def model_forward(model: torch.nn.Module, device: torch.device, multi: bool):
     """A `track_means` forward: a window batch's probabilities under ``model``."""
 
     def forward(x: torch.Tensor) -> np.ndarray:
-        with autocast(device):
+        with torch.no_grad(), autocast(device):
             logits = model(x.to(device)).float()
         return probabilities(logits, multi)
+
+    return forward
+
+
+def embedding_forward(model: torch.nn.Module, device: torch.device):
+    """A `track_means` forward: a window batch's embeddings (``model.embedding``),
+    float64 [b, d]; rows with a non-finite value are NaN."""
+
+    def forward(x: torch.Tensor) -> np.ndarray:
+        with torch.no_grad(), autocast(device):
+            e = model.embedding(x.to(device)).double().cpu()
+        e[~torch.isfinite(e).all(dim=1)] = float("nan")
+        return e.numpy()
 
     return forward
 

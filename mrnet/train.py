@@ -52,10 +52,19 @@ from tqdm import tqdm
 
 from mrnet import checkpoint as ckpt_io
 from mrnet.augment import Augment
-from mrnet.checkpoint import ARCHS, SELECT_BY, Checkpoint, ModelConfig, best_epoch, build_model
+from mrnet.checkpoint import (
+    ARCHS,
+    INPUT_NORMS,
+    SELECT_BY,
+    Checkpoint,
+    ModelConfig,
+    best_epoch,
+    build_model,
+)
 from mrnet.data import MemmapCrops, ResidentCrops
 from mrnet.metrics import choose_thresholds, validation_figures
 from mrnet.options import TrainConfig
+from mrnet.plots import plot_curves
 from mrnet.runtime import (
     Dist,
     autocast,
@@ -67,6 +76,7 @@ from mrnet.runtime import (
 )
 from mrnet.scoring import score, window_frames
 from mrnet.seeds import epoch_seed, rng_state, seed_all, set_rng_state
+from mrnet.tracking import Trackers, require_wandb
 from pipeline.atomic import RERUN, remove_temps, write_atomic
 from pipeline.cache.reader import Cache, SplitIndex, open_cache, split_index
 from pipeline.cache.verify import damaged_error, format_report, verify_cache
@@ -87,6 +97,7 @@ POS_WEIGHT_CAP = 10.0  # multi-label: negatives / positives of a label, at most 
 RESUME_KEEPS = (
     "arch",
     "channels",
+    "input_norm",
     "batch_size",
     "lr",
     "lr_min",
@@ -146,6 +157,8 @@ def resumed_config(cfg: TrainConfig, stored: dict, say: bool = True) -> TrainCon
 def check_config(cfg: TrainConfig, n_train: int, world: int, cache: Path) -> None:
     if cfg.arch not in ARCHS:
         raise BadInput(f"unknown --arch {cfg.arch!r}; use one of {', '.join(ARCHS)}")
+    if cfg.input_norm not in INPUT_NORMS:
+        raise BadInput(f"unknown --input-norm {cfg.input_norm!r}; use instance or batch")
     for name in ("epochs", "channels", "lr", "crop_seconds"):
         if getattr(cfg, name) <= 0:
             raise BadInput(f"--{name.replace('_', '-')} must be positive")
@@ -527,7 +540,8 @@ def build_run(cfg: TrainConfig, ddp: Dist, device: torch.device, cache: Cache,
               train_idx: SplitIndex, val_idx: SplitIndex) -> Run:  # fmt: skip
     """A fresh run: seeded initial weights, optimizer, schedule, loader."""
     frames = crop_frames(cfg.crop_seconds, cache.feature_config)
-    model_config = ModelConfig(cfg.arch, train_idx.n_mels, len(cache.labels), cfg.channels)
+    model_config = ModelConfig(cfg.arch, train_idx.n_mels, len(cache.labels), cfg.channels,
+                               input_norm=cfg.input_norm)  # fmt: skip
     seed_all(cfg.seed)
     model = build_model(model_config).to(device)
     if cfg.sync_bn and ddp.enabled:
@@ -655,8 +669,9 @@ def _fault_point(name: str, epoch: int) -> None:
 
 
 def save_epoch(run: Run, improved: bool) -> None:
-    """best.pt (when improved), then last.pt, then metrics.csv: last.pt is the truth, and
-    a kill between two writes is repaired from it by `--resume` (see heal_best)."""
+    """best.pt (when improved), then last.pt, then metrics.csv and curves.png: last.pt is
+    the truth, and a kill between two writes is repaired from it by `--resume` (see
+    heal_best)."""
     out, epoch = run.cfg.out, run.epoch
     rerun = "rerun with --resume" if (out / "last.pt").exists() else RERUN
     last = run.checkpoint()
@@ -667,6 +682,7 @@ def save_epoch(run: Run, improved: bool) -> None:
     _fault_point("last.pt", epoch)
     write_metrics(out / "metrics.csv", run.history, run.task, rerun)
     _fault_point("metrics.csv", epoch)
+    plot_curves(run.history, run.select_by, out / "curves.png", rerun)
 
 
 def train(cfg: TrainConfig) -> dict:
@@ -726,10 +742,15 @@ def _prepare(cfg: TrainConfig, ddp: Dist, stack: ExitStack) -> tuple:
             )
         val_idx = split_index(cache, "validation")
         check_config(cfg, len(train_idx), ddp.world, cache.root)
+        if cfg.wandb and ddp.main:
+            require_wandb()
         last = _claim(cfg, ddp, stack)
         if last is not None:
             check_resume(last, cache, out / "last.pt")
-            cfg = resumed_config(cfg, last.train_config, say=ddp.main)
+            # the model's own settings decide (runs from before --input-norm: instance)
+            stored = {**last.train_config, "arch": last.arch,
+                      "input_norm": last.model_config.input_norm}  # fmt: skip
+            cfg = resumed_config(cfg, stored, say=ddp.main)
             check_config(cfg, len(train_idx), ddp.world, cache.root)
     if last is None and cfg.t0 <= 0:
         cfg = dataclasses.replace(cfg, t0=cfg.epochs)
@@ -754,17 +775,16 @@ def _train(cfg: TrainConfig, ddp: Dist, stack: ExitStack) -> dict:
         run.restore(last)
         if ddp.main:
             write_metrics(out / "metrics.csv", run.history, run.task)
+            plot_curves(run.history, run.select_by, out / "curves.png")
         if run.epoch >= cfg.epochs:
             if ddp.main:
                 tqdm.write(f"{out} has already trained {run.epoch} epochs; pass --epochs above "
                            f"{run.epoch}")  # fmt: skip
             return summary(out, run.history, run.select_by, ddp)
 
-    tb = None
-    if cfg.tensorboard and ddp.main:
-        from torch.utils.tensorboard import SummaryWriter
-
-        tb = stack.enter_context(SummaryWriter(str(out / "tb"), purge_step=run.epoch + 1))
+    trackers = None
+    if ddp.main:
+        trackers = Trackers(out, cfg.to_dict(), run.run_id, run.epoch + 1, stack)
     while run.epoch < cfg.epochs:
         row = run.run_epoch()
         run.history.append(row)
@@ -774,14 +794,14 @@ def _train(cfg: TrainConfig, ddp: Dist, stack: ExitStack) -> dict:
             run.best_thresholds = run.thresholds
         if ddp.main:
             save_epoch(run, improved)
-            if tb is not None:
-                for k in (*METRIC_COLUMNS[run.task][1:-2], "samples_per_s"):
-                    tb.add_scalar(k, row[k], run.epoch)
-                tb.flush()
+            trackers.epoch(row, (*METRIC_COLUMNS[run.task][1:-2], "samples_per_s"))
             tqdm.write(epoch_line(row, cfg.epochs))
         if ddp.enabled:
             dist.barrier()  # last.pt of this epoch is whole before any process goes on
-    return summary(out, run.history, run.select_by, ddp)
+    done = summary(out, run.history, run.select_by, ddp)
+    if trackers is not None and done["best_epoch"]:
+        trackers.best(run.history[done["best_epoch"] - 1])
+    return done
 
 
 def summary(out: Path, history: list[dict], select_by: str, ddp: Dist) -> dict:

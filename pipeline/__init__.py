@@ -1,3 +1,3 @@
 """Everything before training: FMA metadata, decoding, log-mel features, HDF5 shards."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -76,9 +76,10 @@ def cache_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def ddp_run(cache_dir, tmp_path_factory) -> tuple[Path, Path, str]:
-    """A 2-process, 2-epoch run: (RUN, torchrun log dir, torchrun's stdout)."""
+    """A 2-process, 2-epoch run logging to W&B offline: (RUN, torchrun log dir, stdout)."""
     tmp = tmp_path_factory.mktemp("ddp")
-    p = torchrun(cache_dir, tmp / "run", logs=tmp / "logs", stderr=subprocess.PIPE)
+    p = torchrun(cache_dir, tmp / "run", "--wandb", "ddp", logs=tmp / "logs",
+                 env={"WANDB_MODE": "offline"}, stderr=subprocess.PIPE)  # fmt: skip
     stdout, stderr = p.communicate(timeout=120)
     assert p.returncode == 0, stderr.decode()[-3000:]
     return tmp / "run", tmp / "logs", stdout.decode()
@@ -167,7 +168,9 @@ def test_validation_over_ranks_equals_one_process(tmp_path):
 
 def test_torchrun_two_processes(ddp_run, cache_dir):
     run, logs, stdout = ddp_run
-    assert sorted(p.name for p in run.iterdir()) == ["best.pt", "last.pt", "metrics.csv"]
+    files = ["best.pt", "curves.png", "last.pt", "metrics.csv", "wandb"]
+    assert sorted(p.name for p in run.iterdir()) == files
+    assert len(list((run / "wandb").glob("offline-run-*"))) == 1  # only rank 0 logs
     m = pd.read_csv(run / "metrics.csv")
     assert list(m["epoch"]) == [1, 2]  # one row per epoch, written once
     assert (m["train_samples"] == 24).all() and (m["val_tracks"] == 6).all()

@@ -86,3 +86,14 @@ def sort_tracks(tracks: pd.DataFrame) -> pd.DataFrame:
     rank = tracks["split"].map({s: i for i, s in enumerate(SPLITS)})
     order = pd.DataFrame({"rank": rank, "id": tracks["track_id"]}).sort_values(["rank", "id"])
     return tracks.loc[order.index].reset_index(drop=True)
+
+
+def unique_ids(tracks: pd.DataFrame, what: str = "track") -> pd.DataFrame:
+    """``tracks`` sorted by track_id; BadInput naming two files that give one id."""
+    from pipeline.errors import BadInput
+
+    twice = tracks["track_id"][tracks["track_id"].duplicated()]
+    if len(twice):
+        dup = tracks[tracks["track_id"] == twice.iloc[0]]["path"].tolist()
+        raise BadInput(f"two files for {what} {twice.iloc[0]} ({', '.join(dup)}); keep one")
+    return tracks.sort_values("track_id").reset_index(drop=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.errors import BadInput
-from pipeline.sources import SPLITS, Selection, audio_files, sort_tracks
+from pipeline.sources import SPLITS, Selection, audio_files, sort_tracks, unique_ids
 from pipeline.sources.split import fold_splits, ratio_splits, stratified_folds
 
 SPLIT_FOLDERS = {"train": "training", "valid": "validation", "validation": "validation",
@@ -81,11 +81,7 @@ def read_selection(audio_dir: Path, seed: int = 0, folds: int | None = None,
             "one folder of audio files per label"
         )
     tracks = pd.DataFrame(rows, columns=["track_id", "split", "genre", "path"])
-    twice = tracks["track_id"][tracks["track_id"].duplicated()]
-    if len(twice):
-        dup = tracks[tracks["track_id"] == twice.iloc[0]]["path"].tolist()
-        raise BadInput(f"two files for track {twice.iloc[0]} ({', '.join(dup)}); keep one")
-    tracks = tracks.sort_values("track_id").reset_index(drop=True)
+    tracks = unique_ids(tracks, "track")
     label_of = {g: i for i, g in enumerate(labels)}
     tracks["label"] = tracks["genre"].map(label_of).astype("int64")
     warnings = []

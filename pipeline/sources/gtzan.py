@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.errors import BadInput
-from pipeline.sources import Selection, audio_files, sort_tracks
+from pipeline.sources import Selection, audio_files, sort_tracks, unique_ids
 from pipeline.sources.split import fold_splits, stratified_folds
 
 GENRES = ("blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop",
@@ -80,11 +80,7 @@ def read_selection(audio_dir: Path, folds: int | None = None, fold: int | None =
             raise BadInput(f"GTZAN genre folder {root / genre} holds no audio files; {_FIX}")
         rows += [(p.stem, genre, label, str(p)) for p in files]
     tracks = pd.DataFrame(rows, columns=["track_id", "genre", "label", "path"])
-    twice = tracks["track_id"][tracks["track_id"].duplicated()]
-    if len(twice):
-        dup = tracks[tracks["track_id"] == twice.iloc[0]]["path"].tolist()
-        raise BadInput(f"two files for GTZAN track {twice.iloc[0]} ({', '.join(dup)}); keep one")
-    tracks = tracks.sort_values("track_id").reset_index(drop=True)
+    tracks = unique_ids(tracks, "GTZAN track")
     if folds is not None:
         fold_of = stratified_folds(tracks["label"].tolist(), folds, seed)
         tracks["split"] = fold_splits(fold_of, fold, folds)

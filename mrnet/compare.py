@@ -1,0 +1,178 @@
+"""`mrnet compare`: runs or reports side by side, with mean ± std over them.
+
+An input is an evaluate report (a folder holding report.json, or the file itself): its
+figures on the split it scored; or a run directory (metrics.csv, best.pt): its figures
+on the validation split at its best epoch. All inputs must share the label set, the
+split and the task. std is the sample standard deviation (n - 1 in the denominator),
+the spread one reports over seeds; undefined (shown "-") for one input.
+
+OUT/ (with --out):
+  compare.csv     one row per input, then mean and std rows; one column per figure
+  per_label.csv   per genre (label) F1: one column per input (reports only), mean, std
+  compare.png     mean with std error bars and each input as a dot: the figures, and
+                  F1 per genre (label)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.atomic import write_atomic, writing
+from pipeline.errors import BadInput
+
+RERUN = "rerun the same command"
+REPORT_FIGURES = {
+    "single": ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "top2_accuracy"),
+    "multi": ("mean_average_precision", "macro_roc_auc", "micro_roc_auc", "sample_f1"),
+}
+RUN_FIGURES = {"single": ("val_acc", "val_loss"), "multi": ("val_map", "val_macro_auc", "val_loss")}
+
+
+@dataclass
+class Entry:
+    """One input's figures (None where undefined) and per-label F1 (reports only)."""
+
+    name: str
+    kind: str  # "report" | "run"
+    task: str
+    split: str
+    labels: list[str]
+    figures: dict[str, float | None]
+    per_label: dict[str, float | None] = field(default_factory=dict)
+    n_tracks: int | None = None
+
+
+def read_entry(path: Path) -> Entry:
+    """A report folder (or report.json) or a run directory; BadInput for anything else."""
+    if not path.exists():
+        raise BadInput(f"{path} does not exist; pass evaluate report folders or run directories")
+    if path.is_dir() and (path / "report.json").is_file():
+        path = path / "report.json"
+    if path.is_file() and path.name.endswith(".json"):
+        return _report(path)
+    if path.is_dir() and (path / "best.pt").is_file():
+        return _run(path)
+    raise BadInput(
+        f"{path} is neither an evaluate report (report.json) nor a run directory (best.pt); "
+        "pass the --out folders of `mrnet evaluate` or `mrnet train`"
+    )
+
+
+def _report(path: Path) -> Entry:
+    try:
+        rep = json.loads(path.read_text())
+        task = rep.get("task", "single")
+        labels = list(rep["per_label"]) if task == "multi" else list(rep["confusion"]["labels"])
+        per = rep["per_label"] if task == "multi" else rep["per_genre"]
+        split = rep.get("source", {}).get("split", "test")
+        figures = {k: rep.get(k) for k in REPORT_FIGURES[task]}
+        f1 = {n: per[n].get("f1") for n in labels}
+        n_tracks = rep.get("n_tracks")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise BadInput(f"{path} is not a report of `mrnet evaluate` ({type(e).__name__}: "
+                       f"{str(e)[:80]}); rerun mrnet evaluate") from None  # fmt: skip
+    name = str(path.parent if path.name == "report.json" else path)
+    return Entry(name, "report", task, split, labels, figures, f1, n_tracks)
+
+
+def _run(path: Path) -> Entry:
+    from mrnet import checkpoint as ckpt_io
+
+    ck = ckpt_io.load(path / "best.pt")
+    row = ck.history[ck.epoch - 1] if 0 < ck.epoch <= len(ck.history) else {}
+    figures = {k: _number(row.get(k)) for k in RUN_FIGURES[ck.task]}
+    return Entry(str(path), "run", ck.task, "validation", list(ck.labels), figures,
+                 n_tracks=row.get("val_tracks"))  # fmt: skip
+
+
+def _number(v: object) -> float | None:
+    return float(v) if isinstance(v, int | float) and math.isfinite(v) else None
+
+
+def check_comparable(entries: list[Entry]) -> None:
+    """One line naming the first input that differs from the first one."""
+    first = entries[0]
+    for e in entries[1:]:
+        for what, a, b in (("task", first.task, e.task), ("split", first.split, e.split),
+                           ("labels", first.labels, e.labels)):  # fmt: skip
+            if a != b:
+                shown = (f"{len(a)} vs {len(b)} labels" if what == "labels" and len(a) != len(b)
+                         else f"{a} vs {b}" if what != "labels" else "another label order")
+                raise BadInput(
+                    f"{e.name} and {first.name} differ in {what} ({shown}); compare runs "
+                    "of one task, scored on the same split with the same labels"
+                )  # fmt: skip
+
+
+def _mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
+    v = np.array([x for x in values if x is not None], dtype=np.float64)
+    if len(v) == 0:
+        return None, None
+    return float(v.mean()), (float(v.std(ddof=1)) if len(v) > 1 else None)
+
+
+def tables(entries: list[Entry]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(figures: one row per input + mean + std; per-label F1: one row per label, one
+    column per report + mean + std; empty when no input is a report)."""
+    names = [e.name for e in entries]
+    figures = pd.DataFrame([e.figures for e in entries], index=pd.Index(names, name="input"))
+    stats = [_mean_std(figures[c].tolist()) for c in figures.columns]
+    figures.loc["mean"] = [m for m, _ in stats]
+    figures.loc["std"] = [s for _, s in stats]
+    reports = [e for e in entries if e.kind == "report"]
+    per = pd.DataFrame({e.name: e.per_label for e in reports}, index=entries[0].labels)
+    per.index.name = "label"
+    if len(reports):
+        pairs = [_mean_std(per.loc[n].tolist()) for n in per.index]
+        per["mean"], per["std"] = [m for m, _ in pairs], [s for _, s in pairs]
+    return figures.astype(float), per.astype(float)
+
+
+def _pm(mean: float, std: float) -> str:
+    if math.isnan(mean):
+        return "-"
+    return f"{mean:.3f} ± {std:.3f}" if not math.isnan(std) else f"{mean:.3f} ± -"
+
+
+def format_tables(figures: pd.DataFrame, per: pd.DataFrame, split: str) -> str:
+    """The two tables for the terminal; mean ± std in the last row/column."""
+    runs = figures.drop(index=["mean", "std"])
+    shown = runs.map(lambda v: "-" if math.isnan(v) else f"{v:.3f}")
+    shown.loc["mean ± std"] = [_pm(figures.loc["mean", c], figures.loc["std", c])
+                               for c in figures.columns]  # fmt: skip
+    lines = [f"{split} figures of {len(runs)} inputs:", shown.to_string()]
+    if len(per.columns):
+        cols = [c for c in per.columns if c not in ("mean", "std")]
+        f1 = per[cols].map(lambda v: "-" if math.isnan(v) else f"{v:.3f}")
+        f1["mean ± std"] = [_pm(per.loc[n, "mean"], per.loc[n, "std"]) for n in per.index]
+        lines += ["", "F1 per label:", f1.to_string()]
+    return "\n".join(lines)
+
+
+def compare(paths: list[Path], out: Path | None = None) -> tuple[str, list[Entry]]:
+    """Read, check and tabulate ``paths``; write OUT/ when given. Returns the text."""
+    if out is not None and out.exists() and not out.is_dir():
+        raise BadInput(f"--out {out} is a file; pass a directory for the comparison")
+    entries = [read_entry(Path(p)) for p in paths]
+    check_comparable(entries)
+    figures, per = tables(entries)
+    text = format_tables(figures, per, entries[0].split)
+    sizes = {e.n_tracks for e in entries if e.n_tracks is not None}
+    if len(sizes) > 1:
+        text += f"\nnote: the inputs scored different numbers of tracks ({sorted(sizes)})"
+    if out is not None:
+        with writing(out, rerun=RERUN):
+            out.mkdir(parents=True, exist_ok=True)
+        write_atomic(out / "compare.csv", figures.to_csv(float_format="%.6g"), RERUN)
+        write_atomic(out / "per_label.csv", per.to_csv(float_format="%.6g"), RERUN)
+        from mrnet.plots import plot_compare
+
+        plot_compare(figures, per, out / "compare.png",
+                     f"{entries[0].split} split, {len(entries)} inputs")  # fmt: skip
+    return text, entries

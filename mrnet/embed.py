@@ -1,0 +1,156 @@
+"""`mrnet embed`: a model's track embeddings, for similarity search and retrieval.
+
+OUT/embeddings.npy  float32 [n, d]: MRNet's 128-d embedding (before the classifier);
+                    the cnn baseline's penultimate layer (192-d)
+OUT/index.csv       row, then track_id, split, label (a cache: the label names,
+                    "|"-joined for multi-label) or path (audio files): row i of index.csv
+                    is row i of embeddings.npy
+OUT/failures.csv    audio files only: path, reason, for files that could not be read
+
+A track is embedded the way evaluate scores it: whole up to ``--window`` seconds, else
+the mean embedding of its windows (mrnet.scoring). index.csv is removed first and
+written last, each file atomically: a folder with index.csv holds a complete result.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from mrnet import checkpoint as ckpt_io
+from mrnet.options import EmbedOptions
+from mrnet.predict import MIN_SECONDS, expand_inputs
+from mrnet.runtime import resolve_device
+from mrnet.scoring import (
+    cache_windows,
+    check_window,
+    count_windows,
+    embedding_forward,
+    file_means,
+    track_means,
+    window_frames,
+)
+from pipeline.atomic import write_atomic, writing
+from pipeline.cache.reader import open_cache, split_index
+from pipeline.errors import BadInput, TrackFailed
+from pipeline.extract import TrackFeatures
+from pipeline.features import FeatureConfig
+from pipeline.sources import SPLITS
+
+RERUN = "rerun the same command"
+
+
+@dataclass
+class Embedded:
+    """What `run_embed` wrote: embeddings float32 [n, d], the index, the failures."""
+
+    embeddings: np.ndarray
+    index: pd.DataFrame
+    failures: pd.DataFrame
+
+
+def run_embed(opts: EmbedOptions) -> Embedded:
+    if opts.out.exists() and not opts.out.is_dir():
+        raise BadInput(f"--out {opts.out} is a file; pass a directory for the embeddings")
+    if (opts.cache is None) == (not opts.paths):
+        raise BadInput("pass either --cache CACHE or audio files/folders (not both, not none)")
+    if opts.batch_size < 1:
+        raise BadInput(f"--batch-size must be at least 1 (got {opts.batch_size})")
+    if opts.split is not None and opts.cache is None:
+        raise BadInput("--split is for --cache; audio files have no split")
+    check_window(opts.window)
+    ckpt = ckpt_io.load(opts.checkpoint)
+    model = ckpt_io.load_model(ckpt)
+    device = resolve_device(opts.device)
+    model = model.to(device).eval()
+    window = window_frames(opts.window, ckpt.feature_config)
+    forward = embedding_forward(model, device)
+    if opts.cache is not None:
+        emb, index, failures = _from_cache(opts, ckpt, forward, window)
+    else:
+        emb, index, failures = _from_files(opts, ckpt, forward, window)
+    _write(opts.out, emb, index, failures)
+    return Embedded(emb, index, failures)
+
+
+def _from_cache(opts: EmbedOptions, ckpt, forward, window: int):
+    cache = open_cache(opts.cache)
+    ckpt.check_cache(cache, f"checkpoint {opts.checkpoint}",
+                     fix="embed a cache built with the same settings")  # fmt: skip
+    present = [s for s in SPLITS if not cache.split(s).empty]
+    if opts.split is not None and opts.split not in present:
+        raise BadInput(f"split {opts.split!r} of cache {opts.cache} has no tracks; use one "
+                       f"of {present}")  # fmt: skip
+    parts, rows = [], []
+    for split in [opts.split] if opts.split else present:
+        index = split_index(cache, split)
+        longest = int(index.length.max())
+        per_pass = opts.batch_size * (min(longest, window) if window else longest)
+        with tqdm(total=count_windows(index.length, window), unit="window",
+                  desc=f"embed {split}", disable=not opts.progress) as bar:  # fmt: skip
+
+            def batches(index=index, per_pass=per_pass, bar=bar):
+                for r, x in cache_windows(index, window, per_pass):
+                    yield r, x
+                    bar.update(len(r))
+
+            emb = track_means(batches(), len(index), forward)
+        bad = ~np.isfinite(emb).all(axis=1)
+        if bad.any():
+            ids = " ".join(map(str, index.track_id[bad][:10].tolist()))
+            raise BadInput(f"the model's embeddings are NaN or infinite for {int(bad.sum())} "
+                           f"tracks (e.g. {ids}); check the cache with `mrnet verify`")  # fmt: skip
+        parts.append(emb)
+        rows.append(pd.DataFrame({"track_id": index.track_id, "split": split,
+                                  "label": _label_names(index.label, ckpt.labels)}))  # fmt: skip
+    table = pd.concat(rows, ignore_index=True)
+    table.insert(0, "row", np.arange(len(table)))
+    return np.concatenate(parts).astype(np.float32), table, pd.DataFrame(columns=["path", "reason"])
+
+
+def _label_names(label: np.ndarray, names: list[str]) -> list[str]:
+    if label.ndim == 1:
+        return [names[i] for i in label]
+    return ["|".join(names[j] for j in np.flatnonzero(r)) for r in label]
+
+
+def _from_files(opts: EmbedOptions, ckpt, forward, window: int):
+    files = expand_inputs(opts.paths)
+    cfg = FeatureConfig.from_dict(ckpt.feature_config)
+    out, kept, failed = [], [], []
+    for path in tqdm(files, unit="file", desc="embed", disable=not opts.progress):
+        try:
+            e = file_means(TrackFeatures(path, cfg, MIN_SECONDS), window, forward,
+                           opts.batch_size)  # fmt: skip
+        except TrackFailed as err:
+            failed.append((str(path), err.reason))
+            continue
+        if not np.isfinite(e).all():
+            failed.append((str(path), "non_finite_output"))
+            continue
+        out.append(e)
+        kept.append(str(path))
+    if not out:
+        raise BadInput(
+            f"none of the {len(files)} files could be read; pass MP3/WAV/FLAC/OGG audio files"
+        )
+    table = pd.DataFrame({"row": np.arange(len(kept)), "path": kept})
+    return np.stack(out).astype(np.float32), table, pd.DataFrame(failed, columns=["path", "reason"])
+
+
+def _write(out: Path, emb: np.ndarray, index: pd.DataFrame, failures: pd.DataFrame) -> None:
+    with writing(out, rerun=RERUN):
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "index.csv").unlink(missing_ok=True)  # until the new one is in place
+        (out / "failures.csv").unlink(missing_ok=True)
+    buf = io.BytesIO()
+    np.save(buf, emb)
+    write_atomic(out / "embeddings.npy", buf.getvalue(), RERUN)
+    if len(failures):
+        write_atomic(out / "failures.csv", failures.to_csv(index=False), RERUN)
+    write_atomic(out / "index.csv", index.to_csv(index=False), RERUN)

@@ -1,0 +1,97 @@
+"""`mrnet export`: a checkpoint as an ONNX model, for other runtimes.
+
+Input ``log_mel`` float32 [batch, n_mels, frames], both batch and frames dynamic: the
+log-mel as the cache stores it (pipeline.features.log_mel of mono audio at the
+checkpoint's sample rate, rounded to float16). Output ``logits`` [batch, n_labels]:
+softmax (task single) or a sigmoid per label (task multi) gives the probabilities.
+
+The ONNX metadata (``metadata_props``) says how to make the input and read the output:
+mrnet.feature_config (JSON), mrnet.labels (JSON list, output order), mrnet.task,
+mrnet.thresholds (JSON, multi-label), mrnet.model_config (JSON), mrnet.version.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import warnings
+
+import torch
+
+from mrnet import checkpoint as ckpt_io
+from mrnet.options import ExportOptions
+from pipeline import __version__
+from pipeline.atomic import write_atomic
+from pipeline.errors import BadInput
+
+EXTRA = "pip install 'mrnet[export]'"
+OPSET = 18
+
+
+def _require_onnx():
+    try:
+        import onnx
+        import onnxscript  # noqa: F401  (torch's ONNX exporter needs it)
+    except ImportError as e:
+        raise BadInput(
+            f"mrnet export needs the onnx packages ({e.name} is missing): {EXTRA}"
+        ) from None
+    return onnx
+
+
+def metadata(ckpt) -> dict[str, str]:
+    return {
+        "mrnet.feature_config": json.dumps(ckpt.feature_config),
+        "mrnet.labels": json.dumps(list(ckpt.labels)),
+        "mrnet.task": ckpt.task,
+        "mrnet.thresholds": json.dumps(ckpt.thresholds),
+        "mrnet.model_config": json.dumps(ckpt.model_config.to_dict()),
+        "mrnet.version": __version__,
+        "mrnet.input": "log_mel float32 [batch, n_mels, frames]: the cache's log-mel "
+        "(see mrnet.feature_config)",
+        "mrnet.output": "logits [batch, n_labels]: softmax (task single) or sigmoid "
+        "(task multi) gives probabilities",
+    }
+
+
+def export(opts: ExportOptions) -> dict[str, str]:
+    """Write ``opts.out``; returns the metadata it carries."""
+    if opts.out.is_dir():
+        raise BadInput(f"--out {opts.out} is a folder; pass a file name such as model.onnx")
+    onnx = _require_onnx()
+    ckpt = ckpt_io.load(opts.checkpoint)
+    model = ckpt_io.load_model(ckpt)
+    n_mels = ckpt.model_config.n_mels
+    example = torch.zeros(2, n_mels, 300)
+    dims = {0: torch.export.Dim("batch", min=1), 2: torch.export.Dim("frames", min=16)}
+    with _quiet():
+        program = torch.onnx.export(
+            model, (example,), input_names=["log_mel"], output_names=["logits"],
+            dynamic_shapes=(dims,), dynamo=True, opset_version=OPSET, verbose=False,
+        )  # fmt: skip
+    proto = program.model_proto
+    meta = metadata(ckpt)
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(proto)
+    write_atomic(opts.out, proto.SerializeToString(), "rerun the same command")
+    return meta
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The exporter's progress lines and warnings are not the user's business."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)

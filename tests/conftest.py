@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -75,11 +76,16 @@ def cache_content(root: Path) -> dict:
 ROOT = Path(__file__).resolve().parents[1]
 
 # One job runs in-process, so slowing decoding there makes a kill land mid-run.
+# decoding slowed to 0.08 s a track, and to 1 s a track once the shards the test waits
+# for (8 tracks each) and one more are written: a test process that is starved for a
+# few seconds on a busy machine still signals a run that is not finished
 _SLOW_PREPROCESS = (
-    "import sys, time, pipeline.audio as a\n"
-    "orig = a.load_audio\n"
+    "import os, sys, time, pipeline.audio as a\n"
+    "orig, calls = a.load_audio, []\n"
+    "fast = 8 * (int(os.environ['MRNET_TEST_MIN_SHARDS']) + 1)\n"
     "def slow(*x, **k):\n"
-    "    time.sleep(0.08)\n"
+    "    calls.append(1)\n"
+    "    time.sleep(0.08 if len(calls) <= fast else 1.0)\n"
     "    return orig(*x, **k)\n"
     "a.load_audio = slow\n"
     "from cli import app\n"
@@ -99,8 +105,9 @@ def interrupt_mid_run(synth, out: Path, sig: int, min_shards: int = 2,
         _SLOW_PREPROCESS,
         *args(synth, out, "--jobs", "1", "--shard-size", "8", *extra),
     ]
+    env = {**os.environ, "MRNET_TEST_MIN_SHARDS": str(min_shards)}
     proc = subprocess.Popen(
-        argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
     )
     deadline = time.time() + 60
     while time.time() < deadline and len(list((out / "shards").glob("*.h5"))) < min_shards:

@@ -47,6 +47,17 @@ def test_cli_loads_no_torch_until_a_command_needs_it():
     assert out.stdout.split() == ["False", "False"], out.stderr
 
 
+def test_preprocess_workers_load_no_pandas_or_torch():
+    """A shard job's module starts light: each fresh worker would pay ~0.2 s for pandas."""
+    import subprocess
+    import sys
+
+    code = ("import sys, pipeline.extract, pipeline.workers\n"
+            "print('pandas' in sys.modules, 'torch' in sys.modules)")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert out.stdout.split() == ["False", "False"], out.stderr
+
+
 def test_info_on_a_cache_loads_no_torch(cache):
     """`mrnet info CACHE` answers in a fraction of a second, even at FMA's full size."""
     import subprocess

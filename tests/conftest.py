@@ -78,9 +78,11 @@ ROOT = Path(__file__).resolve().parents[1]
 # One job runs in-process, so slowing decoding there makes a kill land mid-run.
 # decoding slowed to 0.08 s a track, and to 1 s a track once the shards the test waits
 # for (8 tracks each) and one more are written: a test process that is starved for a
-# few seconds on a busy machine still signals a run that is not finished
+# few seconds on a busy machine still signals a run that is not finished. Ctrl-C as in a
+# terminal: a shell that starts the tests in the background hands them SIGINT ignored.
 _SLOW_PREPROCESS = (
-    "import os, sys, time, pipeline.audio as a\n"
+    "import os, signal, sys, time, pipeline.audio as a\n"
+    "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
     "orig, calls = a.load_audio, []\n"
     "fast = 8 * (int(os.environ['MRNET_TEST_MIN_SHARDS']) + 1)\n"
     "def slow(*x, **k):\n"

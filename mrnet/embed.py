@@ -24,21 +24,17 @@ from tqdm import tqdm
 
 from mrnet import checkpoint as ckpt_io
 from mrnet.options import EmbedOptions
-from mrnet.predict import MIN_SECONDS, expand_inputs
+from mrnet.predict import expand_inputs, file_outputs
 from mrnet.runtime import resolve_device
 from mrnet.scoring import (
-    cache_windows,
     check_window,
-    count_windows,
     embedding_forward,
-    file_means,
-    track_means,
+    split_means,
     window_frames,
 )
 from pipeline.atomic import write_atomic, writing
 from pipeline.cache.reader import open_cache, split_index
-from pipeline.errors import BadInput, TrackFailed
-from pipeline.extract import TrackFeatures
+from pipeline.errors import BadInput
 from pipeline.features import FeatureConfig
 from pipeline.sources import SPLITS
 
@@ -89,22 +85,8 @@ def _from_cache(opts: EmbedOptions, ckpt, forward, window: int):
     parts, rows = [], []
     for split in [opts.split] if opts.split else present:
         index = split_index(cache, split)
-        longest = int(index.length.max())
-        per_pass = opts.batch_size * (min(longest, window) if window else longest)
-        with tqdm(total=count_windows(index.length, window), unit="window",
-                  desc=f"embed {split}", disable=not opts.progress) as bar:  # fmt: skip
-
-            def batches(index=index, per_pass=per_pass, bar=bar):
-                for r, x in cache_windows(index, window, per_pass):
-                    yield r, x
-                    bar.update(len(r))
-
-            emb = track_means(batches(), len(index), forward)
-        bad = ~np.isfinite(emb).all(axis=1)
-        if bad.any():
-            ids = " ".join(map(str, index.track_id[bad][:10].tolist()))
-            raise BadInput(f"the model's embeddings are NaN or infinite for {int(bad.sum())} "
-                           f"tracks (e.g. {ids}); check the cache with `mrnet verify`")  # fmt: skip
+        emb = split_means(index, forward, window, opts.batch_size, "embeddings",
+                          f"embed {split}", opts.progress)  # fmt: skip
         parts.append(emb)
         rows.append(pd.DataFrame({"track_id": index.track_id, "split": split,
                                   "label": _label_names(index.label, ckpt.labels)}))  # fmt: skip
@@ -123,15 +105,10 @@ def _from_files(opts: EmbedOptions, ckpt, forward, window: int):
     files = expand_inputs(opts.paths)
     cfg = FeatureConfig.from_dict(ckpt.feature_config)
     out, kept, failed = [], [], []
-    for path in tqdm(files, unit="file", desc="embed", disable=not opts.progress):
-        try:
-            e = file_means(TrackFeatures(path, cfg, MIN_SECONDS), window, forward,
-                           opts.batch_size)  # fmt: skip
-        except TrackFailed as err:
-            failed.append((str(path), err.reason))
-            continue
-        if not np.isfinite(e).all():
-            failed.append((str(path), "non_finite_output"))
+    bar = tqdm(files, unit="file", desc="embed", disable=not opts.progress)
+    for path, e, error in file_outputs(bar, cfg, forward, window, opts.batch_size):
+        if error is not None:
+            failed.append((str(path), error))
             continue
         out.append(e)
         kept.append(str(path))

@@ -33,7 +33,6 @@ import json
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm
 
 from mrnet import checkpoint as ckpt_io
 from mrnet.metrics import (
@@ -45,7 +44,7 @@ from mrnet.metrics import (
 from mrnet.options import EvalOptions
 from mrnet.plots import RERUN, plot_confusion, plot_multilabel
 from mrnet.runtime import resolve_device
-from mrnet.scoring import check_window, count_windows, score, window_frames
+from mrnet.scoring import check_window, model_forward, split_means, window_frames
 from pipeline.atomic import write_atomic, writing
 from pipeline.cache.layout import EXTRA_COLUMNS
 from pipeline.cache.reader import Cache, SplitIndex, open_cache, split_index
@@ -70,18 +69,8 @@ def score_split(
     per forward pass, so memory does not grow with track length. BadInput when an
     output is not finite.
     """
-    longest = int(index.length.max())
-    per_pass = batch_size * (min(longest, window) if window else longest)
-    with tqdm(total=count_windows(index.length, window), unit="window", desc=desc,
-              disable=not progress) as bar:  # fmt: skip
-        probs = score(model, index, multi, device, window, per_pass, bar.update)
-    bad = ~np.isfinite(probs).all(axis=1)
-    if bad.any():
-        ids = " ".join(str(t) for t in index.track_id[bad][:10].tolist())
-        raise BadInput(
-            f"the model's outputs are NaN or infinite for {int(bad.sum())} tracks (e.g. "
-            f"{ids}); check the cache with `mrnet verify`"
-        )
+    forward = model_forward(model.eval(), device, multi)
+    probs = split_means(index, forward, window, batch_size, "outputs", desc, progress)
     return probs.astype(np.float32)
 
 

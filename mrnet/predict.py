@@ -76,6 +76,28 @@ def expand_inputs(inputs: Iterable[Path]) -> list[Path]:
     return files
 
 
+def file_outputs(
+    files: Iterable[Path],
+    cfg: FeatureConfig,
+    forward: Callable[[torch.Tensor], np.ndarray],
+    window: int,
+    batch_size: int,
+    min_seconds: float = MIN_SECONDS,
+) -> Iterator[tuple[Path, np.ndarray | None, str | None]]:
+    """Per file, in order: (path, its mean ``forward`` output over its windows, None), or
+    (path, None, reason) when it cannot be read or the output is not finite."""
+    for path in files:
+        try:
+            out = file_means(TrackFeatures(path, cfg, min_seconds), window, forward, batch_size)
+        except TrackFailed as e:
+            yield path, None, e.reason
+            continue
+        if not np.isfinite(out).all():  # finite weights and input: an overflow in the model
+            yield path, None, "non_finite_output"
+            continue
+        yield path, out, None
+
+
 @torch.no_grad()
 def predict_files(
     ckpt: Checkpoint,
@@ -97,14 +119,9 @@ def predict_files(
     thresholds = np.asarray(ckpt.thresholds or [0.5] * len(genres))
     forward = model_forward(model.to(device).eval(), device, multi)
     window = window_frames(window_seconds, ckpt.feature_config)
-    for path in files:
-        try:
-            p = file_means(TrackFeatures(path, cfg, min_seconds), window, forward, batch_size)
-        except TrackFailed as e:
-            yield Prediction(path, error=e.reason)
-            continue
-        if not np.isfinite(p).all():  # finite weights and input: an overflow in the model
-            yield Prediction(path, error="non_finite_output")
+    for path, p, error in file_outputs(files, cfg, forward, window, batch_size, min_seconds):
+        if error is not None:
+            yield Prediction(path, error=error)
             continue
         order = np.argsort(p)[::-1]
         chosen = [genres[i] for i in order if p[i] >= thresholds[i]] if multi else None

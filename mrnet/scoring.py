@@ -11,7 +11,9 @@ track. A track's output is the mean over its windows of the per-window outputs
     WindowStream   the same windows of a track whose frames arrive in chunks (predict)
     track_means    mean per track of per-window outputs
     file_means     the same for one file's frames as they are read
-    score          per-track probabilities of a cache split
+    cache_means    mean per track of a cache split's window outputs
+    score          per-track probabilities of a cache split (validation)
+    split_means    cache_means for a command: progress bar, non-finite check
 """
 
 from __future__ import annotations
@@ -213,6 +215,26 @@ def embedding_forward(model: torch.nn.Module, device: torch.device):
 
 
 @torch.no_grad()
+def cache_means(
+    index: SplitIndex,
+    forward: Callable[[torch.Tensor], np.ndarray],
+    window: int,
+    max_frames: int,
+    progress: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """Float64 [len(index), d]: each track's mean ``forward`` output over its windows
+    (NaN rows where an output was not finite; ``index`` not empty). ``progress`` is
+    called with each batch's number of windows."""
+
+    def batches() -> Iterator[Windows]:
+        for rows, x in cache_windows(index, window, max_frames):
+            yield rows, x
+            if progress:
+                progress(len(rows))
+
+    return track_means(batches(), len(index), forward)
+
+
 def score(
     model: torch.nn.Module,
     index: SplitIndex,
@@ -222,15 +244,38 @@ def score(
     max_frames: int,
     progress: Callable[[int], None] | None = None,
 ) -> np.ndarray:
-    """Float64 [len(index), n_labels]: each track's mean window probability (NaN rows
-    where an output was not finite; ``index`` not empty). ``progress`` is called with
-    each batch's number of windows."""
+    """Float64 [len(index), n_labels]: each track's mean window probability (see
+    `cache_means`)."""
     model.eval()
+    return cache_means(index, model_forward(model, device, multi), window, max_frames, progress)
 
-    def batches() -> Iterator[Windows]:
-        for rows, x in cache_windows(index, window, max_frames):
-            yield rows, x
-            if progress:
-                progress(len(rows))
 
-    return track_means(batches(), len(index), model_forward(model, device, multi))
+def split_means(
+    index: SplitIndex,
+    forward: Callable[[torch.Tensor], np.ndarray],
+    window: int,
+    batch_size: int,
+    what: str,
+    desc: str,
+    progress: bool = True,
+) -> np.ndarray:
+    """`cache_means` of a whole split for a command: ``batch_size`` windows' worth of
+    frames per forward pass, a progress bar counting windows, and BadInput naming the
+    tracks when an output (``what``: "outputs", "embeddings") is not finite."""
+    from tqdm import tqdm
+
+    from pipeline.errors import BadInput
+
+    longest = int(index.length.max())
+    per_pass = batch_size * (min(longest, window) if window else longest)
+    with tqdm(total=count_windows(index.length, window), unit="window", desc=desc,
+              disable=not progress) as bar:  # fmt: skip
+        means = cache_means(index, forward, window, per_pass, bar.update)
+    bad = ~np.isfinite(means).all(axis=1)
+    if bad.any():
+        ids = " ".join(str(t) for t in index.track_id[bad][:10].tolist())
+        raise BadInput(
+            f"the model's {what} are NaN or infinite for {int(bad.sum())} tracks (e.g. "
+            f"{ids}); check the cache with `mrnet verify`"
+        )
+    return means

@@ -54,8 +54,7 @@ def track_frames(cache: Path, track_id) -> np.ndarray:
     split = c.tracks.set_index("track_id").loc[track_id, "split"]
     index = split_index(c, split)
     i = int(np.flatnonzero(index.track_id == track_id)[0])
-    return FrameStore(index.shards).read(index, np.array([i]), np.zeros(1, np.int64),
-                                         int(index.length[i]))[0]  # fmt: skip
+    return FrameStore(index.shards).track(index, i)
 
 
 def replaceable_track(synth) -> int:

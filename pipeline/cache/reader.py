@@ -250,6 +250,11 @@ class FrameStore:
             self._pid = os.getpid()
         return self._mels
 
+    def track(self, index: SplitIndex, t: int) -> np.ndarray:
+        """Float16 [frames, n_mels]: all frames of track ``t`` of ``index`` (a copy)."""
+        a, n = int(index.start[t]), int(index.length[t])
+        return np.array(self.mels()[index.shard[t]][a : a + n])
+
     def read(
         self, index: SplitIndex, tracks: np.ndarray, starts: np.ndarray, frames: int
     ) -> np.ndarray:

@@ -8,8 +8,9 @@ OUT/index.csv       row, then track_id, split, label (a cache: the label names,
 OUT/failures.csv    audio files only: path, reason, for files that could not be read
 
 A track is embedded the way evaluate scores it: whole up to ``--window`` seconds, else
-the mean embedding of its windows (mrnet.scoring). index.csv is removed first and
-written last, each file atomically: a folder with index.csv holds a complete result.
+the mean embedding of its windows (mrnet.scoring). Every file is written whole under a
+temporary name before any is replaced, and index.csv is renamed into place last: a
+folder with index.csv holds a complete result, and a disk fault keeps the previous one.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from mrnet.scoring import (
     split_means,
     window_frames,
 )
-from pipeline.atomic import write_atomic, writing
+from pipeline.atomic import write_together, writing
 from pipeline.cache.reader import open_cache, split_index
 from pipeline.errors import BadInput
 from pipeline.features import FeatureConfig
@@ -121,13 +122,15 @@ def _from_files(opts: EmbedOptions, ckpt, forward, window: int):
 
 
 def _write(out: Path, emb: np.ndarray, index: pd.DataFrame, failures: pd.DataFrame) -> None:
+    """embeddings.npy, failures.csv (when there are failures), then index.csv, which marks
+    a complete result: a disk fault keeps the previous result whole."""
     with writing(out, rerun=RERUN):
         out.mkdir(parents=True, exist_ok=True)
-        (out / "index.csv").unlink(missing_ok=True)  # until the new one is in place
-        (out / "failures.csv").unlink(missing_ok=True)
     buf = io.BytesIO()
     np.save(buf, emb)
-    write_atomic(out / "embeddings.npy", buf.getvalue(), RERUN)
+    files = [(out / "embeddings.npy", buf.getvalue())]
     if len(failures):
-        write_atomic(out / "failures.csv", failures.to_csv(index=False), RERUN)
-    write_atomic(out / "index.csv", index.to_csv(index=False), RERUN)
+        files.append((out / "failures.csv", failures.to_csv(index=False)))
+    files.append((out / "index.csv", index.to_csv(index=False)))
+    stale = () if len(failures) else (out / "failures.csv",)
+    write_together(files, stale, RERUN)

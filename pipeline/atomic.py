@@ -89,13 +89,12 @@ def fsync_path(path: Path) -> None:
         os.fsync(f.fileno())
 
 
-def write_atomic(
-    path: Path, data: str | bytes | Callable[[BinaryIO], None], rerun: str = RERUN
-) -> None:
-    """Write ``data`` (text, bytes, or a function writing to a binary file) to ``path``
-    through a temporary file, fsync and rename. Raises BadInput on a disk fault; the
-    old ``path`` is then untouched."""
-    path = Path(path)
+Data = str | bytes | Callable[[BinaryIO], None]
+
+
+def _write_temp(path: Path, data: Data, rerun: str) -> Path:
+    """``data`` (text, bytes, or a function writing to a binary file) in a fsynced
+    temporary file next to ``path``; BadInput on a disk fault, the temporary removed."""
     tmp = temp_path(path)
     with writing(path, tmp, rerun=rerun):
         with open(tmp, "wb") as f:
@@ -105,4 +104,36 @@ def write_atomic(
                 f.write(data.encode() if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
+    return tmp
+
+
+def write_atomic(path: Path, data: Data, rerun: str = RERUN) -> None:
+    """Write ``data`` to ``path`` through a temporary file, fsync and rename. Raises
+    BadInput on a disk fault; the old ``path`` is then untouched."""
+    path = Path(path)
+    tmp = _write_temp(path, data, rerun)
+    with writing(path, tmp, rerun=rerun):
         os.replace(tmp, path)
+
+
+def write_together(files: list[tuple[Path, Data]], stale: tuple[Path, ...] = (),
+                   rerun: str = RERUN) -> None:  # fmt: skip
+    """Replace several files that make one result, the last of ``files`` marking it
+    complete. Every file is first written whole under a temporary name: a disk fault
+    there leaves the old result as it was. Then the old marker and ``stale`` files go,
+    and the files are renamed into place in order, the marker last: a kill in between
+    leaves no marker, never a marker beside files of another result."""
+    temps: list[Path] = []
+    try:
+        for path, data in files:
+            temps.append(_write_temp(Path(path), data, rerun))
+    except BadInput:
+        for t in temps:
+            t.unlink(missing_ok=True)
+        raise
+    marker = Path(files[-1][0])
+    with writing(marker, *temps, rerun=rerun):
+        for path in (marker, *stale):
+            path.unlink(missing_ok=True)
+        for (path, _), tmp in zip(files, temps):
+            os.replace(tmp, path)

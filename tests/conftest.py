@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -122,3 +123,27 @@ def interrupt_mid_run(synth, out: Path, sig: int, min_shards: int = 2,
 def kill_mid_run(synth, out: Path, min_shards: int = 2, *extra: str) -> None:
     """SIGKILL a preprocess run into ``out`` once ``min_shards`` shards are written."""
     interrupt_mid_run(synth, out, signal.SIGKILL, min_shards, *extra)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 1 MiB tmpfs (needs the right to mount: root in CI and here)."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
+                       capture_output=True, text=True)  # fmt: skip
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def fill(disk: Path, leave: int) -> Path:
+    """A file taking all but ``leave`` bytes of ``disk``."""
+    free = shutil.disk_usage(disk).free
+    filler = disk / "filler"
+    with open(filler, "wb") as f:
+        f.write(b"\0" * max(0, free - leave))
+    return filler

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile
-from conftest import ROOT, args, cache_content
+from conftest import ROOT, args, cache_content, fill
 from typer.testing import CliRunner
 
 from cli import app
@@ -128,30 +128,6 @@ def test_sigterm_is_handled_like_ctrl_c(synth, cache, tmp_path):
 
 
 # ---------------------------------------------------------------- 9. a full disk
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """A real 1 MiB tmpfs (needs the right to mount: root in CI and here)."""
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
-                       capture_output=True, text=True)  # fmt: skip
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
-
-
-def fill(disk: Path, leave: int) -> Path:
-    """A file taking all but ``leave`` bytes of ``disk``."""
-    free = shutil.disk_usage(disk).free
-    filler = disk / "filler"
-    with open(filler, "wb") as f:
-        f.write(b"\0" * max(0, free - leave))
-    return filler
 
 
 def test_disk_full_mid_run_then_rerun_completes(synth, cache, small_disk):

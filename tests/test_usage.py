@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import fill
 from typer.testing import CliRunner
 
 from cli import app
@@ -44,8 +45,7 @@ def run(cache, tmp_path_factory) -> Path:
 def cached_frames(cache: Path, split: str) -> tuple[np.ndarray, list[np.ndarray]]:
     index = split_index(open_cache(cache), split)
     store = FrameStore(index.shards)
-    frames = [store.read(index, np.array([i]), np.zeros(1, np.int64), int(n))[0]
-              for i, n in enumerate(index.length)]  # fmt: skip
+    frames = [store.track(index, i) for i in range(len(index))]
     return index.track_id, frames
 
 
@@ -126,6 +126,27 @@ def test_embed_refuses_bad_input_and_writes_nothing(run, cache, tmp_path):
         assert r.exit_code == 2 and needle in r.output, (argv, r.output)
         assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists() and a_file.read_text() == "x"
+
+
+def test_embed_on_a_full_disk_keeps_the_previous_result(run, cache, synth, small_disk):
+    """A rerun that runs out of space: one line, exit 2, the old embeddings and index
+    intact (not an index beside other embeddings, not a folder without its index)."""
+    out = small_disk / "emb"
+    r = embed("--checkpoint", str(run / "best.pt"), "--cache", str(cache), "--split", "test",
+              "--out", str(out))  # fmt: skip
+    assert r.exit_code == 0, r.output
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    filler = fill(small_disk, leave=4096)  # the whole cache's embeddings need more
+    r = embed("--checkpoint", str(run / "best.pt"), "--cache", str(cache), "--out", str(out))
+    assert r.exit_code == 2 and "no space left on device" in r.output, r.output
+    assert len(r.output.strip().splitlines()) == 1 and "Traceback" not in r.output
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    filler.unlink()
+    files = [str(fma.audio_path(synth.audio_dir, t)) for t in synth.ids("small", healthy=True)[:2]]
+    r = embed("--checkpoint", str(run / "best.pt"), "--out", str(out), *files)
+    assert r.exit_code == 0, r.output
+    assert list(pd.read_csv(out / "index.csv")["path"]) == files
+    assert np.load(out / "embeddings.npy").shape == (2, 128)
 
 
 # ---------------------------------------------------------------- 2. export

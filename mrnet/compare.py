@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.atomic import write_atomic, writing
+from pipeline.atomic import write_together, writing
 from pipeline.errors import BadInput
 
 RERUN = "rerun the same command"
@@ -169,10 +169,11 @@ def compare(paths: list[Path], out: Path | None = None) -> tuple[str, list[Entry
     if out is not None:
         with writing(out, rerun=RERUN):
             out.mkdir(parents=True, exist_ok=True)
-        write_atomic(out / "compare.csv", figures.to_csv(float_format="%.6g"), RERUN)
-        write_atomic(out / "per_label.csv", per.to_csv(float_format="%.6g"), RERUN)
         from mrnet.plots import plot_compare
 
-        plot_compare(figures, per, out / "compare.png",
-                     f"{entries[0].split} split, {len(entries)} inputs")  # fmt: skip
+        png = plot_compare(figures, per, f"{entries[0].split} split, {len(entries)} inputs")
+        write_together([(out / "per_label.csv", per.to_csv(float_format="%.6g")),
+                        (out / "compare.png", png),
+                        (out / "compare.csv", figures.to_csv(float_format="%.6g"))],
+                       rerun=RERUN)  # fmt: skip
     return text, entries

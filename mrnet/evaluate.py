@@ -24,11 +24,15 @@ Multi-label caches, REPORT/:
 
 A multi-label track's predicted labels are those whose probability reaches the label's
 threshold, chosen (maximum F1) on the cache's validation split; 0.5 when it is empty.
+
+Every file is written whole under a temporary name before any is replaced, report.json
+renamed into place last: a disk fault on a rerun keeps the previous report whole.
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -45,7 +49,7 @@ from mrnet.options import EvalOptions
 from mrnet.plots import RERUN, plot_confusion, plot_multilabel
 from mrnet.runtime import resolve_device
 from mrnet.scoring import check_window, model_forward, split_means, window_frames
-from pipeline.atomic import write_atomic, writing
+from pipeline.atomic import write_together, writing
 from pipeline.cache.layout import EXTRA_COLUMNS
 from pipeline.cache.reader import Cache, SplitIndex, open_cache, split_index
 from pipeline.errors import BadInput
@@ -157,14 +161,13 @@ def evaluate(opts: EvalOptions) -> dict:
         "arch": ckpt.arch,
         "feature_config": cache.feature_config,
     }
+    files = (_multi_files if multi else _single_files)(opts, rep, cache, index, probs)
+    files.append((opts.out / "report.json", json.dumps(rep, indent=2, allow_nan=False) + "\n"))
     with writing(opts.out, rerun=RERUN):
         opts.out.mkdir(parents=True, exist_ok=True)
-    write_atomic(opts.out / "report.json", json.dumps(rep, indent=2, allow_nan=False) + "\n",
-                 RERUN)  # fmt: skip
-    if multi:
-        _write_multi(opts, rep, cache, index, probs)
-    else:
-        _write_single(opts, rep, cache, index, probs)
+    # report.json last: a disk fault keeps the previous report whole, never a report.json
+    # beside another run's predictions
+    write_together(files, rerun=RERUN)
     return rep
 
 
@@ -187,14 +190,13 @@ def _with_extra(pred: pd.DataFrame, cache: Cache) -> pd.DataFrame:
     return pred.join(cache.tracks.set_index("track_id")[shown], on="track_id")
 
 
-def _write_single(opts: EvalOptions, rep: dict, cache: Cache, index: SplitIndex,
-                  probs: np.ndarray) -> None:  # fmt: skip
+def _single_files(opts: EvalOptions, rep: dict, cache: Cache, index: SplitIndex,
+                  probs: np.ndarray) -> list[tuple[Path, str | bytes]]:  # fmt: skip
+    """confusion.csv, per_genre.csv, predictions.csv, confusion.png: (path, contents)."""
     genres = list(cache.labels)
     cm = np.array(rep["confusion"]["matrix"])
     confusion = pd.DataFrame(cm, index=pd.Index(genres, name="true"), columns=genres)
-    write_atomic(opts.out / "confusion.csv", confusion.to_csv(), RERUN)
     per_genre = pd.DataFrame.from_dict(rep["per_genre"], orient="index").rename_axis("genre")
-    write_atomic(opts.out / "per_genre.csv", per_genre.to_csv(), RERUN)
     pred = pd.DataFrame({
         "track_id": index.track_id,
         "true": [genres[i] for i in index.label],
@@ -204,16 +206,18 @@ def _write_single(opts: EvalOptions, rep: dict, cache: Cache, index: SplitIndex,
     for i, g in enumerate(genres):
         pred[f"p_{g}"] = probs[:, i]
     csv = _with_extra(pred, cache).to_csv(index=False, float_format="%.6f")
-    write_atomic(opts.out / "predictions.csv", csv, RERUN)
     title = f"{opts.split}: accuracy {rep['accuracy']:.3f}, {len(index)} tracks"
-    plot_confusion(cm, genres, opts.out / "confusion.png", title)
+    out = opts.out
+    return [(out / "confusion.csv", confusion.to_csv()),
+            (out / "per_genre.csv", per_genre.to_csv()), (out / "predictions.csv", csv),
+            (out / "confusion.png", plot_confusion(cm, genres, title))]  # fmt: skip
 
 
-def _write_multi(opts: EvalOptions, rep: dict, cache: Cache, index: SplitIndex,
-                 probs: np.ndarray) -> None:  # fmt: skip
+def _multi_files(opts: EvalOptions, rep: dict, cache: Cache, index: SplitIndex,
+                 probs: np.ndarray) -> list[tuple[Path, str | bytes]]:  # fmt: skip
+    """per_label.csv, predictions.csv, labels.png: (path, contents)."""
     labels = list(cache.labels)
     per_label = pd.DataFrame.from_dict(rep["per_label"], orient="index").rename_axis("label")
-    write_atomic(opts.out / "per_label.csv", per_label.to_csv(), RERUN)
     thresholds = np.array([rep["per_label"][n]["threshold"] for n in labels])
     pred = (probs >= thresholds[None, :]).astype(np.uint8)
 
@@ -225,8 +229,9 @@ def _write_multi(opts: EvalOptions, rep: dict, cache: Cache, index: SplitIndex,
     for j, name in enumerate(labels):
         table[f"p_{name}"] = probs[:, j]
     csv = _with_extra(table, cache).to_csv(index=False, float_format="%.9g")
-    write_atomic(opts.out / "predictions.csv", csv, RERUN)
     mean_ap = rep["mean_average_precision"]
     shown = "-" if mean_ap is None else f"{mean_ap:.3f}"
     title = f"{opts.split}: mAP {shown}, {len(index)} tracks"
-    plot_multilabel(rep, index.label, pred, labels, opts.out / "labels.png", title)
+    png = plot_multilabel(rep, index.label, pred, labels, title)
+    return [(opts.out / "per_label.csv", per_label.to_csv()), (opts.out / "predictions.csv", csv),
+            (opts.out / "labels.png", png)]

@@ -1,7 +1,9 @@
-"""The report figures as PNG files (matplotlib, no display), written atomically."""
+"""The report figures as PNG (matplotlib, no display): the bytes of a report's figures,
+written by the caller together with the report's other files, and RUN/curves.png."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -20,13 +22,18 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: Path) -> None:
-    write_atomic(path, lambda f: fig.savefig(f, format="png"), rerun=RERUN)
-    _pyplot().close(fig)
+def _png(fig) -> bytes:
+    """The figure as PNG bytes; the figure is closed."""
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png")
+    finally:
+        _pyplot().close(fig)
+    return buf.getvalue()
 
 
-def plot_confusion(cm: np.ndarray, genres: list[str], path: Path, title: str) -> None:
-    """Row-normalised heat map, counts in the cells; legible with 16 genres."""
+def plot_confusion(cm: np.ndarray, genres: list[str], title: str) -> bytes:
+    """PNG: a row-normalised heat map, counts in the cells; legible with 16 genres."""
     plt = _pyplot()
     k = len(genres)
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
@@ -52,12 +59,12 @@ def plot_confusion(cm: np.ndarray, genres: list[str], path: Path, title: str) ->
                 )
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of true genre")
     fig.tight_layout()
-    _save(fig, path)
+    return _png(fig)
 
 
 def plot_multilabel(rep: dict, y: np.ndarray, pred: np.ndarray, labels: list[str],
-                    path: Path, title: str) -> None:  # fmt: skip
-    """Two panels: per-label average precision, sorted (undefined labels greyed), and a
+                    title: str) -> bytes:  # fmt: skip
+    """PNG, two panels: per-label average precision, sorted (undefined labels greyed), and a
     label co-occurrence heat map of true (rows) against predicted (columns) label sets,
     each row normalised by the tracks holding that true label."""
     plt = _pyplot()
@@ -84,11 +91,11 @@ def plot_multilabel(rep: dict, y: np.ndarray, pred: np.ndarray, labels: list[str
     fig.colorbar(im, ax=b, fraction=0.046, pad=0.04)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    _save(fig, path)
+    return _png(fig)
 
 
-def plot_compare(figures, per, path: Path, title: str) -> None:
-    """Mean ± std (error bars) with each input as a dot: the figures (left) and, when
+def plot_compare(figures, per, title: str) -> bytes:
+    """PNG: mean ± std (error bars) with each input as a dot: the figures (left) and, when
     reports were given, F1 per label (right). ``figures``/``per``: `compare.tables`."""
     plt = _pyplot()
     runs = figures.drop(index=["mean", "std"])
@@ -110,7 +117,7 @@ def plot_compare(figures, per, path: Path, title: str) -> None:
         ax.set_ylim(0, max(1.0, float(np.nanmax(values.to_numpy(dtype=float), initial=0))))
     fig.suptitle(title + " (bars: mean ± std; dots: each input)", fontsize=10)
     fig.tight_layout()
-    _save(fig, path)
+    return _png(fig)
 
 
 def plot_curves(history: list[dict], select_by: str, path: Path, rerun: str = RERUN) -> None:
@@ -146,5 +153,4 @@ def plot_curves(history: list[dict], select_by: str, path: Path, rerun: str = RE
     fig.suptitle(f"{len(epochs)} epochs" + (f"; best.pt: epoch {best}" if best else ""),
                  fontsize=10)  # fmt: skip
     fig.tight_layout()
-    write_atomic(path, lambda f: fig.savefig(f, format="png"), rerun=rerun)
-    plt.close(fig)
+    write_atomic(path, _png(fig), rerun=rerun)

@@ -171,6 +171,20 @@ def test_disk_full_while_training_and_evaluating(cache, small_disk, tmp_path):
                             str(cache), "--out", str(small_disk / "rep"), "--device", "cpu"])
     assert r.exit_code == 2
     one_line_error(r.output, "no space left on device writing", "free space and rerun")
+    # a rerun (another checkpoint) into a complete report keeps it whole on a full disk:
+    # never a new report.json beside the previous run's predictions
+    (small_disk / "filler").unlink()
+    rep = small_disk / "rep"
+    r = runner.invoke(app, ["evaluate", "--checkpoint", str(ok / "best.pt"), "--cache",
+                            str(cache), "--out", str(rep), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    before = {f.name: f.read_bytes() for f in rep.iterdir()}
+    fill(small_disk, leave=20_000)  # the CSVs and report.json fit, the figure (~30 KB) not
+    r = runner.invoke(app, ["evaluate", "--checkpoint", str(ok / "last.pt"), "--cache",
+                            str(cache), "--out", str(rep), "--device", "cpu"])
+    assert r.exit_code == 2
+    one_line_error(r.output, "no space left on device writing", "free space and rerun")
+    assert {f.name: f.read_bytes() for f in rep.iterdir()} == before
 
 
 # ---------------------------------------------------------------- 10. reruns and readers

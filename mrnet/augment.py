@@ -1,10 +1,12 @@
-"""Training-time augmentation, on the device, in log-mel units."""
+"""Training-time augmentation, on the device, in log-mel units (torchaudio only for
+SpecAugment)."""
 
 from __future__ import annotations
 
 import torch
-import torchaudio.transforms as AT
 from torch import nn
+
+from mrnet.deps import load_torchaudio
 
 
 class Augment(nn.Module):
@@ -30,9 +32,12 @@ class Augment(nn.Module):
     ) -> None:
         super().__init__()
         self.p, self.mean, self.std = noise_prob, tuple(noise_mean), tuple(noise_std)
-        masks = [AT.FrequencyMasking(freq_mask, iid_masks=True)] * 2
-        masks += [AT.TimeMasking(time_mask, iid_masks=True)] * 2
-        self.masks = nn.ModuleList(masks) if specaugment else nn.ModuleList()
+        masks = []
+        if specaugment:  # torchaudio's masks: loaded only when asked for
+            at = load_torchaudio("torchaudio.transforms")
+            masks = [at.FrequencyMasking(freq_mask, iid_masks=True)] * 2
+            masks += [at.TimeMasking(time_mask, iid_masks=True)] * 2
+        self.masks = nn.ModuleList(masks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.p > 0:

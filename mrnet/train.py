@@ -62,6 +62,7 @@ from mrnet.checkpoint import (
     build_model,
 )
 from mrnet.data import MemmapCrops, ResidentCrops
+from mrnet.deps import load_torchaudio
 from mrnet.metrics import choose_thresholds, validation_figures
 from mrnet.options import TrainConfig
 from mrnet.plots import plot_curves
@@ -164,6 +165,8 @@ def check_config(cfg: TrainConfig, n_train: int, world: int, cache: Path) -> Non
             raise BadInput(f"--{name.replace('_', '-')} must be positive")
     if cfg.workers < 0:
         raise BadInput("--workers must be 0 or more")
+    if cfg.specaugment:
+        load_torchaudio("torchaudio.transforms")  # before any work: one line if it cannot load
     if cfg.batch_size < 2:
         raise BadInput("--batch-size must be at least 2 (the models use BatchNorm)")
     if cfg.sync_bn and not (cfg.device != "cpu" and torch.cuda.is_available()):

@@ -1,5 +1,6 @@
 """mrnet: music genre classification in three staged commands.
 
+\b
 mrnet preprocess  audio -> cache of HDF5 log-mel shards (parallel, resumable)
 mrnet train       cache -> MRNet checkpoint (GPU when present, resumable)
 mrnet evaluate    checkpoint + cache -> per-genre confusion reports
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -79,18 +81,27 @@ def interrupted(e: KeyboardInterrupt, what: str) -> NoReturn:
     raise typer.Exit(143 if isinstance(e, Terminated) else 130)
 
 
-def run_guarded(fn, *args, **kwargs):
-    """Call ``fn``; BadInput (and a full disk anywhere) becomes a one-line error, exit 2."""
-    from pipeline.atomic import write_error
+NOTHING_CHANGED = "nothing half-written is left; rerun the same command"
+
+
+def run_guarded(fn, *args, interrupted_hint: str | Callable[[], str] = NOTHING_CHANGED,
+                **kwargs):  # fmt: skip
+    """Call ``fn``; BadInput and environment faults (a full disk, a read-only or
+    forbidden path) become a one-line error, exit 2; Ctrl-C or SIGTERM one line saying
+    ``interrupted_hint`` (or what it returns then), exit 130 or 143."""
+    from pipeline.atomic import environment_error
 
     try:
         return fn(*args, **kwargs)
+    except KeyboardInterrupt as e:
+        interrupted(e, interrupted_hint() if callable(interrupted_hint) else interrupted_hint)
     except BadInput as e:
         fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
     except OSError as e:
-        if e.errno not in (28, 122):  # ENOSPC, EDQUOT: an environment fault the user fixes
+        known = environment_error(e)
+        if known is None:
             raise
-        fail(str(write_error(Path(e.filename or "?"), e)))
+        fail(str(known))
 
 
 # ---------------------------------------------------------------- preprocess
@@ -134,10 +145,10 @@ def preprocess(
     from pipeline.preprocess import format_summary, run_preprocess
 
     opts = from_values(PreprocessOptions, locals())
-    try:
-        manifest = run_guarded(run_preprocess, opts)
-    except KeyboardInterrupt as e:
-        interrupted(e, "finished shards are kept; rerun the same command to resume.")
+    manifest = run_guarded(
+        run_preprocess, opts,
+        interrupted_hint="finished shards are kept; rerun the same command to resume.",
+    )  # fmt: skip
     typer.echo(format_summary(manifest))
 
 
@@ -179,10 +190,12 @@ def train(
     from mrnet.train import train as run_train
 
     cfg = from_values(TrainConfig, locals())
-    try:
-        s = run_guarded(run_train, cfg)
-    except KeyboardInterrupt as e:
-        interrupted(e, f"rerun with --resume to continue from {out}/last.pt")
+    def hint() -> str:
+        if (out / "last.pt").is_file():
+            return f"rerun with --resume to continue from {out}/last.pt"
+        return "no epoch was saved yet; rerun the same command"
+
+    s = run_guarded(run_train, cfg, interrupted_hint=hint)
     if s["main"]:
         figure = {"val_acc": "accuracy", "val_map": "mAP"}[s["select_by"]]
         typer.echo(
@@ -376,7 +389,9 @@ def demo(
     the commands it runs are printed."""
     from mrnet.demo import run_demo
 
-    run_guarded(run_demo, from_values(DemoOptions, locals()), echo=typer.echo)
+    run_guarded(run_demo, from_values(DemoOptions, locals()), echo=typer.echo,
+                interrupted_hint="rerun the same `mrnet demo` to go on: finished stages "
+                "are reused")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -279,6 +279,10 @@ def load(path: str | os.PathLike, *, resume: bool = False) -> Checkpoint:
     (one line) when it is absent, truncated, not weights-only, or not an mrnet checkpoint.
     ``resume``: it must also hold the optimizer state and config (RUN/last.pt)."""
     path = Path(path)
+    if path.is_dir():
+        raise BadInput(
+            f"checkpoint {path} is a directory; pass a checkpoint file such as {path}/best.pt"
+        )
     if not path.is_file():
         raise BadInput(f"checkpoint {path} does not exist; train one with `mrnet train`")
     try:
@@ -308,10 +312,16 @@ def load(path: str | os.PathLike, *, resume: bool = False) -> Checkpoint:
 
 
 def _corrupt(path: Path, e: BaseException) -> str:
-    reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+    """Why torch could not read ``path``, in words (torch's own texts run to paragraphs):
+    a checkpoint is a zip archive, so a file that starts like one is damaged, and any
+    other file is not a checkpoint at all."""
+    with open(path, "rb") as f:
+        zipped = f.read(4) == b"PK\x03\x04"
+    what = "is truncated or corrupt (an incomplete zip archive)" if zipped else (
+        "is not a PyTorch checkpoint file")  # fmt: skip
     return (
-        f"checkpoint {path} is corrupt or truncated ({reason}); use another checkpoint "
-        "(RUN/best.pt or RUN/last.pt) or retrain"
+        f"checkpoint {path} {what}; pass RUN/best.pt or RUN/last.pt of an mrnet run, or "
+        "retrain"
     )
 
 

@@ -46,6 +46,7 @@ class Entry:
     figures: dict[str, float | None]
     per_label: dict[str, float | None] = field(default_factory=dict)
     n_tracks: int | None = None
+    settings: dict[str, object] = field(default_factory=dict)  # what produced it (flat)
 
 
 def read_entry(path: Path) -> Entry:
@@ -74,11 +75,17 @@ def _report(path: Path) -> Entry:
         figures = {k: rep.get(k) for k in REPORT_FIGURES[task]}
         f1 = {n: per[n].get("f1") for n in labels}
         n_tracks = rep.get("n_tracks")
+        source = rep.get("source", {})
+        settings = _settings(
+            source.get("train_config", {"arch": source.get("arch")}),
+            source.get("model_config", {}),
+            source.get("feature_config", {}),
+        )
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise BadInput(f"{path} is not a report of `mrnet evaluate` ({type(e).__name__}: "
                        f"{str(e)[:80]}); rerun mrnet evaluate") from None  # fmt: skip
     name = str(path.parent if path.name == "report.json" else path)
-    return Entry(name, "report", task, split, labels, figures, f1, n_tracks)
+    return Entry(name, "report", task, split, labels, figures, f1, n_tracks, settings)
 
 
 def _run(path: Path) -> Entry:
@@ -87,8 +94,39 @@ def _run(path: Path) -> Entry:
     ck = ckpt_io.load(path / "best.pt")
     row = ck.history[ck.epoch - 1] if 0 < ck.epoch <= len(ck.history) else {}
     figures = {k: _number(row.get(k)) for k in RUN_FIGURES[ck.task]}
+    settings = _settings(ck.train_config, ck.model_config.to_dict(), ck.feature_config)
     return Entry(str(path), "run", ck.task, "validation", list(ck.labels), figures,
-                 n_tracks=row.get("val_tracks"))  # fmt: skip
+                 n_tracks=row.get("val_tracks"), settings=settings)  # fmt: skip
+
+
+# settings that say where or how a run ran, not what it computed (the seed is what
+# comparisons over seeds vary)
+_NOT_COMPARED = {
+    *("cache", "out", "seed", "resume", "progress", "workers", "device", "verify"),
+    *("tensorboard", "wandb", "wandb_name", "data_on_gpu", "compile", "sync_bn"),
+}
+
+
+def _settings(train: dict, model: dict, features: dict) -> dict[str, object]:
+    """One flat dict of what decides a run's result: its training settings (but the
+    seed and where it ran), model settings and feature settings."""
+    out = {k: v for k, v in train.items() if k not in _NOT_COMPARED and v is not None}
+    out.update({k: v for k, v in model.items() if k not in ("n_classes",)})
+    out.update({f"features.{k}": v for k, v in features.items()})
+    return out
+
+
+def differences(entries: list[Entry]) -> list[str]:
+    """``name (a, b, ...)`` for each setting whose recorded values differ between inputs
+    (a setting an input does not record is not compared)."""
+    keys = sorted(set().union(*(e.settings for e in entries)))
+    out = []
+    for k in keys:
+        values = [e.settings[k] for e in entries if k in e.settings]
+        distinct = list(dict.fromkeys(json.dumps(v) for v in values))
+        if len(values) == len(entries) and len(distinct) > 1:
+            out.append(f"{k} ({', '.join(distinct)})")
+    return out
 
 
 def _number(v: object) -> float | None:
@@ -160,12 +198,23 @@ def compare(paths: list[Path], out: Path | None = None) -> tuple[str, list[Entry
     if out is not None and out.exists() and not out.is_dir():
         raise BadInput(f"--out {out} is a file; pass a directory for the comparison")
     entries = [read_entry(Path(p)) for p in paths]
+    seen: dict[Path, Path] = {}
+    for p, e in zip(paths, entries):
+        key = Path(e.name).resolve()
+        if key in seen:
+            raise BadInput(
+                f"{p} and {seen[key]} are the same input; pass each report or run once"
+            )
+        seen[key] = Path(p)
     check_comparable(entries)
     figures, per = tables(entries)
     text = format_tables(figures, per, entries[0].split)
     sizes = {e.n_tracks for e in entries if e.n_tracks is not None}
     if len(sizes) > 1:
         text += f"\nnote: the inputs scored different numbers of tracks ({sorted(sizes)})"
+    differ = differences(entries)
+    if differ:
+        text += "\nnote: the inputs differ in more than the seed: " + "; ".join(differ)
     if out is not None:
         with writing(out, rerun=RERUN):
             out.mkdir(parents=True, exist_ok=True)

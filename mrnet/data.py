@@ -15,6 +15,8 @@ from its start). Where tracks lie and how frames are read is the cache reader's
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterator
 
 import numpy as np
@@ -106,6 +108,17 @@ class CropDataset(Dataset):
         return x, torch.from_numpy(self.index.label[tracks])
 
 
+def _leave_signals_to_the_trainer(worker_id: int) -> None:
+    """A terminal's Ctrl-C (and a SIGTERM to the process group) reaches the DataLoader
+    workers too; a worker killed by it would make the loader raise "worker exited
+    unexpectedly" before the training process could stop with exit 130/143. So workers
+    ignore SIGINT and leave quietly (status 0, which the loader does not report) on
+    SIGTERM, as multiprocessing also sends at exit. They still end with the training
+    process (torch's loader watches its parent)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(0))
+
+
 class MemmapCrops:
     """Training batches read from memmapped shards by a DataLoader (``workers`` processes)."""
 
@@ -132,6 +145,7 @@ class MemmapCrops:
             # RNG, or an epoch's dropout/noise would depend on when workers were started
             generator=torch.Generator().manual_seed(seed),
             prefetch_factor=4 if workers > 0 else None,
+            worker_init_fn=_leave_signals_to_the_trainer,
         )
 
     def __len__(self) -> int:

@@ -35,6 +35,7 @@ from mrnet.scoring import (
 )
 from pipeline.atomic import write_together, writing
 from pipeline.cache.reader import open_cache, split_index
+from pipeline.cache.verify import check_checksums
 from pipeline.errors import BadInput
 from pipeline.features import FeatureConfig
 from pipeline.sources import SPLITS
@@ -86,6 +87,7 @@ def _from_cache(opts: EmbedOptions, ckpt, forward, window: int):
     parts, rows = [], []
     for split in [opts.split] if opts.split else present:
         index = split_index(cache, split)
+        check_checksums(cache.root, index.shards, opts.progress)
         emb = split_means(index, forward, window, opts.batch_size, "embeddings",
                           f"embed {split}", opts.progress)  # fmt: skip
         parts.append(emb)
@@ -103,7 +105,7 @@ def _label_names(label: np.ndarray, names: list[str]) -> list[str]:
 
 
 def _from_files(opts: EmbedOptions, ckpt, forward, window: int):
-    files = expand_inputs(opts.paths)
+    files, skipped = expand_inputs(opts.paths)
     cfg = FeatureConfig.from_dict(ckpt.feature_config)
     out, kept, failed = [], [], []
     bar = tqdm(files, unit="file", desc="embed", disable=not opts.progress)
@@ -117,6 +119,7 @@ def _from_files(opts: EmbedOptions, ckpt, forward, window: int):
         raise BadInput(
             f"none of the {len(files)} files could be read; pass MP3/WAV/FLAC/OGG audio files"
         )
+    failed += [(str(p), "unsupported_format") for p in skipped]
     table = pd.DataFrame({"row": np.arange(len(kept)), "path": kept})
     return np.stack(out).astype(np.float32), table, pd.DataFrame(failed, columns=["path", "reason"])
 

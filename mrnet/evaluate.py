@@ -52,6 +52,7 @@ from mrnet.scoring import check_window, model_forward, split_means, window_frame
 from pipeline.atomic import write_together, writing
 from pipeline.cache.layout import EXTRA_COLUMNS
 from pipeline.cache.reader import Cache, SplitIndex, open_cache, split_index
+from pipeline.cache.verify import check_checksums
 from pipeline.errors import BadInput
 
 
@@ -144,6 +145,7 @@ def evaluate(opts: EvalOptions) -> dict:
     model = ckpt_io.load_model(ckpt).to(device).eval()
     multi = ckpt.task == "multi"
     index = split_index(cache, opts.split)
+    check_checksums(cache.root, index.shards, opts.progress)  # figures only from sound bytes
     window = window_frames(opts.window, cache.feature_config)
     probs = score_split(model, index, multi, device, opts.batch_size, window,
                         f"evaluate {opts.split}", opts.progress)  # fmt: skip
@@ -160,6 +162,8 @@ def evaluate(opts: EvalOptions) -> dict:
         "epoch": ckpt.epoch,
         "arch": ckpt.arch,
         "feature_config": cache.feature_config,
+        "model_config": ckpt.model_config.to_dict(),
+        "train_config": ckpt.train_config,
     }
     files = (_multi_files if multi else _single_files)(opts, rep, cache, index, probs)
     files.append((opts.out / "report.json", json.dumps(rep, indent=2, allow_nan=False) + "\n"))
@@ -177,6 +181,7 @@ def _thresholds(model, cache: Cache, opts: EvalOptions, device,
     val = split_index(cache, "validation")
     if len(val) == 0:
         return [0.5] * len(cache.labels), "none (no validation split): 0.5"
+    check_checksums(cache.root, val.shards, opts.progress)
     probs = score_split(model, val, True, device, opts.batch_size, window,
                         "thresholds (validation)", opts.progress)  # fmt: skip
     prior = split_index(cache, "training").label.mean(axis=0)

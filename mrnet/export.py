@@ -16,6 +16,7 @@ import contextlib
 import io
 import json
 import logging
+import os
 import warnings
 
 import torch
@@ -23,10 +24,11 @@ import torch
 from mrnet import checkpoint as ckpt_io
 from mrnet.options import ExportOptions
 from pipeline import __version__
-from pipeline.atomic import write_atomic
+from pipeline.atomic import remove_dead_temps, write_atomic, writing
 from pipeline.errors import BadInput
 
 EXTRA = "pip install 'mrnet[export]'"
+RERUN = "rerun the same command"
 OPSET = 18
 
 
@@ -63,6 +65,11 @@ def export(opts: ExportOptions) -> dict[str, str]:
     onnx = _require_onnx()
     ckpt = ckpt_io.load(opts.checkpoint)
     model = ckpt_io.load_model(ckpt)
+    with writing(opts.out, rerun=RERUN):  # before the export's seconds of work
+        opts.out.parent.mkdir(parents=True, exist_ok=True)
+    if not os.access(opts.out.parent, os.W_OK):
+        raise BadInput(f"cannot write into {opts.out.parent} (read-only or not yours); pass "
+                       "an --out you may write")  # fmt: skip
     n_mels = ckpt.model_config.n_mels
     example = torch.zeros(2, n_mels, 300)
     dims = {0: torch.export.Dim("batch", min=1), 2: torch.export.Dim("frames", min=16)}
@@ -77,7 +84,8 @@ def export(opts: ExportOptions) -> dict[str, str]:
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.checker.check_model(proto)
-    write_atomic(opts.out, proto.SerializeToString(), "rerun the same command")
+    remove_dead_temps(opts.out.parent)  # left by an export killed while writing
+    write_atomic(opts.out, proto.SerializeToString(), RERUN)
     return meta
 
 

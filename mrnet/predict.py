@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -29,11 +30,11 @@ from mrnet.scoring import (
     model_forward,
     window_frames,
 )
+from pipeline.audio import AUDIO_SUFFIXES, audio_files
 from pipeline.errors import BadInput, TrackFailed
 from pipeline.extract import TrackFeatures
 from pipeline.features import FeatureConfig
 
-AUDIO_SUFFIXES = {".mp3", ".wav", ".flac", ".ogg", ".aiff", ".aif"}
 MIN_SECONDS = 0.5  # shorter files are reported as too_short
 
 
@@ -55,25 +56,28 @@ class Prediction:
         return [(n, self.probs[n]) for n in (self.labels or [])][:k]
 
 
-def expand_inputs(inputs: Iterable[Path]) -> list[Path]:
-    """Files as given, directories searched recursively for audio files (sorted)."""
+def expand_inputs(inputs: Iterable[Path]) -> tuple[list[Path], list[Path]]:
+    """(files to read, files skipped): files as given, directories searched recursively
+    for audio files (sorted); the audio files found there in formats no decoder here
+    reads are the skipped ones (the caller names them)."""
     files: list[Path] = []
+    skipped: list[Path] = []
     for p in inputs:
         if p.is_dir():
-            files += sorted(
-                f for f in p.rglob("*") if f.suffix.lower() in AUDIO_SUFFIXES and f.is_file()
-            )
+            found, unreadable = audio_files(p)
+            files += found
+            skipped += unreadable
         elif p.exists():
             files.append(p)
         else:
             raise BadInput(f"{p} does not exist; pass audio files or folders holding them")
     if not files:
+        also = f"; skipped {len(skipped)} of other formats" if skipped else ""
         raise BadInput(
-            "no audio files found in the given paths (looked for "
-            + ", ".join(sorted(AUDIO_SUFFIXES))
-            + ")"
+            f"no audio files found in the given paths (looked for {', '.join(AUDIO_SUFFIXES)}"
+            f"{also})"
         )
-    return files
+    return files, skipped
 
 
 def file_outputs(
@@ -138,9 +142,13 @@ def run_predict(opts: PredictOptions, echo: Callable[[str], None] = print) -> in
     check_window(opts.window)
     ckpt = ckpt_io.load(opts.checkpoint)
     model = ckpt_io.load_model(ckpt)
-    files = expand_inputs(opts.paths)
+    readable, skipped = expand_inputs(opts.paths)
     device = resolve_device(opts.device)
-    predictions = predict_files(ckpt, model, files, device, window_seconds=opts.window)
+    files = readable + skipped
+    predictions = itertools.chain(
+        predict_files(ckpt, model, readable, device, window_seconds=opts.window),
+        (Prediction(p, error="unsupported_format") for p in skipped),
+    )
     if ckpt.task == "multi":
         return _report(predictions, files, opts, ckpt.labels, echo)
     top = min(opts.top, len(ckpt.labels))

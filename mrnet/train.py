@@ -181,6 +181,27 @@ def check_config(cfg: TrainConfig, n_train: int, world: int, cache: Path) -> Non
         )
 
 
+def check_labels(cache: Cache, train_idx: SplitIndex, say: bool = True) -> None:
+    """Every label needs training tracks: a single-label class without any can never be
+    predicted (and would get class weight 0), so it is refused; a multi-label label
+    without a positive is noted (``say``)."""
+    counts = train_idx.label.sum(axis=0) if train_idx.label.ndim == 2 else np.bincount(
+        train_idx.label, minlength=len(cache.labels))  # fmt: skip
+    missing = [name for name, n in zip(cache.labels, counts) if n == 0]
+    if not missing:
+        return
+    more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+    shown = ", ".join(missing[:10]) + more
+    if cache.manifest.task == "multi":
+        if say:
+            tqdm.write(f"warning: labels without a positive training track: {shown}")
+        return
+    raise BadInput(
+        f"labels {shown} have no training tracks in cache {cache.root}: a model cannot learn "
+        "them; add training tracks of each label (or leave those labels out) and preprocess again"
+    )
+
+
 def augmentation(cfg: TrainConfig) -> Augment:
     return Augment(cfg.noise_prob, cfg.noise_mean, cfg.noise_std, cfg.specaugment,
                    cfg.freq_mask, cfg.time_mask)  # fmt: skip
@@ -414,9 +435,11 @@ def epoch_line(row: dict, epochs: int) -> str:
     else:
         figures = (f"train loss {row['train_loss']:.4f} acc {row['train_acc']:.3f}  "
                    f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.3f}")  # fmt: skip
+    rate = row["samples_per_s"]
+    shown = f"{rate:.0f}" if rate >= 10 else f"{rate:.2g}"  # never "0 samples/s"
     return (
         f"epoch {row['epoch']}/{epochs}  {figures}  lr {row['lr']:.2e}  "
-        f"{row['samples_per_s']:.0f} samples/s  {row['seconds']:.1f} s"
+        f"{shown} samples/s  {row['seconds']:.1f} s"
     )
 
 
@@ -744,6 +767,7 @@ def _prepare(cfg: TrainConfig, ddp: Dist, stack: ExitStack) -> tuple:
                 "`training` split"
             )
         val_idx = split_index(cache, "validation")
+        check_labels(cache, train_idx, say=ddp.main)
         check_config(cfg, len(train_idx), ddp.world, cache.root)
         if cfg.wandb and ddp.main:
             require_wandb()
@@ -788,6 +812,7 @@ def _train(cfg: TrainConfig, ddp: Dist, stack: ExitStack) -> dict:
     trackers = None
     if ddp.main:
         trackers = Trackers(out, cfg.to_dict(), run.run_id, run.epoch + 1, stack)
+        tqdm.write(start_line(run))
     while run.epoch < cfg.epochs:
         row = run.run_epoch()
         run.history.append(row)
@@ -805,6 +830,18 @@ def _train(cfg: TrainConfig, ddp: Dist, stack: ExitStack) -> dict:
     if trackers is not None and done["best_epoch"]:
         trackers.best(run.history[done["best_epoch"] - 1])
     return done
+
+
+def start_line(run: Run) -> str:
+    """What is about to happen, printed before the first epoch (also without a bar)."""
+    cfg, ddp = run.cfg, run.ddp
+    procs = f" x {ddp.world} processes" if ddp.world > 1 else ""
+    return (
+        f"training {cfg.arch} on {len(run.train_idx)} tracks of {cfg.cache}: "
+        f"{len(run.source)} steps of {cfg.batch_size} crops{procs} per epoch, epochs "
+        f"{run.epoch + 1}-{cfg.epochs}, validating on {len(run.val_idx)} tracks, "
+        f"on {run.device.type}"
+    )
 
 
 def summary(out: Path, history: list[dict], select_by: str, ddp: Dist) -> dict:

@@ -69,19 +69,67 @@ def write_error(path: Path, e: BaseException, rerun: str = RERUN) -> BadInput:
     return BadInput(f"cannot write {path} ({reason}); fix that and {rerun}")
 
 
+_ACCESS = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def environment_error(e: OSError, rerun: str = "rerun") -> BadInput | None:
+    """The one-line BadInput for an OSError the user fixes outside mrnet (a full disk, a
+    read-only or forbidden path); None for any other OSError."""
+    path = Path(e.filename) if e.filename else None
+    if _is_disk_full(e):
+        return write_error(path or Path("?"), e, rerun)
+    if e.errno in _ACCESS:
+        return BadInput(
+            f"{path or 'a file'}: {e.strerror}; choose a path you may write (e.g. another "
+            f"--out) or fix its permissions, then {rerun}"
+        )
+    return None
+
+
+def _unlink(*paths: Path) -> None:
+    for t in paths:
+        try:
+            t.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
 @contextmanager
 def writing(path: Path, *temps: Path, rerun: str = RERUN) -> Iterator[None]:
     """Turn an OSError (or HDF5's RuntimeError) in the block into `write_error`,
-    removing the given temporary files first."""
+    removing the given temporary files first; they also go when the block is
+    interrupted (Ctrl-C, SIGTERM), which then propagates as it is."""
     try:
         yield
     except (OSError, RuntimeError) as e:
-        for t in temps:
-            try:
-                t.unlink(missing_ok=True)
-            except OSError:
-                pass
+        _unlink(*temps)
         raise write_error(path, e, rerun) from e
+    except BaseException:
+        _unlink(*temps)
+        raise
+
+
+def remove_dead_temps(folder: Path) -> int:
+    """Delete the temporary files in ``folder`` left by processes that no longer run (a
+    writer killed with SIGKILL cannot clean up); another live writer's are kept."""
+    n = 0
+    if not folder.is_dir():
+        return 0
+    for p in folder.iterdir():
+        m = _TEMP.search(p.name)
+        if m is None or not p.is_file():
+            continue
+        pid = int(re.search(r"-(\d+)", m.group(0)).group(1))
+        try:
+            os.kill(pid, 0)
+            continue  # its writer lives
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue  # another user's live process
+        _unlink(p)
+        n += 1
+    return n
 
 
 def fsync_path(path: Path) -> None:
@@ -123,13 +171,13 @@ def write_together(files: list[tuple[Path, Data]], stale: tuple[Path, ...] = (),
     there leaves the old result as it was. Then the old marker and ``stale`` files go,
     and the files are renamed into place in order, the marker last: a kill in between
     leaves no marker, never a marker beside files of another result."""
+    remove_dead_temps(Path(files[-1][0]).parent)
     temps: list[Path] = []
     try:
         for path, data in files:
             temps.append(_write_temp(Path(path), data, rerun))
-    except BadInput:
-        for t in temps:
-            t.unlink(missing_ok=True)
+    except BaseException:  # a disk fault or an interrupt: nothing of this result stays
+        _unlink(*temps)
         raise
     marker = Path(files[-1][0])
     with writing(marker, *temps, rerun=rerun):

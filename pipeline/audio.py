@@ -49,6 +49,54 @@ _CHUNK = 8 * 2**20
 _F32 = miniaudio.SampleFormat.FLOAT32
 
 
+def _readable_suffixes() -> tuple[str, ...]:
+    """The file suffixes some decoder here reads: miniaudio's (MP3, FLAC, WAV, Ogg Vorbis)
+    and those of the formats this libsndfile build lists (Opus when it has the codec)."""
+    by_format = {
+        "WAV": (".wav",), "WAVEX": (".wav",), "AIFF": (".aiff", ".aif", ".aifc"),
+        "AU": (".au", ".snd"), "FLAC": (".flac",), "OGG": (".ogg", ".oga"), "MP3": (".mp3",),
+        "CAF": (".caf",), "W64": (".w64",), "RF64": (".rf64",),
+    }  # fmt: skip
+    formats = soundfile.available_formats()
+    found = {".mp3", ".flac", ".wav", ".ogg"}  # miniaudio
+    found.update(x for name, suffixes in by_format.items() if name in formats for x in suffixes)
+    if "OGG" in formats and "OPUS" in soundfile.available_subtypes("OGG"):
+        found.add(".opus")
+    return tuple(sorted(found))
+
+
+AUDIO_SUFFIXES = _readable_suffixes()
+# audio that no decoder here reads (no AAC/WMA/APE codec): counted and named, never decoded
+UNSUPPORTED_SUFFIXES = tuple(
+    x for x in (".m4a", ".aac", ".mp4", ".wma", ".ape", ".opus") if x not in AUDIO_SUFFIXES
+)
+
+
+def audio_files(folder: Path, recursive: bool = True) -> tuple[list[Path], list[Path]]:
+    """The audio files under ``folder`` (by suffix, any case; hidden files skipped), and
+    the audio files of formats no decoder here reads; both sorted by path."""
+    found, unsupported = [], []
+    for p in folder.rglob("*") if recursive else folder.iterdir():
+        if p.name.startswith(".") or not p.is_file():
+            continue
+        suffix = p.suffix.lower()
+        if suffix in AUDIO_SUFFIXES:
+            found.append(p)
+        elif suffix in UNSUPPORTED_SUFFIXES:
+            unsupported.append(p)
+    return sorted(found), sorted(unsupported)
+
+
+def unsupported_note(files: list[Path]) -> str:
+    """One line naming skipped files of unreadable formats (the first five)."""
+    shown = ", ".join(str(p) for p in files[:5]) + (", ..." if len(files) > 5 else "")
+    return (
+        f"skipped {len(files)} files of formats no decoder here reads ({shown}); convert them "
+        "to FLAC, WAV, MP3 or Ogg to use them"
+    )
+
+
+
 class DecodeError(TrackFailed):
     """A file that could not be turned into audio; ``reason`` is one of REASONS."""
 

@@ -82,7 +82,7 @@ def build_shard(
         return local and os.getppid() != owner.pid
 
     if orphaned():  # a job handed out just before the run died
-        os._exit(1)
+        _abandon()
     if local:
         _watch_parent(owner.pid)
     _keep_freed_memory()
@@ -91,7 +91,8 @@ def build_shard(
         return not orphaned() and (owner is None or lock_token(cache_dir) == owner.token)
 
     delay = float(os.environ.get(TRACK_DELAY_ENV, "0") or 0)
-    writer = ShardWriter(cache_dir / job.name, cfg.to_dict(), job.split, job.n_labels)
+    global _writer
+    writer = _writer = ShardWriter(cache_dir / job.name, cfg.to_dict(), job.split, job.n_labels)
     result = ShardResult(job.name, 0, 0, 0.0)
     sha1s = job.sha1s or (None,) * len(job.track_ids)
     try:
@@ -100,7 +101,7 @@ def build_shard(
             try:
                 for frames in track:
                     if orphaned():  # checked before every write, between the watchdog's looks
-                        os._exit(1)
+                        _abandon()
                     writer.append(frames)
             except TrackFailed as e:
                 writer.cancel_track()
@@ -116,6 +117,7 @@ def build_shard(
             return None
     finally:
         writer.discard()
+        _writer = None
     result.failed = sum(result.failures.values())
     result.tracks = len(job.track_ids) - result.failed
     return result
@@ -179,6 +181,15 @@ def _keep_freed_memory() -> None:
 
 
 _watching: int | None = None
+_writer: ShardWriter | None = None  # the shard this worker is writing, if any
+
+
+def _abandon() -> None:
+    """End this worker now (its run is gone), leaving no temporary file behind."""
+    writer = _writer
+    if writer is not None:
+        writer.remove_temps()
+    os._exit(1)
 
 
 def _watch_parent(parent: int, interval: float = 0.2) -> None:
@@ -192,6 +203,6 @@ def _watch_parent(parent: int, interval: float = 0.2) -> None:
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(interval)
-        os._exit(1)
+        _abandon()
 
     threading.Thread(target=watch, name="mrnet-parent-watchdog", daemon=True).start()

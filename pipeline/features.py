@@ -144,8 +144,15 @@ def power_spectrogram(x: np.ndarray, n_fft: int, hop_length: int) -> np.ndarray:
         writeable=False,
     )
     spec = scipy.fft.rfft(frames * _window(n_fft), axis=1, workers=1)  # [frames, n_freqs]
-    power = spec.real * spec.real
-    power += spec.imag * spec.imag
+    return _power(spec)
+
+
+def _power(spec: np.ndarray) -> np.ndarray:
+    """|spec|^2 transposed: [n_freqs, frames]. Audio of absurd amplitude overflows to inf
+    silently: `stored` then refuses the track as non_finite (no numpy warning on stderr)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        power = spec.real * spec.real
+        power += spec.imag * spec.imag
     return power.T
 
 
@@ -181,8 +188,9 @@ def log_mel(audio: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
 
 def _mel_of_power(power: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     """[n_freqs, frames] power -> float32 [frames, n_mels] log-mel (a view)."""
-    mel = _sparse_filterbank(cfg) @ power  # [n_mels, frames]
-    np.log(mel + np.float32(cfg.log_eps), out=mel)
+    with np.errstate(over="ignore", invalid="ignore"):
+        mel = _sparse_filterbank(cfg) @ power  # [n_mels, frames]
+        np.log(mel + np.float32(cfg.log_eps), out=mel)
     return mel.T
 
 
@@ -251,6 +259,4 @@ def _frames_power(x: np.ndarray, n_fft: int, hop: int, k: int) -> np.ndarray:
         x, shape=(k, n_fft), strides=(x.strides[0] * hop, x.strides[0]), writeable=False
     )
     spec = scipy.fft.rfft(frames * _window(n_fft), axis=1, workers=1)
-    power = spec.real * spec.real
-    power += spec.imag * spec.imag
-    return power.T
+    return _power(spec)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from pipeline.atomic import is_temp
+from pipeline.atomic import is_temp, remove_temps
 from pipeline.cache.layout import MANIFEST, SHARDS_DIR, Manifest
 from pipeline.cache.shards import FORMAT_VERSION, ShardError, read_shard
 from pipeline.cache.writer import CacheWriter
@@ -160,6 +160,11 @@ def _validate(opts: PreprocessOptions) -> None:
         raise BadInput(f"--jobs must be at least 1 (got {opts.jobs}); omit it to use all cores")
     if opts.min_seconds < 0:
         raise BadInput(f"--min-seconds must be 0 or more (got {opts.min_seconds})")
+    if opts.max_seconds > 0 and opts.min_seconds > opts.max_seconds:
+        raise BadInput(
+            f"--min-seconds {opts.min_seconds:g} is more than --max-seconds "
+            f"{opts.max_seconds:g}: no clip could be long enough; lower --min-seconds"
+        )
     if opts.shard_size is not None and opts.shard_size < 1:
         raise BadInput(f"--shard-size must be at least 1 (got {opts.shard_size})")
     if opts.dataset not in DATASETS:
@@ -192,9 +197,10 @@ def _validate(opts: PreprocessOptions) -> None:
         if not 0 <= (opts.fold or 0) < opts.folds:
             raise BadInput(f"--fold must be in 0..{opts.folds - 1} (got {opts.fold})")
     if not opts.audio_dir.is_dir():
+        what = {"fma": "FMA audio folder (fma_small/, ...)", "gtzan": "GTZAN genres/ folder",
+                "folder": "folder of label folders"}[opts.dataset]  # fmt: skip
         raise BadInput(
-            f"audio dir {opts.audio_dir} does not exist; pass --audio-dir pointing at the "
-            f"{opts.dataset} audio folder"
+            f"audio dir {opts.audio_dir} does not exist; pass --audio-dir pointing at the {what}"
         )
     if opts.backend not in BACKENDS:
         raise BadInput(f"unknown --backend {opts.backend!r}; use one of {', '.join(BACKENDS)}")
@@ -281,7 +287,20 @@ def _check_files(opts: PreprocessOptions, selection: Selection) -> tuple[int, in
 
 
 def run_preprocess(opts: PreprocessOptions) -> Manifest:
-    """Build (or resume) the cache described by ``opts``; returns the final manifest."""
+    """Build (or resume) the cache described by ``opts``; returns the final manifest.
+    BadInput when not one track could be cached (the cache, and failures.csv saying
+    why, are kept)."""
+    manifest = _build(opts)
+    if manifest.summary.get("cached", 0) == 0:
+        reasons = ", ".join(f"{k} {v}" for k, v in manifest.summary["failed_by_reason"].items())
+        raise BadInput(
+            f"not one track could be cached in {opts.out} (failed: {reasons or 'none'}); see "
+            f"{opts.out / 'failures.csv'} and fix the audio or the settings"
+        )
+    return manifest
+
+
+def _build(opts: PreprocessOptions) -> Manifest:
     t0 = time.perf_counter()
     _validate(opts)
     # Absolute paths: dask workers may run elsewhere, with another working directory.
@@ -296,7 +315,8 @@ def run_preprocess(opts: PreprocessOptions) -> Manifest:
     paths = selection.tracks["path"].tolist()
     present, absent = _check_files(opts, selection)
     log = _log()
-    for warning in selection.warnings:
+    missing = selection.missing_labels()
+    for warning in selection.warnings + ([missing] if missing else []):
         log(f"warning: {warning}")
     shard_size = opts.shard_size or _existing_shard_size(opts.out) or auto_shard_size(len(paths))
     jobs, plan = _plan(opts, cfg, selection, shard_size)
@@ -383,12 +403,18 @@ def _run(todo: list[ShardJob], jobs: list[ShardJob], opts: PreprocessOptions,
     )
     processed = 0
     args = (opts.out, cfg, opts.min_seconds, owner)
+    results = run_jobs(build_shard, todo, args, opts.backend, opts.jobs, opts.scheduler)
     try:
-        for r in run_jobs(build_shard, todo, args, opts.backend, opts.jobs, opts.scheduler):
+        for r in results:
             if r is None:  # cannot happen while this process holds the lock
                 raise BadInput(f"cache {opts.out} was taken over by another run; rerun")
             processed += r.tracks + r.failed
             bar.update(r.tracks + r.failed)
+    except BaseException:
+        results.close()  # joblib stops the workers
+        # this run still holds the lock: the workers' half-written shards go
+        remove_temps(opts.out / SHARDS_DIR)
+        raise
     finally:
         bar.close()
     return processed

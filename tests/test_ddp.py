@@ -185,10 +185,11 @@ def test_torchrun_two_processes(ddp_run, cache_dir):
     loss, acc = validate(load_model(ckpt), index, weight, CPU, 0, 400)
     assert m["val_loss"].iloc[-1] == pytest.approx(loss, rel=1e-6)
     assert m["val_acc"].iloc[-1] == acc
-    # rank 0 alone prints: its epoch lines and the summary; rank 1 prints nothing
+    # rank 0 alone prints: what it starts, its epoch lines and the summary; rank 1 nothing
     assert stdout == ""  # --redirects 3: the ranks' output went to the log dir
     lines = rank_logs(logs, 0, "stdout").splitlines()
-    assert [ln.split()[1] for ln in lines[:2]] == ["1/2", "2/2"] and len(lines) == 3
+    assert lines[0].startswith("training mrnet") and "x 2 processes" in lines[0]
+    assert [ln.split()[1] for ln in lines[1:3]] == ["1/2", "2/2"] and len(lines) == 4
     assert rank_logs(logs, 1, "stdout") == rank_logs(logs, 1, "stderr") == ""
 
 

@@ -91,13 +91,13 @@ def test_kill_9_stops_the_workers_and_they_write_nothing(synth, tmp_path, delete
         p.wait()
         if delete_cache:
             shutil.rmtree(out)
-        before = shard_files(out)
+        before = {n for n in shard_files(out) if n.endswith(".h5")}
         died = time.time()
         while any(alive(w) for w in workers):
-            assert time.time() - died < 2.0, "workers outlived their run by 2 s"
+            assert time.time() - died < 5.0, "workers outlived their run by 5 s"
             time.sleep(0.05)
         time.sleep(3.0)  # a worker that went on would have finished a shard by now
-        assert shard_files(out) == before
+        assert shard_files(out) == before  # no new shard, and no temporary file left
         assert out.exists() != delete_cache
     finally:
         if p.poll() is None:

@@ -206,7 +206,7 @@ def test_info_flags_a_stale_best_pt(tmp_path, epochs):
 
 def test_second_run_on_the_same_directory_is_refused(tmp_path, cache_dir, epochs):
     run = tmp_path / "run"
-    first = popen_train(run, cache_dir, epochs, env={STEP_DELAY_ENV: "0.3"})
+    first = popen_train(run, cache_dir, epochs, env={STEP_DELAY_ENV: "1.0"})
     try:
         deadline = time.time() + 60
         while not (run / ".lock").exists():
@@ -219,7 +219,10 @@ def test_second_run_on_the_same_directory_is_refused(tmp_path, cache_dir, epochs
         assert "being written by another run" in lines[0] and "Traceback" not in err
         first.send_signal(signal.SIGKILL)  # a dead run's lock is taken over
         first.wait()
-        third = popen_train(run, cache_dir, epochs, "--seed", "7", "--epochs", "1")
+        # on a slow machine the first run may have saved an epoch: then it is resumed
+        resumed = (run / "last.pt").exists()
+        extra = ["--resume"] if resumed else ["--seed", "7", "--epochs", "1"]
+        third = popen_train(run, cache_dir, epochs, *extra)
         _, err = third.communicate(timeout=300)
         assert third.returncode == 0, err
     finally:
@@ -227,7 +230,7 @@ def test_second_run_on_the_same_directory_is_refused(tmp_path, cache_dir, epochs
             if p.poll() is None:
                 p.kill()
     last, best = load_checkpoint(run / "last.pt"), load_checkpoint(run / "best.pt")
-    assert last.train_config["seed"] == best.train_config["seed"] == 7
+    assert last.train_config["seed"] == best.train_config["seed"] == (epochs.seed if resumed else 7)
     assert last.run_id == best.run_id
 
 

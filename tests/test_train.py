@@ -252,10 +252,15 @@ def test_bad_checkpoints(tmp_path, trained):
     data = (trained[0] / "last.pt").read_bytes()
     (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    for name in ("cut.pt", "junk.pt"):
-        with pytest.raises(BadInput, match="corrupt or truncated") as e:
+    (tmp_path / "text.pt").write_text("epoch,val_acc\n1,0.5\n")
+    for name, words in (("cut.pt", "is truncated or corrupt"),
+                        ("junk.pt", "is not a PyTorch checkpoint file"),
+                        ("text.pt", "is not a PyTorch checkpoint file"),
+                        (".", "is a directory; pass a checkpoint file such as")):  # fmt: skip
+        with pytest.raises(BadInput, match=words) as e:
             load_checkpoint(tmp_path / name)
-        assert "\n" not in str(e.value)
+        assert "\n" not in str(e.value) and "(101)" not in str(e.value)
+        assert "If you are seeing" not in str(e.value)
 
 
 def run_cli(*args: str, env: dict | None = None) -> subprocess.Popen:
@@ -318,12 +323,14 @@ def cli_train(cache: Path, out: Path, *extra: str):
 
 
 def assert_one_line_error(r, *words: str) -> None:
+    """Exit 2 with one `error:` line (a run may have said what it started before it
+    stopped) and no traceback."""
     assert r.exit_code == 2, r.output
-    lines = [ln for ln in r.output.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.output
+    errors = [ln for ln in r.output.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1, r.output
     assert "Traceback" not in r.output
     for w in words:
-        assert w in lines[0], (w, lines[0])
+        assert w in errors[0], (w, errors[0])
 
 
 def broken_cache(tmp_path: Path, case: str) -> Path:
@@ -379,7 +386,7 @@ def test_resume_truncated_checkpoint(tmp_path, cache_dir, trained):
     run.mkdir()
     data = (trained[0] / "last.pt").read_bytes()
     (run / "last.pt").write_bytes(data[:1000])
-    assert_one_line_error(cli_train(cache_dir, run, "--resume"), "corrupt or truncated")
+    assert_one_line_error(cli_train(cache_dir, run, "--resume"), "truncated or corrupt")
 
 
 def test_new_run_over_existing_run(cache_dir, trained):

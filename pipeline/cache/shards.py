@@ -73,6 +73,7 @@ class ShardWriter:
         self.feature_config, self.split, self.n_labels = feature_config, split, n_labels
         self.n_mels = int(feature_config["n_mels"])
         self._spill_path = temp_path(self.path, ".mel")
+        self._tmp = temp_path(self.path)  # the HDF5 file, until renamed into place
         self._spill = None
         self._mel_hash = hashlib.sha256()
         self._lengths: list[int] = []
@@ -153,7 +154,16 @@ class ShardWriter:
         if self._spill is not None:
             self._spill.close()
             self._spill = None
-        self._spill_path.unlink(missing_ok=True)
+        self.remove_temps()
+
+    def remove_temps(self) -> None:
+        """Unlink this writer's temporary files (safe from another thread, e.g. a worker's
+        watchdog about to end the process)."""
+        for path in (self._spill_path, self._tmp):
+            try:
+                path.unlink(missing_ok=True)
+            except OSError:
+                pass
 
     def commit(self, still_wanted: Callable[[], bool] = lambda: True) -> bool:
         """Write the shard; returns False (and writes nothing) when ``still_wanted()``
@@ -163,7 +173,7 @@ class ShardWriter:
         h = self._mel_hash.copy()
         for name in INDEX_DATASETS:
             _digest_array(h, name, index[name])
-        tmp = temp_path(self.path)
+        tmp = self._tmp
         with writing(self.path, tmp, self._spill_path):
             if self._spill is not None:
                 self._spill.close()

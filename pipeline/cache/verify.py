@@ -11,16 +11,16 @@ rebuilds exactly them (and nothing reads the cache in between).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.cache.layout import MANIFEST, Manifest, shard_path
+from pipeline.cache.layout import MANIFEST, REPAIR_FIX, Manifest, shard_path
 from pipeline.cache.reader import open_cache, shard_header_problem
-from pipeline.cache.shards import ShardError, read_shard, scan
+from pipeline.cache.shards import ShardError, ShardIndex, read_shard, scan
 from pipeline.errors import BadInput
 from pipeline.lock import DirLock
 
@@ -72,7 +72,8 @@ def verify_cache(root: Path, repair: bool = False, progress: bool = True,
     cache = open_cache(root, check_shards=False)
     report = VerifyReport(root=Path(root))
     rows = cache.tracks.sort_values(["shard", "row"])
-    ids_of = {name: g["track_id"].to_numpy(np.int64) for name, g in rows.groupby("shard")}
+    # track ids are integers (FMA) or names (GTZAN, folders): compared as tracks.csv holds them
+    ids_of = {name: g["track_id"].to_numpy() for name, g in rows.groupby("shard")}
     bar = tqdm(cache.manifest.shards, unit="shard", desc="verify", disable=not progress)
     for entry in bar:
         expected = ids_of.get(entry["name"], np.zeros(0, np.int64))
@@ -126,3 +127,35 @@ def damaged_error(r: VerifyReport) -> BadInput:
         f"{len(r.damaged)} of {r.shards} shards of {r.root} are damaged; run `mrnet verify "
         f"{r.root} --repair`, then rerun the same `mrnet preprocess` command to rebuild them"
     )
+
+
+_sound: set[tuple] = set()  # shards this process checked: path, checksum, file state
+
+
+def _key(s: ShardIndex) -> tuple:
+    st = s.path.stat()
+    return (str(s.path), s.checksum, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def check_checksums(root: Path, shards: Iterable[ShardIndex], progress: bool = False) -> None:
+    """Recompute the checksum of every shard in ``shards`` from its bytes on disk (one
+    streaming pass each; once per process while the file is unchanged) before a command
+    trusts figures
+    computed from them; BadInput naming the first damaged shard and the repair. Shards
+    without a recorded checksum (mrnet 0.1) are checked for finite frames only."""
+    todo = [s for s in shards if _key(s) not in _sound]
+    total = sum(s.mel_shape[0] * s.mel_shape[1] * 2 for s in todo)
+    bar = tqdm(total=total, unit="B", unit_scale=True, desc="checksums", leave=False,
+               disable=not progress or not todo)  # fmt: skip
+    with bar:
+        for s in todo:
+            recomputed, bad = scan(s)
+            if s.checksum is not None and recomputed != s.checksum:
+                problem = "no longer matches its checksum (its bytes changed after it was written)"
+            elif bad:
+                problem = f"holds NaN or infinity in {bad} frames"
+            else:
+                _sound.add(_key(s))
+                bar.update(s.mel_shape[0] * s.mel_shape[1] * 2)
+                continue
+            raise BadInput(f"shard {s.path} {problem}; {REPAIR_FIX.format(root=root)}")

@@ -14,15 +14,11 @@ source.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pandas as pd
 
 SPLITS = ("training", "validation", "test")
 DATASETS = ("fma", "gtzan", "folder")
-AUDIO_SUFFIXES = (".mp3", ".wav", ".flac", ".ogg", ".au", ".aiff", ".aif")
-# no decoder here reads these (miniaudio and libsndfile have no AAC): counted, not selected
-UNSUPPORTED_SUFFIXES = (".m4a", ".aac", ".mp4", ".wma", ".opus")
 
 
 @dataclass
@@ -65,20 +61,16 @@ class Selection:
             "int64"
         )
 
-
-def audio_files(folder: Path, recursive: bool = True) -> tuple[list[Path], int]:
-    """The audio files under ``folder`` (by suffix, any case; hidden files skipped), sorted
-    by path, and how many files of formats no decoder here reads."""
-    found, unsupported = [], 0
-    for p in folder.rglob("*") if recursive else folder.iterdir():
-        if p.name.startswith(".") or not p.is_file():
-            continue
-        suffix = p.suffix.lower()
-        if suffix in AUDIO_SUFFIXES:
-            found.append(p)
-        elif suffix in UNSUPPORTED_SUFFIXES:
-            unsupported += 1
-    return sorted(found), unsupported
+    def missing_labels(self) -> str | None:
+        """Which labels have no track in which (non-empty) split, in one line; None when
+        every label is in every split that has tracks."""
+        counts = self.counts()
+        parts = [
+            f"{split}: {', '.join(counts.index[counts[split] == 0])}"
+            for split in SPLITS
+            if counts[split].sum() and (counts[split] == 0).any()
+        ]
+        return "labels without tracks in a split (" + "; ".join(parts) + ")" if parts else None
 
 
 def sort_tracks(tracks: pd.DataFrame) -> pd.DataFrame:

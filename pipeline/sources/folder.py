@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline.audio import AUDIO_SUFFIXES, audio_files, unsupported_note
 from pipeline.errors import BadInput
-from pipeline.sources import SPLITS, Selection, audio_files, sort_tracks, unique_ids
+from pipeline.sources import SPLITS, Selection, sort_tracks, unique_ids
 from pipeline.sources.split import fold_splits, ratio_splits, stratified_folds
 
 SPLIT_FOLDERS = {"train": "training", "valid": "validation", "validation": "validation",
@@ -57,18 +58,19 @@ def read_selection(audio_dir: Path, seed: int = 0, folds: int | None = None,
     audio_dir = Path(audio_dir)
     layout = split_layout(audio_dir)
     parts = layout.items() if layout else [(None, audio_dir)]
-    rows, skipped, labels_by_split = [], {}, {}
+    rows, skipped, labels_by_split, unreadable = [], {}, {}, []
     for split, base in parts:
         skipped["no_label"] = skipped.get("no_label", 0) + _loose_files(base)
         folders = _subfolders(base)
         labels_by_split[split] = {f.name for f in folders}
         for folder in folders:
             files, unsupported = audio_files(folder)
-            skipped["unsupported_format"] = skipped.get("unsupported_format", 0) + unsupported
+            skipped["unsupported_format"] = skipped.get("unsupported_format", 0) + len(unsupported)
+            unreadable += unsupported
             if not files:
                 raise BadInput(
-                    f"label folder {folder} holds no audio files (.mp3, .wav, .flac, .ogg, "
-                    ".au, .aiff); add some or remove the folder"
+                    f"label folder {folder} holds no audio files ({', '.join(AUDIO_SUFFIXES)}); "
+                    "add some or remove the folder"
                 )
             for p in files:
                 track_id = p.relative_to(audio_dir).with_suffix("").as_posix()
@@ -107,6 +109,6 @@ def read_selection(audio_dir: Path, seed: int = 0, folds: int | None = None,
         split_scheme=scheme,
         skipped={k: v for k, v in skipped.items() if v},
         source={"audio_dir": str(audio_dir)},
-        warnings=warnings,
+        warnings=warnings + ([unsupported_note(unreadable)] if unreadable else []),
     )
 

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline.audio import audio_files, unsupported_note
 from pipeline.errors import BadInput
-from pipeline.sources import Selection, audio_files, sort_tracks, unique_ids
+from pipeline.sources import Selection, sort_tracks, unique_ids
 from pipeline.sources.split import fold_splits, stratified_folds
 
 GENRES = ("blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop",
@@ -71,11 +72,12 @@ def read_selection(audio_dir: Path, folds: int | None = None, fold: int | None =
     ``folds``-fold stratified cross-validation."""
     root = find_root(audio_dir)
     labels = sorted(g for g in GENRES if (root / g).is_dir())
-    rows, skipped = [], {}
+    rows, skipped, unreadable = [], {}, []
     for label, genre in enumerate(labels):
         files, unsupported = audio_files(root / genre, recursive=False)
         if unsupported:
-            skipped["unsupported_format"] = skipped.get("unsupported_format", 0) + unsupported
+            skipped["unsupported_format"] = skipped.get("unsupported_format", 0) + len(unsupported)
+            unreadable += unsupported
         if not files:
             raise BadInput(f"GTZAN genre folder {root / genre} holds no audio files; {_FIX}")
         rows += [(p.stem, genre, label, str(p)) for p in files]
@@ -100,5 +102,6 @@ def read_selection(audio_dir: Path, folds: int | None = None, fold: int | None =
         split_scheme=scheme,
         skipped=skipped,
         source={"audio_dir": str(root)},
+        warnings=[unsupported_note(unreadable)] if unreadable else [],
     )
 

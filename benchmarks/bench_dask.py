@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline import synth  # noqa: E402
-from pipeline.preprocess import PreprocessOptions, run_preprocess  # noqa: E402
+from pipeline.options import PreprocessOptions  # noqa: E402
+from pipeline.preprocess import run as run_preprocess  # noqa: E402
 
 
 def timed(ds, out: Path, **kw) -> tuple[float, int]:
@@ -28,7 +29,7 @@ def timed(ds, out: Path, **kw) -> tuple[float, int]:
     )
     run_preprocess(PreprocessOptions(out=out / "warm", **base))
     t = time.perf_counter()
-    m = run_preprocess(PreprocessOptions(out=out / "timed", **base))
+    m = run_preprocess(PreprocessOptions(out=out / "timed", **base)).manifest
     return time.perf_counter() - t, m.summary["cached"] + m.summary["failed"]
 
 

@@ -24,13 +24,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mrnet.checkpoint import Checkpoint, ModelConfig, build_model, save  # noqa: E402
-from mrnet.embed import run_embed  # noqa: E402
+from mrnet.embed import run as run_embed  # noqa: E402
 from mrnet.export import export  # noqa: E402
 from mrnet.options import EmbedOptions, ExportOptions  # noqa: E402
 from pipeline import synth  # noqa: E402
 from pipeline.cache.reader import open_cache  # noqa: E402
 from pipeline.options import PreprocessOptions  # noqa: E402
-from pipeline.preprocess import run_preprocess  # noqa: E402
+from pipeline.preprocess import run as run_preprocess  # noqa: E402
 
 
 def checkpoint(cache, channels: int, path: Path) -> Path:

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 from pipeline import synth  # noqa: E402
 from pipeline.audio import load_audio  # noqa: E402
 from pipeline.options import PreprocessOptions  # noqa: E402
-from pipeline.preprocess import run_preprocess  # noqa: E402
+from pipeline.preprocess import run as run_preprocess  # noqa: E402
 from pipeline.sources.fma import audio_path  # noqa: E402
 
 
@@ -39,7 +39,7 @@ def preprocess_seconds(ds, jobs: int, audio_dir: Path | None = None, **opts) -> 
             return run_preprocess(PreprocessOptions(
                 audio_dir=audio_dir or ds.audio_dir, metadata_dir=ds.metadata_dir,
                 out=Path(out) / name, subset="small", jobs=jobs, progress=False, **opts,
-            ))  # fmt: skip
+            )).manifest  # fmt: skip
 
         run("warm")
         t = time.perf_counter()

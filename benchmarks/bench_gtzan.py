@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_preprocess import _decode_only, timed_parallel  # noqa: E402
 
 from pipeline.options import PreprocessOptions  # noqa: E402
-from pipeline.preprocess import run_preprocess  # noqa: E402
+from pipeline.preprocess import run as run_preprocess  # noqa: E402
 from pipeline.synth import gtzan  # noqa: E402
 
 

@@ -140,7 +140,7 @@ def main() -> None:
 
     # 3. a full run: every selected track has a file
     link_audio(audio, [s.track_id for s in specs if s.genre_top][300:], clip)
-    timed(pre, "_select", "selection (load + select + paths)")
+    timed(pre, "selection", "selection (load + select + paths)")
     timed(pre, "_check_files", "file presence (+ checksums: none here)")
     timed(pre, "_plan", "plan")
     timed(pre, "_run", "decoding (jobs, 1.5-s tracks)")
@@ -148,7 +148,7 @@ def main() -> None:
     opts = PreprocessOptions(audio_dir=audio, metadata_dir=meta, out=out, subset="large",
                              jobs=a.jobs, progress=False)  # fmt: skip
     t = time.perf_counter()
-    m = pre.run_preprocess(opts)
+    m = pre.run(opts).manifest
     total = time.perf_counter() - t
     decoding = PHASES["decoding (jobs, 1.5-s tracks)"]
     report(f"3. full run, {m.summary['cached']} tracks cached in {len(m.shards)} shards: "

@@ -30,7 +30,8 @@ sys.path.insert(0, str(ROOT))
 from pipeline import synth  # noqa: E402
 from pipeline.audio import decode, resample, to_mono  # noqa: E402
 from pipeline.features import FeatureConfig, log_mel  # noqa: E402
-from pipeline.preprocess import PreprocessOptions, run_preprocess  # noqa: E402
+from pipeline.options import PreprocessOptions  # noqa: E402
+from pipeline.preprocess import run as run_preprocess  # noqa: E402
 from pipeline.sources import fma  # noqa: E402
 
 

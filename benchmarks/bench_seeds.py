@@ -28,9 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from pipeline import synth  # noqa: E402
 
-# the demo's training settings (mrnet.options.DemoOptions)
-DEMO_TRAIN = ["--epochs", "20", "--batch-size", "32", "--channels", "64", "--crop-seconds",
-              "6", "--workers", "0", "--device", "cpu", "--no-progress"]  # fmt: skip
+DEMO_TRAIN = ["--config", "demo", "--no-progress"]  # the demo's training: recipes/demo.toml
 
 
 def mrnet(*argv: str) -> str:

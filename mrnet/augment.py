@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from mrnet.deps import load_torchaudio
+from mrnet.options import TrainConfig
 
 
 class Augment(nn.Module):
@@ -17,18 +18,18 @@ class Augment(nn.Module):
     ``specaugment``, 2 frequency masks (up to ``freq_mask`` bands) and 2 time masks (up to
     ``time_mask`` frames) per crop, filled with the crop's mean.
 
-    >>> Augment(noise_prob=1.0, specaugment=True)(torch.zeros(2, 40, 100)).shape
+    >>> Augment(1.0, (-0.03, 0.03), (0.05, 0.1), True, 16, 30)(torch.zeros(2, 40, 100)).shape
     torch.Size([2, 40, 100])
     """
 
     def __init__(
         self,
-        noise_prob: float = 0.7,
-        noise_mean: tuple[float, float] = (-0.03, 0.03),
-        noise_std: tuple[float, float] = (0.05, 0.1),
+        noise_prob: float,
+        noise_mean: tuple[float, float],
+        noise_std: tuple[float, float],
         specaugment: bool = False,
-        freq_mask: int = 16,
-        time_mask: int = 30,
+        freq_mask: int = 0,
+        time_mask: int = 0,
     ) -> None:
         super().__init__()
         self.p, self.mean, self.std = noise_prob, tuple(noise_mean), tuple(noise_std)
@@ -38,6 +39,12 @@ class Augment(nn.Module):
             masks = [at.FrequencyMasking(freq_mask, iid_masks=True)] * 2
             masks += [at.TimeMasking(time_mask, iid_masks=True)] * 2
         self.masks = nn.ModuleList(masks)
+
+    @classmethod
+    def from_config(cls, cfg: TrainConfig) -> Augment:
+        """The augmentation a run's settings describe."""
+        return cls(cfg.noise_prob, cfg.noise_mean, cfg.noise_std, cfg.specaugment,
+                   cfg.freq_mask, cfg.time_mask)  # fmt: skip
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.p > 0:

@@ -29,79 +29,19 @@ from __future__ import annotations
 import math
 import os
 import pickle
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from mrnet.model import ModelConfig, build_model
 from pipeline.atomic import RERUN, write_atomic
 from pipeline.errors import BadInput
 from pipeline.features import FeatureConfig
 
 CHECKPOINT_VERSION = 2
-ARCHS = ("mrnet", "cnn")
-INPUT_NORMS = ("instance", "batch")
 SELECT_BY = {"single": "val_acc", "multi": "val_map"}  # the figure that picks best.pt
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Everything `build_model` needs: the architecture and its constructor arguments."""
-
-    arch: str
-    n_mels: int
-    n_classes: int
-    channels: int = 512  # MRNet width C (unused by cnn)
-    embed_dim: int = 128
-    dilations: tuple[int, ...] = (2, 3, 4)
-    scale: int = 8
-    dropout: float = 0.5
-    input_norm: str = "instance"  # MRNet's first layer (checkpoints before it: instance)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["dilations"] = list(self.dilations)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> ModelConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown model settings {unknown}")
-        d = dict(d)
-        if "dilations" in d:
-            d["dilations"] = tuple(int(x) for x in d["dilations"])
-        cfg = cls(**d)
-        if cfg.arch not in ARCHS:
-            raise ValueError(f"unknown arch {cfg.arch!r} (known: {', '.join(ARCHS)})")
-        if cfg.input_norm not in INPUT_NORMS:
-            raise ValueError(f"unknown input_norm {cfg.input_norm!r}")
-        for name in ("n_mels", "n_classes", "channels", "embed_dim", "scale"):
-            if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
-                raise ValueError(f"{name} must be a positive integer")
-        return cfg
-
-
-def build_model(cfg: ModelConfig) -> nn.Module:
-    """The untrained model that ``cfg`` describes."""
-    from mrnet.model import CNNBaseline, MRNet
-
-    if cfg.arch == "mrnet":
-        return MRNet(
-            cfg.n_mels,
-            cfg.n_classes,
-            channels=cfg.channels,
-            embed_dim=cfg.embed_dim,
-            dilations=cfg.dilations,
-            scale=cfg.scale,
-            dropout=cfg.dropout,
-            input_norm=cfg.input_norm,
-        )
-    if cfg.arch == "cnn":
-        return CNNBaseline(cfg.n_mels, cfg.n_classes, dropout=cfg.dropout)
-    raise ValueError(f"unknown arch {cfg.arch!r}; expected one of {', '.join(ARCHS)}")
 
 
 def best_epoch(history: list[dict], key: str = "val_acc") -> int | None:

@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.atomic import write_together, writing
+from mrnet.options import CompareOptions
+from pipeline.atomic import AGAIN, write_together, writing
 from pipeline.errors import BadInput
 
-RERUN = "rerun the same command"
 REPORT_FIGURES = {
     "single": ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "top2_accuracy"),
     "multi": ("mean_average_precision", "macro_roc_auc", "micro_roc_auc", "sample_f1"),
@@ -193,6 +193,26 @@ def format_tables(figures: pd.DataFrame, per: pd.DataFrame, split: str) -> str:
     return "\n".join(lines)
 
 
+@dataclass
+class Compared:
+    """The tables `run` printed and, with ``out``, wrote."""
+
+    text: str
+    entries: list[Entry]
+    out: Path | None
+
+    def summary(self) -> str:
+        written = f"\nwritten to {self.out}/ (compare.csv, per_label.csv, compare.png)"
+        return self.text + (written if self.out is not None else "")
+
+
+def run(opts: CompareOptions) -> Compared:
+    """`mrnet compare`."""
+    opts.check()
+    text, entries = compare(opts.inputs, opts.out)
+    return Compared(text, entries, opts.out)
+
+
 def compare(paths: list[Path], out: Path | None = None) -> tuple[str, list[Entry]]:
     """Read, check and tabulate ``paths``; write OUT/ when given. Returns the text."""
     if out is not None and out.exists() and not out.is_dir():
@@ -216,7 +236,7 @@ def compare(paths: list[Path], out: Path | None = None) -> tuple[str, list[Entry
     if differ:
         text += "\nnote: the inputs differ in more than the seed: " + "; ".join(differ)
     if out is not None:
-        with writing(out, rerun=RERUN):
+        with writing(out, rerun=AGAIN):
             out.mkdir(parents=True, exist_ok=True)
         from mrnet.plots import plot_compare
 
@@ -224,5 +244,5 @@ def compare(paths: list[Path], out: Path | None = None) -> tuple[str, list[Entry
         write_together([(out / "per_label.csv", per.to_csv(float_format="%.6g")),
                         (out / "compare.png", png),
                         (out / "compare.csv", figures.to_csv(float_format="%.6g"))],
-                       rerun=RERUN)  # fmt: skip
+                       rerun=AGAIN)  # fmt: skip
     return text, entries

@@ -11,14 +11,17 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from mrnet.options import DemoOptions, EvalOptions, TrainConfig
+from mrnet.options import DemoOptions, EvalOptions, RecipeArgs, TrainConfig
+from mrnet.recipe import resolve
 from pipeline.errors import BadInput
 from pipeline.options import PreprocessOptions
-from pipeline.settings import command_line
+from pipeline.settings import check_choices, command_line, flag_of
 from pipeline.workers import local_cores
 
 DEFAULTS = {"fma": (40, 30.0), "gtzan": (100, 10.0)}  # tracks per genre, seconds per clip
+DEMO_RECIPE = "demo"  # recipes/demo.toml: the demo's training settings
 
 
 def resolved(opts: DemoOptions) -> DemoOptions:
@@ -31,8 +34,9 @@ def resolved(opts: DemoOptions) -> DemoOptions:
 
 def stage_options(opts: DemoOptions, audio_dir, metadata_dir, train_tracks: int | None = None
                   ) -> tuple[PreprocessOptions, TrainConfig, EvalOptions]:  # fmt: skip
-    """The options of the three stages the demo runs (``train_tracks``: the training
-    split's size, when known, so that the batch fits it)."""
+    """The options of the three stages the demo runs: training from recipes/demo.toml,
+    with --epochs and --channels over it (``train_tracks``: the training split's size,
+    when known, so that the batch fits it)."""
     cache, run, report = opts.out / "cache", opts.out / "run", opts.out / "report"
     pre = PreprocessOptions(audio_dir=audio_dir, metadata_dir=metadata_dir, out=cache,
                             jobs=opts.jobs, progress=opts.progress)  # fmt: skip
@@ -41,33 +45,62 @@ def stage_options(opts: DemoOptions, audio_dir, metadata_dir, train_tracks: int 
         pre = dataclasses.replace(pre, dataset="gtzan", folds=folds, fold=0 if folds else None)
     elif opts.labels != "top":
         pre = dataclasses.replace(pre, subset="large", labels=opts.labels)
-    batch = min(opts.batch_size, train_tracks) if train_tracks else opts.batch_size
-    train = TrainConfig(
-        cache=cache, out=run, channels=opts.channels, epochs=opts.epochs, batch_size=batch,
-        crop_seconds=opts.crop_seconds, device=opts.device, workers=0,
-        resume=(run / "last.pt").exists(), progress=opts.progress,
+    train, _ = resolve(TrainConfig(), RecipeArgs(config=DEMO_RECIPE), set())
+    given = {"epochs": opts.epochs, "channels": opts.channels}
+    given = {k: v for k, v in given.items() if v is not None}
+    if train_tracks is not None and train.batch_size > train_tracks:
+        given["batch_size"] = train_tracks
+    train = dataclasses.replace(
+        train, **given, cache=cache, out=run, resume=(run / "last.pt").exists(),
+        progress=opts.progress,
     )  # fmt: skip
     evaluate = EvalOptions(checkpoint=run / "best.pt", cache=cache, out=report,
-                           device=opts.device, progress=opts.progress)  # fmt: skip
+                           device=train.device, progress=opts.progress)  # fmt: skip
     return pre, train, evaluate
 
 
-def run_demo(opts: DemoOptions, echo: Callable[[str], None] = print) -> dict:
-    """Run every stage; returns the evaluation report (test split)."""
+def train_command(cfg: TrainConfig) -> str:
+    """The `mrnet train` command equivalent to ``cfg``: the demo recipe, then what differs."""
+    recipe, _ = resolve(TrainConfig(), RecipeArgs(config=DEMO_RECIPE), set())
+    changed = _changed(cfg, recipe)
+    return f"mrnet train --config {DEMO_RECIPE} --cache {cfg.cache} --out {cfg.out}" + (
+        f" {changed}" if changed else ""
+    )
+
+
+def _changed(cfg: TrainConfig, recipe: TrainConfig) -> str:
+    """The flags of the settings in which ``cfg`` differs from the demo recipe."""
+    out = []
+    for f in dataclasses.fields(cfg):
+        a, b = getattr(cfg, f.name), getattr(recipe, f.name)
+        if a == b or f.name in ("cache", "out"):
+            continue
+        flag = flag_of(f.name)
+        out.append(flag if a is True else f"--no-{flag[2:]}" if a is False else f"{flag} {a}")
+    return " ".join(out)
+
+
+@dataclass
+class Demoed:
+    """The demo's evaluation report (test split); every stage printed as it ran."""
+
+    report: dict
+
+    def summary(self) -> str:
+        return ""
+
+
+def run(opts: DemoOptions, echo: Callable[[str], None] = print) -> Demoed:
+    """Run every stage, printing each command and its outcome."""
     from mrnet.evaluate import evaluate, format_table
     from mrnet.train import train
     from pipeline import synth
-    from pipeline.preprocess import format_summary, run_preprocess
+    from pipeline.preprocess import format_summary
+    from pipeline.preprocess import run as preprocess
     from pipeline.synth import gtzan
 
-    if opts.out.exists() and not opts.out.is_dir():
-        raise BadInput(f"--out {opts.out} is a file; pass a directory for the demo")
-    if opts.dataset not in DEFAULTS:
-        raise BadInput(f"unknown --dataset {opts.dataset!r}; use fma or gtzan")
-    if opts.labels not in ("top", "top-multi"):
-        raise BadInput(f"unknown --labels {opts.labels!r}; use top or top-multi")
-    if opts.labels != "top" and opts.dataset != "fma":
-        raise BadInput("--labels top-multi is for the FMA demo; drop --dataset gtzan")
+    check_choices(opts)
+    opts.check()
     opts = resolved(opts)
     top = 100 if opts.dataset == "gtzan" else None
     if opts.n_per_genre < 3 or (top and opts.n_per_genre > top):
@@ -89,12 +122,12 @@ def run_demo(opts: DemoOptions, echo: Callable[[str], None] = print) -> dict:
         audio_dir, metadata_dir = ds.audio_dir, ds.metadata_dir
     pre, _, _ = stage_options(opts, audio_dir, metadata_dir)
     echo(f"[2/4] {command_line('preprocess', pre)}")
-    manifest = run_preprocess(pre)
+    manifest = preprocess(pre).manifest
     echo(format_summary(manifest))
     _, fit, score = stage_options(
         opts, audio_dir, metadata_dir, manifest.splits["training"]["tracks"]
     )
-    echo(f"[3/4] {command_line('train', fit)}")
+    echo(f"[3/4] {train_command(fit)}")
     train(fit)
     echo(f"[4/4] {command_line('evaluate', score)}")
     rep = evaluate(score)
@@ -114,4 +147,4 @@ def run_demo(opts: DemoOptions, echo: Callable[[str], None] = print) -> dict:
         f"  try         mrnet predict --checkpoint {score.checkpoint} "
         f"{audio_dir / ('jazz' if opts.dataset == 'gtzan' else '000')}"
     )
-    return rep
+    return Demoed(rep)

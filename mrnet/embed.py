@@ -27,41 +27,39 @@ from mrnet import checkpoint as ckpt_io
 from mrnet.options import EmbedOptions
 from mrnet.predict import expand_inputs, file_outputs
 from mrnet.runtime import resolve_device
-from mrnet.scoring import (
-    check_window,
-    embedding_forward,
-    split_means,
-    window_frames,
-)
-from pipeline.atomic import write_together, writing
+from mrnet.scoring import embedding_forward, split_means, window_frames
+from pipeline.atomic import AGAIN, write_together, writing
 from pipeline.cache.reader import open_cache, split_index
 from pipeline.cache.verify import check_checksums
 from pipeline.errors import BadInput
 from pipeline.features import FeatureConfig
+from pipeline.settings import check_choices
 from pipeline.sources import SPLITS
-
-RERUN = "rerun the same command"
 
 
 @dataclass
 class Embedded:
-    """What `run_embed` wrote: embeddings float32 [n, d], the index, the failures."""
+    """What `run` wrote to ``out``: embeddings float32 [n, d], the index, the failures."""
 
     embeddings: np.ndarray
     index: pd.DataFrame
     failures: pd.DataFrame
+    out: Path
+
+    def summary(self) -> str:
+        lines = [f"{path}: cannot read ({reason})" for path, reason in
+                 self.failures.itertuples(index=False)]  # fmt: skip
+        n, d = self.embeddings.shape
+        failed = f"; {len(self.failures)} unreadable, in failures.csv" if len(self.failures) else ""
+        lines.append(f"{n} embeddings of {d} values written to {self.out}/ (embeddings.npy, "
+                     f"index.csv){failed}")  # fmt: skip
+        return "\n".join(lines)
 
 
-def run_embed(opts: EmbedOptions) -> Embedded:
-    if opts.out.exists() and not opts.out.is_dir():
-        raise BadInput(f"--out {opts.out} is a file; pass a directory for the embeddings")
-    if (opts.cache is None) == (not opts.paths):
-        raise BadInput("pass either --cache CACHE or audio files/folders (not both, not none)")
-    if opts.batch_size < 1:
-        raise BadInput(f"--batch-size must be at least 1 (got {opts.batch_size})")
-    if opts.split is not None and opts.cache is None:
-        raise BadInput("--split is for --cache; audio files have no split")
-    check_window(opts.window)
+def run(opts: EmbedOptions) -> Embedded:
+    """`mrnet embed`: embeddings of a cache's tracks or of audio files, written to OUT/."""
+    check_choices(opts)
+    opts.check()
     ckpt = ckpt_io.load(opts.checkpoint)
     model = ckpt_io.load_model(ckpt)
     device = resolve_device(opts.device)
@@ -73,7 +71,7 @@ def run_embed(opts: EmbedOptions) -> Embedded:
     else:
         emb, index, failures = _from_files(opts, ckpt, forward, window)
     _write(opts.out, emb, index, failures)
-    return Embedded(emb, index, failures)
+    return Embedded(emb, index, failures, opts.out)
 
 
 def _from_cache(opts: EmbedOptions, ckpt, forward, window: int):
@@ -127,7 +125,7 @@ def _from_files(opts: EmbedOptions, ckpt, forward, window: int):
 def _write(out: Path, emb: np.ndarray, index: pd.DataFrame, failures: pd.DataFrame) -> None:
     """embeddings.npy, failures.csv (when there are failures), then index.csv, which marks
     a complete result: a disk fault keeps the previous result whole."""
-    with writing(out, rerun=RERUN):
+    with writing(out, rerun=AGAIN):
         out.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     np.save(buf, emb)
@@ -136,4 +134,4 @@ def _write(out: Path, emb: np.ndarray, index: pd.DataFrame, failures: pd.DataFra
         files.append((out / "failures.csv", failures.to_csv(index=False)))
     files.append((out / "index.csv", index.to_csv(index=False)))
     stale = () if len(failures) else (out / "failures.csv",)
-    write_together(files, stale, RERUN)
+    write_together(files, stale, AGAIN)

@@ -32,6 +32,7 @@ renamed into place last: a disk fault on a rerun keeps the previous report whole
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -46,14 +47,15 @@ from mrnet.metrics import (
     single_label_report,
 )
 from mrnet.options import EvalOptions
-from mrnet.plots import RERUN, plot_confusion, plot_multilabel
+from mrnet.plots import plot_confusion, plot_multilabel
 from mrnet.runtime import resolve_device
-from mrnet.scoring import check_window, model_forward, split_means, window_frames
-from pipeline.atomic import write_together, writing
+from mrnet.scoring import model_forward, split_means, window_frames
+from pipeline.atomic import AGAIN, write_together, writing
 from pipeline.cache.layout import EXTRA_COLUMNS
 from pipeline.cache.reader import Cache, SplitIndex, open_cache, split_index
 from pipeline.cache.verify import check_checksums
 from pipeline.errors import BadInput
+from pipeline.settings import check_choices
 
 
 def score_split(
@@ -122,13 +124,29 @@ def _format_multi(rep: dict) -> str:
     return "\n".join(lines)
 
 
+@dataclass
+class Evaluated:
+    """The report `run` wrote to ``out``."""
+
+    report: dict
+    out: Path
+
+    def summary(self) -> str:
+        files = ("labels.png, per_label.csv" if self.report.get("task") == "multi"
+                 else "confusion.csv, confusion.png, per_genre.csv")  # fmt: skip
+        return (f"{format_table(self.report)}\nreport written to {self.out}/ (report.json, "
+                f"{files}, predictions.csv)")  # fmt: skip
+
+
+def run(opts: EvalOptions) -> Evaluated:
+    """`mrnet evaluate`: score the split and write REPORT/."""
+    return Evaluated(evaluate(opts), opts.out)
+
+
 def evaluate(opts: EvalOptions) -> dict:
     """Run the evaluation and write REPORT/; returns the report dict."""
-    if opts.out.exists() and not opts.out.is_dir():
-        raise BadInput(f"--out {opts.out} is a file; pass a directory for the report")
-    if opts.batch_size < 1:
-        raise BadInput(f"--batch-size must be at least 1 (got {opts.batch_size})")
-    check_window(opts.window)
+    check_choices(opts)
+    opts.check()
     device = resolve_device(opts.device)
     ckpt = ckpt_io.load(opts.checkpoint)
     cache = open_cache(opts.cache)
@@ -167,11 +185,11 @@ def evaluate(opts: EvalOptions) -> dict:
     }
     files = (_multi_files if multi else _single_files)(opts, rep, cache, index, probs)
     files.append((opts.out / "report.json", json.dumps(rep, indent=2, allow_nan=False) + "\n"))
-    with writing(opts.out, rerun=RERUN):
+    with writing(opts.out, rerun=AGAIN):
         opts.out.mkdir(parents=True, exist_ok=True)
     # report.json last: a disk fault keeps the previous report whole, never a report.json
     # beside another run's predictions
-    write_together(files, rerun=RERUN)
+    write_together(files, rerun=AGAIN)
     return rep
 
 

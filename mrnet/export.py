@@ -18,17 +18,18 @@ import json
 import logging
 import os
 import warnings
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from mrnet import checkpoint as ckpt_io
 from mrnet.options import ExportOptions
 from pipeline import __version__
-from pipeline.atomic import remove_dead_temps, write_atomic, writing
+from pipeline.atomic import AGAIN, remove_dead_temps, write_atomic, writing
 from pipeline.errors import BadInput
 
 EXTRA = "pip install 'mrnet[export]'"
-RERUN = "rerun the same command"
 OPSET = 18
 
 
@@ -58,14 +59,31 @@ def metadata(ckpt) -> dict[str, str]:
     }
 
 
+@dataclass
+class Exported:
+    """The ONNX file `run` wrote and the metadata it carries."""
+
+    out: Path
+    metadata: dict[str, str]
+
+    def summary(self) -> str:
+        labels = ", ".join(json.loads(self.metadata["mrnet.labels"]))
+        return (f"wrote {self.out}: input log_mel [batch, n_mels, frames], output logits over "
+                f"{labels}; feature settings and labels in its metadata")  # fmt: skip
+
+
+def run(opts: ExportOptions) -> Exported:
+    """`mrnet export`: write ``opts.out``."""
+    return Exported(opts.out, export(opts))
+
+
 def export(opts: ExportOptions) -> dict[str, str]:
     """Write ``opts.out``; returns the metadata it carries."""
-    if opts.out.is_dir():
-        raise BadInput(f"--out {opts.out} is a folder; pass a file name such as model.onnx")
+    opts.check()
     onnx = _require_onnx()
     ckpt = ckpt_io.load(opts.checkpoint)
     model = ckpt_io.load_model(ckpt)
-    with writing(opts.out, rerun=RERUN):  # before the export's seconds of work
+    with writing(opts.out, rerun=AGAIN):  # before the export's seconds of work
         opts.out.parent.mkdir(parents=True, exist_ok=True)
     if not os.access(opts.out.parent, os.W_OK):
         raise BadInput(f"cannot write into {opts.out.parent} (read-only or not yours); pass "
@@ -85,7 +103,7 @@ def export(opts: ExportOptions) -> dict[str, str]:
         entry.key, entry.value = key, value
     onnx.checker.check_model(proto)
     remove_dead_temps(opts.out.parent)  # left by an export killed while writing
-    write_atomic(opts.out, proto.SerializeToString(), RERUN)
+    write_atomic(opts.out, proto.SerializeToString(), AGAIN)
     return meta
 
 

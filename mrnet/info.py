@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from mrnet.options import InfoOptions
 from pipeline.cache.describe import describe_cache
 from pipeline.cache.layout import MANIFEST
 from pipeline.errors import BadInput
 
 if TYPE_CHECKING:
     from mrnet.checkpoint import Checkpoint
+
+
+@dataclass
+class Described:
+    text: str
+
+    def summary(self) -> str:
+        return self.text
+
+
+def run(opts: InfoOptions) -> Described:
+    """`mrnet info`."""
+    return Described(describe(opts.path))
 
 
 def describe(path: Path) -> str:

@@ -1,6 +1,6 @@
-"""The settings of train, evaluate, predict and demo: defaults and help text in one place
-(cli.py builds its options from these fields, `command_line` turns them back into a
-command). Plain data: importing this loads neither torch nor the stages."""
+"""The settings of every command after the cache: defaults, help, choices and checks in
+one place (cli.py generates the commands' options from these fields; recipes and --set
+fill `TrainConfig`). Plain data: importing this loads neither torch nor the stages."""
 
 from __future__ import annotations
 
@@ -8,47 +8,112 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.settings import setting
+from mrnet.model import ARCHITECTURES, INPUT_NORMS, ModelConfig
+from pipeline.errors import BadInput
+from pipeline.settings import Registry, flag_of, setting
+
+DEVICES = Registry(
+    "device",
+    {"auto": "the GPU when there is one, else the CPU", "cpu": "", "cuda": "an NVIDIA GPU"},
+)
+WINDOW_SECONDS = 30.0  # tracks longer than this are scored in windows (FMA's clip length)
+WINDOW_HELP = (
+    "Score a track longer than this many seconds as the mean of windows of this length "
+    "(hop: half a window), shorter tracks whole; 0: every track whole, in one pass."
+)
+_MODEL = ModelConfig("mrnet", 1, 1)  # MRNet's default shape, read below
+
+
+def _device(help_: str = "Where the model runs.") -> object:
+    return setting("auto", help_, choices=DEVICES)
+
+
+def _progress() -> object:
+    return setting(True, "Show a progress bar.")
+
+
+def check_positive(obj: object, *names: str) -> None:
+    for name in names:
+        if not getattr(obj, name) > 0:
+            raise BadInput(f"{flag_of(name)} must be positive (got {getattr(obj, name)})")
+
+
+def check_window(seconds: float, minimum: float = 1.0) -> None:
+    if seconds != 0 and not seconds >= minimum:
+        raise BadInput(
+            f"--window must be 0 (whole tracks in one pass) or at least {minimum:g} s "
+            f"(got {seconds:g})"
+        )
 
 
 @dataclass
 class TrainConfig:
-    """Everything `mrnet train` takes. Stored, as plain types, in every checkpoint."""
+    """Everything `mrnet train` takes; recorded, as plain types, in every checkpoint.
+    ``resume="keep"``: a resumed run keeps its recorded value (these decide what is
+    computed); the others (epochs, where and how it runs, logging) may change."""
 
-    cache: Path = setting(help="Cache directory written by `mrnet preprocess`.")
-    out: Path = setting(help="Run directory: last.pt, best.pt, metrics.csv, tb/.")
-    arch: str = setting("mrnet", "Model: mrnet | cnn (128x128 mel-image baseline).")
+    cache: Path | None = setting(None, "Cache directory written by `mrnet preprocess`.")
+    out: Path | None = setting(None, "Run directory: last.pt, best.pt, metrics.csv, tb/.")
+    arch: str = setting("mrnet", "Model.", choices=ARCHITECTURES, resume="keep")
     epochs: int = setting(30, "Epochs in total (a resumed run continues up to this).")
-    batch_size: int = setting(48, "Crops per step (per process under torchrun).")
-    lr: float = setting(1e-3, "Peak learning rate (AdamW, cosine warm restarts).")
-    lr_min: float = 5e-4  # cosine floor (the MRNet authors' lr_min)
-    t0: int = 0  # epochs of the first cosine cycle; 0 = `epochs` (fixed at the run's start)
-    t_mult: int = 2
-    weight_decay: float = 1e-4
-    channels: int = setting(512, "MRNet width C (unused by cnn).")
-    input_norm: str = setting(
-        "instance",
-        "MRNet's first layer: instance (the authors': per track and band over time) | batch "
-        "(per band over the training set; keeps each track's long-term spectrum).",
+    batch_size: int = setting(
+        48, "Crops per step (per process under torchrun).", resume="keep"
     )
-    crop_seconds: float = setting(6.0, "Length of the random training crops, s.")
-    workers: int = setting(2, "DataLoader worker processes (0 = main process).")
-    device: str = setting("auto", "auto | cpu | cuda.")
-    seed: int = setting(0, "Seed of initialisation, crops and augmentation.")
+    lr: float = setting(1e-3, "Peak learning rate (AdamW, cosine warm restarts).", resume="keep")
+    lr_min: float = setting(
+        5e-4, "Floor of the cosine schedule (the MRNet authors').", option=False, resume="keep"
+    )
+    t0: int = setting(
+        0, "Epochs of the first cosine cycle; 0: all epochs (fixed at the run's start).",
+        option=False, resume="keep",
+    )  # fmt: skip
+    t_mult: int = setting(
+        2, "Each cosine cycle is this many times longer than the last.", option=False,
+        resume="keep",
+    )  # fmt: skip
+    weight_decay: float = setting(1e-4, "AdamW weight decay.", option=False, resume="keep")
+    channels: int = setting(
+        _MODEL.channels, "MRNet width C (unused by cnn; the paper's is 512).", resume="keep"
+    )
+    input_norm: str = setting(
+        _MODEL.input_norm, "MRNet's first layer.", choices=INPUT_NORMS, resume="keep"
+    )
+    crop_seconds: float = setting(6.0, "Length of the random training crops, s.", resume="keep")
+    workers: int = setting(2, "DataLoader worker processes (0: the main process).")
+    device: str = _device()
+    seed: int = setting(0, "Seed of initialisation, crops and augmentation.", resume="keep")
     compile: bool = setting(False, "torch.compile the model.", flag="--compile")
     data_on_gpu: bool = setting(
         False, "Hold the training features in device memory (no loader).", flag="--data-on-gpu"
     )
     specaugment: bool = setting(
-        False, "Add SpecAugment frequency and time masks.", flag="--specaugment"
+        False, "Add SpecAugment frequency and time masks.", flag="--specaugment", resume="keep"
     )
-    freq_mask: int = 16  # SpecAugment: widest of 2 frequency masks, mel bands
-    time_mask: int = 30  # SpecAugment: widest of 2 time masks, frames
-    noise_prob: float = 0.7  # probability that a crop gets additive Gaussian noise
-    noise_mean: tuple[float, float] = (-0.03, 0.03)  # noise mean ~ U(range), log-mel units
-    noise_std: tuple[float, float] = (0.05, 0.1)  # noise std ~ U(range)
-    grad_clip: float = 5.0  # max global gradient norm; 0 = off
-    window: float = 30.0  # validation scores longer tracks in windows of this many seconds
+    freq_mask: int = setting(
+        16, "SpecAugment: the widest of 2 frequency masks, mel bands.", option=False,
+        resume="keep",
+    )  # fmt: skip
+    time_mask: int = setting(
+        30, "SpecAugment: the widest of 2 time masks, frames.", option=False, resume="keep"
+    )
+    noise_prob: float = setting(
+        0.7, "Probability that a crop gets additive Gaussian noise (the authors').",
+        option=False, resume="keep",
+    )  # fmt: skip
+    noise_mean: tuple[float, float] = setting(
+        (-0.03, 0.03), "Range of the noise's mean, log-mel units (drawn per crop).",
+        option=False, resume="keep",
+    )  # fmt: skip
+    noise_std: tuple[float, float] = setting(
+        (0.05, 0.1), "Range of the noise's standard deviation (drawn per crop).",
+        option=False, resume="keep",
+    )  # fmt: skip
+    grad_clip: float = setting(
+        5.0, "Largest global gradient norm; 0: no clipping.", option=False, resume="keep"
+    )
+    window: float = setting(
+        WINDOW_SECONDS, "Validation: " + WINDOW_HELP, option=False, resume="keep"
+    )
     sync_bn: bool = setting(
         False, "Under torchrun: BatchNorm statistics over all GPUs (NCCL).", flag="--sync-bn"
     )
@@ -75,6 +140,44 @@ class TrainConfig:
             for k, v in dataclasses.asdict(self).items()
         }
 
+    def model_config(self, n_mels: int, n_classes: int) -> ModelConfig:
+        return ModelConfig(self.arch, n_mels, n_classes, self.channels,
+                           input_norm=self.input_norm)  # fmt: skip
+
+    def check(self) -> None:
+        """Every check that needs nothing but the settings; BadInput in one line."""
+        for name in ("cache", "out"):
+            if getattr(self, name) is None:
+                raise BadInput(f"{flag_of(name)} is required (or set {name} in the recipe)")
+        check_positive(self, "epochs", "channels", "lr", "crop_seconds")
+        if self.workers < 0:
+            raise BadInput("--workers must be 0 or more")
+        if self.batch_size < 2:
+            raise BadInput("--batch-size must be at least 2 (the models use BatchNorm)")
+        if not 0 <= self.noise_prob <= 1:
+            raise BadInput(f"noise_prob must lie in 0..1 (got {self.noise_prob})")
+        if self.lr_min < 0 or self.t_mult < 1 or self.grad_clip < 0 or self.weight_decay < 0:
+            raise BadInput("lr_min, grad_clip and weight_decay must be 0 or more, t_mult 1 or more")
+        check_window(self.window)
+
+
+@dataclass
+class RecipeArgs:
+    """How `mrnet train` assembles its settings: built-in defaults < the --config recipe <
+    command-line flags < --set (under --resume the run's recorded settings win)."""
+
+    config: Path | None = setting(
+        None, "A TOML recipe of training settings: a file, or a name in recipes/ (demo, "
+        "fma_small, gtzan, ...).",
+    )  # fmt: skip
+    set: list[str] = setting(
+        [], "KEY=VALUE: any training setting, the last word (repeatable; tuples "
+        "comma-separated, e.g. noise_std=0.05,0.1; none for no value).",
+    )  # fmt: skip
+    print_config: bool = setting(
+        False, "Print the resolved settings as a recipe (TOML) and exit.", flag="--print-config"
+    )
+
 
 @dataclass
 class EvalOptions:
@@ -84,16 +187,19 @@ class EvalOptions:
     cache: Path = setting(help="Cache directory written by `mrnet preprocess`.")
     out: Path = setting(help="Report directory (created): report.json, CSVs, PNG.")
     split: str = setting("test", "Split to evaluate: training | validation | test.")
-    device: str = setting("auto", "auto | cpu | cuda.")
+    device: str = _device()
     batch_size: int = setting(
         16, "Windows (or whole tracks) per forward pass (more when they are shorter)."
     )
-    window: float = setting(
-        30.0,
-        "Score tracks longer than this many seconds as the mean probability of windows of "
-        "this length (hop: half a window); shorter tracks whole. 0: every track whole.",
-    )
-    progress: bool = setting(True, "Show a progress bar.")
+    window: float = setting(WINDOW_SECONDS, WINDOW_HELP)
+    progress: bool = _progress()
+
+    def check(self) -> None:
+        if self.out.exists() and not self.out.is_dir():
+            raise BadInput(f"--out {self.out} is a file; pass a directory for the report")
+        if self.batch_size < 1:
+            raise BadInput(f"--batch-size must be at least 1 (got {self.batch_size})")
+        check_window(self.window)
 
 
 @dataclass
@@ -109,13 +215,19 @@ class PredictOptions:
     )
     json: bool = setting(False, "One JSON object per line.", flag="--json")
     csv: bool = setting(False, "CSV: path, genre_1, p_1, ..., error.", flag="--csv")
-    device: str = setting("auto", "auto | cpu | cuda.")
+    device: str = _device()
     window: float = setting(
-        30.0,
-        "Score a file whose features (the checkpoint's clip, or the whole file for models "
-        "trained with --max-seconds 0) are longer than this many seconds as the mean "
-        "probability of windows of this length, hop half a window. 0: in one pass.",
+        WINDOW_SECONDS,
+        WINDOW_HELP + " The features are the checkpoint's clip, or the whole file for "
+        "models trained with --max-seconds 0.",
     )
+
+    def check(self) -> None:
+        if self.json and self.csv:
+            raise BadInput("--json and --csv exclude each other; pass one")
+        if self.top < 1:
+            raise BadInput(f"--top must be 1 or more (got {self.top})")
+        check_window(self.window)
 
 
 @dataclass
@@ -129,14 +241,21 @@ class EmbedOptions:
     )
     cache: Path | None = setting(None, "Embed the tracks of this cache instead of files.")
     split: str | None = setting(None, "With --cache: only this split (default: all).")
-    window: float = setting(
-        30.0,
-        "A track longer than this many seconds is embedded as the mean embedding of "
-        "windows of this length (hop half a window), as evaluate scores it. 0: in one pass.",
-    )
+    window: float = setting(WINDOW_SECONDS, WINDOW_HELP + " (Embeddings: the mean embedding.)")
     batch_size: int = setting(16, "Windows per forward pass.")
-    device: str = setting("auto", "auto | cpu | cuda.")
-    progress: bool = setting(True, "Show a progress bar.")
+    device: str = _device()
+    progress: bool = _progress()
+
+    def check(self) -> None:
+        if self.out.exists() and not self.out.is_dir():
+            raise BadInput(f"--out {self.out} is a file; pass a directory for the embeddings")
+        if (self.cache is None) == (not self.paths):
+            raise BadInput("pass either --cache CACHE or audio files/folders (not both, not none)")
+        if self.batch_size < 1:
+            raise BadInput(f"--batch-size must be at least 1 (got {self.batch_size})")
+        if self.split is not None and self.cache is None:
+            raise BadInput("--split is for --cache; audio files have no split")
+        check_window(self.window)
 
 
 @dataclass
@@ -146,15 +265,51 @@ class ExportOptions:
     checkpoint: Path = setting(help="Checkpoint to export, e.g. RUN/best.pt.")
     out: Path = setting(help="The ONNX file to write, e.g. model.onnx.")
 
+    def check(self) -> None:
+        if self.out.is_dir():
+            raise BadInput(f"--out {self.out} is a folder; pass a file name such as model.onnx")
+
+
+@dataclass
+class CompareOptions:
+    """Arguments of `mrnet compare` (see its --help)."""
+
+    inputs: list[Path] = setting(
+        help="Report folders of `mrnet evaluate` (or their report.json) or run directories "
+        "of `mrnet train` (validation figures of best.pt)."
+    )
+    out: Path | None = setting(None, "Also write compare.csv, per_label.csv and compare.png here.")
+
+    def check(self) -> None:
+        if self.out is not None and self.out.exists() and not self.out.is_dir():
+            raise BadInput(f"--out {self.out} is a file; pass a directory for the comparison")
+
+
+@dataclass
+class InfoOptions:
+    """Arguments of `mrnet info` (see its --help)."""
+
+    path: Path = setting(help="A cache directory, a run directory or a checkpoint.")
+
+
+DEMO_DATASETS = Registry(
+    "demo dataset",
+    {"fma": "8 genres, FMA's layout", "gtzan": "10 genres, GTZAN's layout and split"},
+)
+DEMO_LABELS = Registry(
+    "demo label scheme",
+    {"top": "one genre per track",
+     "top-multi": "multi-label: FMA's large subset with two-genre tracks added"},  # fmt: skip
+)
+
 
 @dataclass
 class DemoOptions:
-    """Arguments of `mrnet demo` (see its --help)."""
+    """Arguments of `mrnet demo` (see its --help). The training settings are those of
+    recipes/demo.toml; --epochs and --channels override them."""
 
     out: Path = setting(Path("demo"), "Folder for the dataset, cache, run and report.")
-    dataset: str = setting(
-        "fma", "fma (8 genres, FMA's layout) | gtzan (10 genres, GTZAN's layout and split)."
-    )
+    dataset: str = setting("fma", "Synthetic dataset.", choices=DEMO_DATASETS)
     n_per_genre: int | None = setting(
         None,
         "Synthetic tracks per genre (default: 40 for fma; 100 for gtzan, its full set of "
@@ -163,15 +318,14 @@ class DemoOptions:
     seconds: float | None = setting(
         None, "Length of each synthetic clip, s (default: 30 for fma, 10 for gtzan)."
     )
-    labels: str = setting(
-        "top",
-        "fma only: top (one genre per track) | top-multi (multi-label: FMA's large subset "
-        "with two-genre tracks added, every top-level genre of a track).",
-    )
-    epochs: int = setting(20, "Training epochs.")
-    channels: int = setting(64, "MRNet width C (the paper's is 512).")
+    labels: str = setting("top", "Labels (fma only).", choices=DEMO_LABELS)
+    epochs: int | None = setting(None, "Training epochs (default: the demo recipe's).")
+    channels: int | None = setting(None, "MRNet width C (default: the demo recipe's).")
     jobs: int | None = setting(None, "Processes for generation and preprocessing.")
-    batch_size: int = 32
-    crop_seconds: float = 6.0
-    device: str = "cpu"
-    progress: bool = True
+    progress: bool = _progress()
+
+    def check(self) -> None:
+        if self.out.exists() and not self.out.is_dir():
+            raise BadInput(f"--out {self.out} is a file; pass a directory for the demo")
+        if self.labels != "top" and self.dataset != "fma":
+            raise BadInput("--labels top-multi is for the FMA demo; drop --dataset gtzan")

@@ -8,9 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.atomic import write_atomic
-
-RERUN = "rerun the same command"
+from pipeline.atomic import AGAIN, write_atomic
 
 
 def _pyplot():
@@ -120,7 +118,7 @@ def plot_compare(figures, per, title: str) -> bytes:
     return _png(fig)
 
 
-def plot_curves(history: list[dict], select_by: str, path: Path, rerun: str = RERUN) -> None:
+def plot_curves(history: list[dict], select_by: str, path: Path, rerun: str = AGAIN) -> None:
     """RUN/curves.png: train/val loss, then accuracy (single-label) or validation mAP and
     ROC-AUC (multi-label), then the learning rate, against epoch; a dotted line at the
     epoch best.pt holds."""

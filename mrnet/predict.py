@@ -21,19 +21,14 @@ import torch
 
 from mrnet import checkpoint as ckpt_io
 from mrnet.checkpoint import Checkpoint
-from mrnet.options import PredictOptions
+from mrnet.options import WINDOW_SECONDS, PredictOptions
 from mrnet.runtime import resolve_device
-from mrnet.scoring import (
-    WINDOW_SECONDS,
-    check_window,
-    file_means,
-    model_forward,
-    window_frames,
-)
+from mrnet.scoring import file_means, model_forward, window_frames
 from pipeline.audio import AUDIO_SUFFIXES, audio_files
 from pipeline.errors import BadInput, TrackFailed
 from pipeline.extract import TrackFeatures
 from pipeline.features import FeatureConfig
+from pipeline.settings import check_choices
 
 MIN_SECONDS = 0.5  # shorter files are reported as too_short
 
@@ -132,14 +127,22 @@ def predict_files(
         yield Prediction(path, {genres[i]: float(p[i]) for i in order}, labels=chosen)
 
 
-def run_predict(opts: PredictOptions, echo: Callable[[str], None] = print) -> int:
-    """Classify ``opts.paths`` and print one line (or JSON object, or CSV row) per file;
-    returns how many files could not be read. BadInput when none could."""
-    if opts.json and opts.csv:
-        raise BadInput("--json and --csv exclude each other; pass one")
-    if opts.top < 1:
-        raise BadInput(f"--top must be 1 or more (got {opts.top})")
-    check_window(opts.window)
+@dataclass
+class Predicted:
+    """How many files `run` printed, and how many of them could not be read."""
+
+    files: int
+    failed: int
+
+    def summary(self) -> str:
+        return ""  # every file had its line
+
+
+def run(opts: PredictOptions, echo: Callable[[str], None] = print) -> Predicted:
+    """`mrnet predict`: one line (or JSON object, or CSV row) per file as it is scored.
+    BadInput when none of the files could be read."""
+    check_choices(opts)
+    opts.check()
     ckpt = ckpt_io.load(opts.checkpoint)
     model = ckpt_io.load_model(ckpt)
     readable, skipped = expand_inputs(opts.paths)
@@ -150,7 +153,7 @@ def run_predict(opts: PredictOptions, echo: Callable[[str], None] = print) -> in
         (Prediction(p, error="unsupported_format") for p in skipped),
     )
     if ckpt.task == "multi":
-        return _report(predictions, files, opts, ckpt.labels, echo)
+        return Predicted(len(files), _report(predictions, files, opts, ckpt.labels, echo))
     top = min(opts.top, len(ckpt.labels))
     if opts.csv:
         header = ["path"] + [f"{c}_{i}" for i in range(1, top + 1) for c in ("genre", "p")]
@@ -172,7 +175,7 @@ def run_predict(opts: PredictOptions, echo: Callable[[str], None] = print) -> in
         raise BadInput(
             f"none of the {len(files)} files could be read; pass MP3/WAV/FLAC/OGG audio files"
         )
-    return failed
+    return Predicted(len(files), failed)
 
 
 def _report(predictions: Iterator[Prediction], files: list[Path], opts: PredictOptions,

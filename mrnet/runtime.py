@@ -19,15 +19,13 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from mrnet.options import DEVICES
 from pipeline.errors import BadInput
-
-DEVICES = ("auto", "cpu", "cuda")
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     """``auto``: this local rank's GPU when CUDA is available, else the CPU."""
-    if name not in DEVICES:
-        raise BadInput(f"unknown --device {name!r}; use auto, cpu or cuda")
+    DEVICES.check(name, "--device")
     if name == "cuda" and not torch.cuda.is_available():
         raise BadInput("--device cuda but no GPU is visible; use --device cpu or auto")
     if name == "cpu" or not torch.cuda.is_available():

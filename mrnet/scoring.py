@@ -29,9 +29,6 @@ from mrnet.runtime import autocast
 from pipeline.cache.reader import FrameStore, SplitIndex
 from pipeline.features import FeatureConfig
 
-WINDOW_SECONDS = 30.0  # default --window: FMA's clip length
-MIN_WINDOW_SECONDS = 1.0
-
 Windows = tuple[np.ndarray, torch.Tensor]  # track positions int64 [b], x float32 [b, mels, n]
 
 
@@ -42,16 +39,6 @@ def window_frames(seconds: float, feature_config: dict) -> int:
         return 0
     cfg = FeatureConfig.from_dict(feature_config)
     return cfg.n_frames(round(seconds * cfg.sample_rate))
-
-
-def check_window(seconds: float) -> None:
-    from pipeline.errors import BadInput
-
-    if seconds != 0 and not seconds >= MIN_WINDOW_SECONDS:
-        raise BadInput(
-            f"--window must be 0 (whole tracks in one pass) or at least {MIN_WINDOW_SECONDS:g} "
-            f"s (got {seconds:g})"
-        )
 
 
 def window_starts(n: int, window: int) -> np.ndarray:

@@ -52,20 +52,14 @@ from tqdm import tqdm
 
 from mrnet import checkpoint as ckpt_io
 from mrnet.augment import Augment
-from mrnet.checkpoint import (
-    ARCHS,
-    INPUT_NORMS,
-    SELECT_BY,
-    Checkpoint,
-    ModelConfig,
-    best_epoch,
-    build_model,
-)
+from mrnet.checkpoint import SELECT_BY, Checkpoint, best_epoch
 from mrnet.data import MemmapCrops, ResidentCrops
 from mrnet.deps import load_torchaudio
 from mrnet.metrics import choose_thresholds, validation_figures
-from mrnet.options import TrainConfig
+from mrnet.model import ModelConfig, build_model
+from mrnet.options import RecipeArgs, TrainConfig
 from mrnet.plots import plot_curves
+from mrnet.recipe import resolve, resumed, to_toml
 from mrnet.runtime import (
     Dist,
     autocast,
@@ -84,6 +78,7 @@ from pipeline.cache.verify import damaged_error, format_report, verify_cache
 from pipeline.errors import BadInput
 from pipeline.features import FeatureConfig
 from pipeline.lock import DirLock
+from pipeline.settings import check_choices, flag_of
 
 # metrics.csv columns of each task (multi-label: mAP = macro PR-AUC; ROC-AUC)
 METRIC_COLUMNS = {
@@ -94,28 +89,6 @@ METRIC_COLUMNS = {
 }  # fmt: skip
 TIMING_COLUMNS = ("seconds", "samples_per_s")  # differ between otherwise identical runs
 POS_WEIGHT_CAP = 10.0  # multi-label: negatives / positives of a label, at most this
-# Settings a resumed run takes from its checkpoint (they decide what is computed).
-RESUME_KEEPS = (
-    "arch",
-    "channels",
-    "input_norm",
-    "batch_size",
-    "lr",
-    "lr_min",
-    "t0",
-    "t_mult",
-    "weight_decay",
-    "crop_seconds",
-    "seed",
-    "specaugment",
-    "freq_mask",
-    "time_mask",
-    "noise_prob",
-    "noise_mean",
-    "noise_std",
-    "grad_clip",
-    "window",
-)
 STEP_DELAY_ENV = "MRNET_TRAIN_STEP_DELAY"  # test hook: seconds to sleep after each step
 KILL_AT_ENV = "MRNET_TEST_KILL_AT"  # test hook: "best.pt@3" SIGKILLs after that write
 _NO_BAD = 2**62  # "no non-finite loss yet" in the device-side step counter
@@ -137,38 +110,11 @@ def check_resume(ckpt: Checkpoint, cache: Cache, what: Path) -> None:
         )
 
 
-def resumed_config(cfg: TrainConfig, stored: dict, say: bool = True) -> TrainConfig:
-    """The command's config with the run's RESUME_KEEPS settings; notes (if ``say``) what
-    it overrides."""
-    current = cfg.to_dict()
-    default = TrainConfig(cache=cfg.cache, out=cfg.out).to_dict()
-    kept = {k: stored[k] for k in RESUME_KEEPS if k in stored}
-    changed = [
-        f"{k} {v!r} (given {current[k]!r})"
-        for k, v in kept.items()
-        if current[k] != v and current[k] != default[k]
-    ]
-    if changed and say:
-        tqdm.write("note: --resume keeps the run's settings: " + ", ".join(changed))
-    return dataclasses.replace(
-        cfg, **{k: tuple(v) if isinstance(v, list) else v for k, v in kept.items()}
-    )
-
-
 def check_config(cfg: TrainConfig, n_train: int, world: int, cache: Path) -> None:
-    if cfg.arch not in ARCHS:
-        raise BadInput(f"unknown --arch {cfg.arch!r}; use one of {', '.join(ARCHS)}")
-    if cfg.input_norm not in INPUT_NORMS:
-        raise BadInput(f"unknown --input-norm {cfg.input_norm!r}; use instance or batch")
-    for name in ("epochs", "channels", "lr", "crop_seconds"):
-        if getattr(cfg, name) <= 0:
-            raise BadInput(f"--{name.replace('_', '-')} must be positive")
-    if cfg.workers < 0:
-        raise BadInput("--workers must be 0 or more")
+    """The checks that need more than the settings: the training split's size, CUDA for
+    --sync-bn, torchaudio for SpecAugment."""
     if cfg.specaugment:
         load_torchaudio("torchaudio.transforms")  # before any work: one line if it cannot load
-    if cfg.batch_size < 2:
-        raise BadInput("--batch-size must be at least 2 (the models use BatchNorm)")
     if cfg.sync_bn and not (cfg.device != "cpu" and torch.cuda.is_available()):
         raise BadInput(
             "--sync-bn needs CUDA GPUs (SyncBatchNorm syncs over NCCL, not on the CPU); "
@@ -200,11 +146,6 @@ def check_labels(cache: Cache, train_idx: SplitIndex, say: bool = True) -> None:
         f"labels {shown} have no training tracks in cache {cache.root}: a model cannot learn "
         "them; add training tracks of each label (or leave those labels out) and preprocess again"
     )
-
-
-def augmentation(cfg: TrainConfig) -> Augment:
-    return Augment(cfg.noise_prob, cfg.noise_mean, cfg.noise_std, cfg.specaugment,
-                   cfg.freq_mask, cfg.time_mask)  # fmt: skip
 
 
 def crop_frames(seconds: float, feature_config: dict) -> int:
@@ -566,8 +507,7 @@ def build_run(cfg: TrainConfig, ddp: Dist, device: torch.device, cache: Cache,
               train_idx: SplitIndex, val_idx: SplitIndex) -> Run:  # fmt: skip
     """A fresh run: seeded initial weights, optimizer, schedule, loader."""
     frames = crop_frames(cfg.crop_seconds, cache.feature_config)
-    model_config = ModelConfig(cfg.arch, train_idx.n_mels, len(cache.labels), cfg.channels,
-                               input_norm=cfg.input_norm)  # fmt: skip
+    model_config = cfg.model_config(train_idx.n_mels, len(cache.labels))
     seed_all(cfg.seed)
     model = build_model(model_config).to(device)
     if cfg.sync_bn and ddp.enabled:
@@ -602,7 +542,7 @@ def build_run(cfg: TrainConfig, ddp: Dist, device: torch.device, cache: Cache,
         net = DDP(net, device_ids=[device.index] if device.type == "cuda" else None)
     return Run(
         cfg, ddp, device, cache, train_idx, val_idx, model_config, model, net, optimizer,
-        scheduler, source, criterion, augmentation(cfg).to(device), weight, frames,
+        scheduler, source, criterion, Augment.from_config(cfg).to(device), weight, frames,
     )  # fmt: skip
 
 
@@ -711,16 +651,78 @@ def save_epoch(run: Run, improved: bool) -> None:
     plot_curves(run.history, run.select_by, out / "curves.png", rerun)
 
 
-def train(cfg: TrainConfig) -> dict:
-    """Train (or resume) the run in ``cfg.out``; returns a summary (best val acc, last row)."""
+@dataclass
+class Trained:
+    """What `mrnet train` reports: run dir, epochs done, the best validation figure
+    (``select_by``: val_acc or val_map) and its epoch (the one best.pt holds); ``main`` is
+    False on the other torchrun processes."""
+
+    main: bool
+    run: str
+    epochs: int
+    select_by: str
+    best: float
+    best_epoch: int | None
+    last: dict | None
+
+    def summary(self) -> str:
+        if not self.main:
+            return ""
+        figure = {"val_acc": "accuracy", "val_map": "mAP"}[self.select_by]
+        return (
+            f"{self.epochs} epochs in {self.run}; best validation {figure} {self.best:.3f} "
+            f"(epoch {self.best_epoch}): {self.run}/best.pt, last.pt, metrics.csv"
+        )
+
+
+@dataclass
+class Printed:
+    """`--print-config`: the settings a run would use, as a recipe."""
+
+    text: str
+
+    def summary(self) -> str:
+        return self.text.rstrip("\n")
+
+
+def run(cfg: TrainConfig, recipe: RecipeArgs | None = None,
+        given: set[str] | frozenset = frozenset()) -> Trained | Printed:  # fmt: skip
+    """`mrnet train`: the settings from defaults < recipe < the flags ``given`` (values in
+    ``cfg``) < --set, then train, or print them (--print-config)."""
+    recipe = recipe or RecipeArgs()
+    cfg, source = resolve(cfg, recipe, set(given))
+    if recipe.print_config:
+        if cfg.resume and cfg.out is not None and (Path(cfg.out) / "last.pt").is_file():
+            cfg = resumed(cfg, _stored(ckpt_io.load(Path(cfg.out) / "last.pt")), source)
+        return Printed(to_toml(cfg))
+    return train(cfg, source)
+
+
+def train(cfg: TrainConfig, source: dict | None = None) -> Trained:
+    """Train (or resume) the run in ``cfg.out``. ``source``: the settings given
+    explicitly and where from (default: those that differ from the built-in defaults);
+    under --resume they must agree with the run's."""
+    check_choices(cfg)
+    cfg.check()
     cfg = dataclasses.replace(cfg, cache=Path(cfg.cache), out=Path(cfg.out))
+    if source is None:
+        default = TrainConfig()
+        source = {f.name: flag_of(f.name) for f in dataclasses.fields(cfg)
+                  if getattr(cfg, f.name) != getattr(default, f.name)}  # fmt: skip
     ddp = init_distributed(cfg.device)
     try:
         with ExitStack() as stack:
-            return _train(cfg, ddp, stack)
+            return _train(cfg, source, ddp, stack)
     finally:
         if ddp.enabled:
             dist.destroy_process_group()
+
+
+def _stored(last: Checkpoint) -> dict:
+    """A run's recorded settings; the model's own record decides its shape (runs from
+    before --input-norm recorded it in neither place: see ModelConfig.from_dict)."""
+    return {**last.train_config, "arch": last.arch, "channels": last.model_config.channels,
+            "input_norm": last.model_config.input_norm}  # fmt: skip
 
 
 def _claim(cfg: TrainConfig, ddp: Dist, stack: ExitStack) -> Checkpoint | None:
@@ -744,7 +746,7 @@ def _claim(cfg: TrainConfig, ddp: Dist, stack: ExitStack) -> Checkpoint | None:
     return ckpt_io.load(out / "last.pt", resume=True)
 
 
-def _prepare(cfg: TrainConfig, ddp: Dist, stack: ExitStack) -> tuple:
+def _prepare(cfg: TrainConfig, source: dict, ddp: Dist, stack: ExitStack) -> tuple:
     """Every check before training, in every process (BadInput in one stops all): the
     device, the cache (and its shards with --verify), the settings, the run directory
     (locked) and, for --resume, last.pt. Returns (cfg, device, cache, training index,
@@ -768,16 +770,14 @@ def _prepare(cfg: TrainConfig, ddp: Dist, stack: ExitStack) -> tuple:
             )
         val_idx = split_index(cache, "validation")
         check_labels(cache, train_idx, say=ddp.main)
-        check_config(cfg, len(train_idx), ddp.world, cache.root)
+        if not cfg.resume:  # a resumed run is checked with its recorded settings below
+            check_config(cfg, len(train_idx), ddp.world, cache.root)
         if cfg.wandb and ddp.main:
             require_wandb()
         last = _claim(cfg, ddp, stack)
         if last is not None:
             check_resume(last, cache, out / "last.pt")
-            # the model's own settings decide (runs from before --input-norm: instance)
-            stored = {**last.train_config, "arch": last.arch,
-                      "input_norm": last.model_config.input_norm}  # fmt: skip
-            cfg = resumed_config(cfg, stored, say=ddp.main)
+            cfg = resumed(cfg, _stored(last), source)
             check_config(cfg, len(train_idx), ddp.world, cache.root)
     if last is None and cfg.t0 <= 0:
         cfg = dataclasses.replace(cfg, t0=cfg.epochs)
@@ -791,8 +791,8 @@ def _prepare(cfg: TrainConfig, ddp: Dist, stack: ExitStack) -> tuple:
     return cfg, device, cache, train_idx, val_idx, last
 
 
-def _train(cfg: TrainConfig, ddp: Dist, stack: ExitStack) -> dict:
-    cfg, device, cache, train_idx, val_idx, last = _prepare(cfg, ddp, stack)
+def _train(cfg: TrainConfig, source: dict, ddp: Dist, stack: ExitStack) -> Trained:
+    cfg, device, cache, train_idx, val_idx, last = _prepare(cfg, source, ddp, stack)
     out = cfg.out
     run = build_run(cfg, ddp, device, cache, train_idx, val_idx)
     if last is not None:
@@ -827,8 +827,8 @@ def _train(cfg: TrainConfig, ddp: Dist, stack: ExitStack) -> dict:
         if ddp.enabled:
             dist.barrier()  # last.pt of this epoch is whole before any process goes on
     done = summary(out, run.history, run.select_by, ddp)
-    if trackers is not None and done["best_epoch"]:
-        trackers.best(run.history[done["best_epoch"] - 1])
+    if trackers is not None and done.best_epoch:
+        trackers.best(run.history[done.best_epoch - 1])
     return done
 
 
@@ -844,18 +844,16 @@ def start_line(run: Run) -> str:
     )
 
 
-def summary(out: Path, history: list[dict], select_by: str, ddp: Dist) -> dict:
-    """What `mrnet train` reports: run dir, epochs done, the best validation figure
-    (``select_by``: val_acc or val_map) and its epoch (the one best.pt holds); ``main`` is
-    False on the other torchrun processes."""
+def summary(out: Path, history: list[dict], select_by: str, ddp: Dist) -> Trained:
+    """The run's outcome from its history (see `Trained`)."""
     b = best_epoch(history, select_by)
     best_row = history[b - 1] if b else None
-    return {
-        "main": ddp.main,
-        "run": str(out),
-        "epochs": len(history),
-        "select_by": select_by,
-        "best": best_row[select_by] if best_row else math.nan,
-        "best_epoch": b,
-        "last": history[-1] if history else None,
-    }
+    return Trained(
+        main=ddp.main,
+        run=str(out),
+        epochs=len(history),
+        select_by=select_by,
+        best=best_row[select_by] if best_row else math.nan,
+        best_epoch=b,
+        last=history[-1] if history else None,
+    )

@@ -58,7 +58,8 @@ def _is_disk_full(e: BaseException) -> bool:
     return False
 
 
-RERUN = "rerun the same command to resume"
+RERUN = "rerun the same command to resume"  # the end of a fix, for what resumes
+AGAIN = "rerun the same command"  # ... and for a result written whole or not at all
 
 
 def write_error(path: Path, e: BaseException, rerun: str = RERUN) -> BadInput:

@@ -44,7 +44,6 @@ REASONS = FAILURE_REASONS  # kept for callers that classify decode failures
 MAX_KBPS = 450.0  # MPEG-1 Layer III tops out at 320 kbit/s; margin for tags and headers
 IN_MEMORY_LIMIT = 256 * 2**20  # larger files (hours of audio) are read in chunks
 WARMUP_FRAMES = 8  # MP3 frames decoded and dropped before a middle clip (bit reservoir)
-CLIPS = ("start", "middle")
 _CHUNK = 8 * 2**20
 _F32 = miniaudio.SampleFormat.FLOAT32
 

@@ -22,6 +22,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.errors import TrackFailed
+from pipeline.settings import Registry
+
+CLIPS = Registry(
+    "clip",
+    {"middle": "the --max-seconds around a track's middle (as FMA cut its 30-s clips)",
+     "start": "a track's first --max-seconds"},  # fmt: skip
+)
 
 
 @dataclass(frozen=True)
@@ -50,8 +57,8 @@ class FeatureConfig:
         if not self.max_seconds >= 0:
             raise ValueError(f"max_seconds must be 0 (whole tracks) or more (got "
                              f"{self.max_seconds})")  # fmt: skip
-        if self.clip not in ("start", "middle"):
-            raise ValueError(f"clip must be start or middle (got {self.clip!r})")
+        if self.clip not in CLIPS:
+            raise ValueError(f"clip must be one of {', '.join(CLIPS)} (got {self.clip!r})")
         if self.f_max > self.sample_rate / 2:
             raise ValueError(f"f_max {self.f_max} Hz is above Nyquist ({self.sample_rate / 2} Hz)")
         if not 0 <= self.f_min < self.f_max:

@@ -1,5 +1,6 @@
-"""The settings of `mrnet preprocess`: defaults and help text in one place (cli.py builds
-its options from these fields). Imports nothing heavy, so the CLI starts fast."""
+"""The settings of `mrnet preprocess`: defaults, help, choices and checks in one place
+(cli.py generates its options from these fields). Imports nothing heavy, so the CLI
+starts fast."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import BadInput
-from pipeline.features import FeatureConfig
+from pipeline.features import CLIPS, FeatureConfig
 from pipeline.settings import setting
+from pipeline.sources import DATASETS, LABEL_SCHEMES, SUBSETS
+from pipeline.workers import BACKENDS
 
 _FEATURES = FeatureConfig()  # the feature defaults, in one place
 
@@ -22,19 +25,15 @@ class PreprocessOptions:
         "or Data/genres_original/; or a folder of label folders."
     )
     out: Path = setting(help="Cache directory to create or resume, e.g. cache/small.")
-    dataset: str = setting(
-        "fma", "fma | gtzan | folder (one sub-folder of audio per label, any nesting)."
-    )
+    dataset: str = setting("fma", "Where the tracks come from.", choices=DATASETS)
     metadata_dir: Path | None = setting(
         None, "fma_metadata/ folder holding tracks.csv and genres.csv (--dataset fma only)."
     )
-    subset: str = setting("small", "FMA subset: small | medium | large (they nest).")
+    subset: str = setting("small", "FMA subset (they nest).", choices=SUBSETS)
     labels: str = setting(
-        "top",
-        "FMA labels: top (one genre_top per track) | top-multi (every top-level genre of "
-        "genres_all) | all (every genre of genres_all). The last two are multi-label and "
-        "need genres.csv.",
-    )
+        "top", "Labels (FMA: the last two read genres_all and need genres.csv).",
+        choices=LABEL_SCHEMES,
+    )  # fmt: skip
     min_label_tracks: int = setting(
         50, "With --labels all: drop labels with fewer training tracks than this."
     )
@@ -61,9 +60,7 @@ class PreprocessOptions:
         "(decoded and featurised in chunks, for untrimmed audio such as fma_full).",
     )
     clip: str = setting(
-        _FEATURES.clip,
-        "Where the --max-seconds come from in a longer track: middle (as FMA cut its "
-        "30-s clips) | start.",
+        _FEATURES.clip, "Where the --max-seconds come from in a longer track.", choices=CLIPS
     )
     min_seconds: float = setting(
         1.0, "Tracks with less decoded audio are recorded as failures (too_short)."
@@ -88,15 +85,52 @@ class PreprocessOptions:
         "--audio-dir or --subset?).",
         flag="--allow-missing",
     )
-    backend: str = setting(
-        "loky", "Where shard jobs run: loky (local processes) | dask (a dask cluster)."
-    )
+    backend: str = setting("loky", "Where shard jobs run.", choices=BACKENDS)
     scheduler: str | None = setting(
         None,
         "With --backend dask: scheduler address, e.g. tcp://HOST:8786. The cache directory "
         "must be on storage every dask worker sees.",
     )
     progress: bool = setting(True, "Show a progress bar (notes and warnings show anyway).")
+
+    def check(self) -> None:
+        """Every check that needs nothing but the settings (and the audio folder's
+        existence); the dataset's module checks the options it reads."""
+        if self.jobs is not None and self.jobs < 1:
+            raise BadInput(f"--jobs must be at least 1 (got {self.jobs}); omit it to use all cores")
+        if self.min_seconds < 0:
+            raise BadInput(f"--min-seconds must be 0 or more (got {self.min_seconds})")
+        if self.max_seconds > 0 and self.min_seconds > self.max_seconds:
+            raise BadInput(
+                f"--min-seconds {self.min_seconds:g} is more than --max-seconds "
+                f"{self.max_seconds:g}: no clip could be long enough; lower --min-seconds"
+            )
+        if self.shard_size is not None and self.shard_size < 1:
+            raise BadInput(f"--shard-size must be at least 1 (got {self.shard_size})")
+        if self.min_label_tracks < 1:
+            raise BadInput(f"--min-label-tracks must be 1 or more (got {self.min_label_tracks})")
+        if self.fold is not None and self.folds is None:
+            raise BadInput(f"--fold {self.fold} needs --folds N (the number of folds)")
+        if self.folds is not None:
+            if self.folds < 2:
+                raise BadInput(f"--folds must be 2 or more (got {self.folds})")
+            if not 0 <= (self.fold or 0) < self.folds:
+                raise BadInput(f"--fold must be in 0..{self.folds - 1} (got {self.fold})")
+        if not self.audio_dir.is_dir():
+            what = {
+                "fma": "FMA audio folder (fma_small/, ...)",
+                "gtzan": "GTZAN genres/ folder",
+                "folder": "folder of label folders",
+            }.get(self.dataset, "audio folder")
+            raise BadInput(
+                f"audio dir {self.audio_dir} does not exist; pass --audio-dir pointing at the "
+                f"{what}"
+            )
+        if self.backend == "dask" and not self.scheduler:
+            raise BadInput(
+                "--backend dask needs --scheduler tcp://HOST:8786 (a running dask scheduler)"
+            )
+        self.feature_config()
 
     def feature_config(self) -> FeatureConfig:
         try:
@@ -111,3 +145,17 @@ class PreprocessOptions:
             )
         except ValueError as e:
             raise BadInput(f"invalid feature settings: {e}") from e
+
+
+@dataclass
+class VerifyOptions:
+    """Arguments of `mrnet verify` (see its --help)."""
+
+    cache: Path = setting(help="Cache directory written by `mrnet preprocess`.")
+    repair: bool = setting(
+        False,
+        "Delete damaged shards (the cache becomes unfinished) so that rerunning the same "
+        "`mrnet preprocess` command rebuilds exactly them.",
+        flag="--repair",
+    )
+    progress: bool = setting(True, "Show a progress bar.")

@@ -21,6 +21,7 @@ import os
 import stat
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
@@ -33,8 +34,9 @@ from pipeline.errors import BadInput
 from pipeline.extract import Owner, ShardJob, build_shard
 from pipeline.features import FeatureConfig
 from pipeline.options import PreprocessOptions
-from pipeline.sources import DATASETS, SPLITS, Selection, checksums, fma, folder, gtzan
-from pipeline.workers import BACKENDS, run_jobs
+from pipeline.settings import check_choices
+from pipeline.sources import SPLITS, Selection, checksums, selection
+from pipeline.workers import run_jobs
 
 MIN_SHARD, MAX_SHARD = 8, 128
 
@@ -155,83 +157,6 @@ def _check_out_dir(out: Path, plan: dict) -> Manifest | None:
     return old
 
 
-def _validate(opts: PreprocessOptions) -> None:
-    if opts.jobs is not None and opts.jobs < 1:
-        raise BadInput(f"--jobs must be at least 1 (got {opts.jobs}); omit it to use all cores")
-    if opts.min_seconds < 0:
-        raise BadInput(f"--min-seconds must be 0 or more (got {opts.min_seconds})")
-    if opts.max_seconds > 0 and opts.min_seconds > opts.max_seconds:
-        raise BadInput(
-            f"--min-seconds {opts.min_seconds:g} is more than --max-seconds "
-            f"{opts.max_seconds:g}: no clip could be long enough; lower --min-seconds"
-        )
-    if opts.shard_size is not None and opts.shard_size < 1:
-        raise BadInput(f"--shard-size must be at least 1 (got {opts.shard_size})")
-    if opts.dataset not in DATASETS:
-        raise BadInput(f"unknown --dataset {opts.dataset!r}; use one of {', '.join(DATASETS)}")
-    if opts.dataset == "fma":
-        if opts.metadata_dir is None:
-            raise BadInput(
-                "--dataset fma needs --metadata-dir pointing at fma_metadata/ (from "
-                "fma_metadata.zip)"
-            )
-        if opts.folds is not None or opts.fold is not None:
-            raise BadInput("--folds/--fold are for gtzan and folder datasets; FMA has its "
-                           "official split")  # fmt: skip
-        if opts.subset not in fma.SUBSETS:
-            raise BadInput(f"unknown subset {opts.subset!r}; use one of {', '.join(fma.SUBSETS)}")
-    if opts.labels not in fma.LABEL_MODES:
-        raise BadInput(
-            f"unknown --labels {opts.labels!r}; use one of {', '.join(fma.LABEL_MODES)}"
-        )
-    if opts.labels != "top" and opts.dataset != "fma":
-        raise BadInput(f"--labels {opts.labels} is for FMA (genres_all); {opts.dataset} "
-                       "datasets have one label per track")  # fmt: skip
-    if opts.min_label_tracks < 1:
-        raise BadInput(f"--min-label-tracks must be 1 or more (got {opts.min_label_tracks})")
-    if opts.fold is not None and opts.folds is None:
-        raise BadInput(f"--fold {opts.fold} needs --folds N (the number of folds)")
-    if opts.folds is not None:
-        if opts.folds < 2:
-            raise BadInput(f"--folds must be 2 or more (got {opts.folds})")
-        if not 0 <= (opts.fold or 0) < opts.folds:
-            raise BadInput(f"--fold must be in 0..{opts.folds - 1} (got {opts.fold})")
-    if not opts.audio_dir.is_dir():
-        what = {"fma": "FMA audio folder (fma_small/, ...)", "gtzan": "GTZAN genres/ folder",
-                "folder": "folder of label folders"}[opts.dataset]  # fmt: skip
-        raise BadInput(
-            f"audio dir {opts.audio_dir} does not exist; pass --audio-dir pointing at the {what}"
-        )
-    if opts.backend not in BACKENDS:
-        raise BadInput(f"unknown --backend {opts.backend!r}; use one of {', '.join(BACKENDS)}")
-    if opts.backend == "dask" and not opts.scheduler:
-        raise BadInput(
-            "--backend dask needs --scheduler tcp://HOST:8786 (a running dask scheduler)"
-        )
-
-
-def _select(opts: PreprocessOptions) -> Selection:
-    fold = opts.fold or 0 if opts.folds else None
-    if opts.dataset == "gtzan":
-        return gtzan.read_selection(opts.audio_dir, opts.folds, fold, opts.seed)
-    if opts.dataset == "folder":
-        if opts.folds and folder.split_layout(opts.audio_dir):
-            raise BadInput(
-                f"{opts.audio_dir} has train/ valid/ test/ folders, which are its split; "
-                "drop --folds or move the label folders up"
-            )
-        return folder.read_selection(opts.audio_dir, opts.seed, opts.folds, fold)
-    selection = fma.read_selection(opts.metadata_dir, opts.subset, opts.audio_dir, opts.labels,
-                                   opts.min_label_tracks)  # fmt: skip
-    if selection.tracks.empty:
-        skipped = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in selection.skipped.items())
-        raise BadInput(
-            f"subset {opts.subset} has no labelled tracks with an official split in "
-            f"{opts.metadata_dir} (skipped: {skipped})"
-        )
-    return selection
-
-
 def _file_presence(paths: list[str]) -> tuple[int, int]:
     """(regular files, absent paths) among ``paths``; the rest exist but are not regular
     files (folders, FIFOs, ...)."""
@@ -286,10 +211,21 @@ def _check_files(opts: PreprocessOptions, selection: Selection) -> tuple[int, in
     return present, absent
 
 
-def run_preprocess(opts: PreprocessOptions) -> Manifest:
-    """Build (or resume) the cache described by ``opts``; returns the final manifest.
-    BadInput when not one track could be cached (the cache, and failures.csv saying
-    why, are kept)."""
+@dataclass
+class Preprocessed:
+    """What `run` built: the cache's final manifest."""
+
+    manifest: Manifest
+
+    def summary(self) -> str:
+        return format_summary(self.manifest)
+
+
+def run(opts: PreprocessOptions) -> Preprocessed:
+    """Build (or resume) the cache described by ``opts``. BadInput when not one track
+    could be cached (the cache, and failures.csv saying why, are kept)."""
+    check_choices(opts)
+    opts.check()
     manifest = _build(opts)
     if manifest.summary.get("cached", 0) == 0:
         reasons = ", ".join(f"{k} {v}" for k, v in manifest.summary["failed_by_reason"].items())
@@ -297,12 +233,11 @@ def run_preprocess(opts: PreprocessOptions) -> Manifest:
             f"not one track could be cached in {opts.out} (failed: {reasons or 'none'}); see "
             f"{opts.out / 'failures.csv'} and fix the audio or the settings"
         )
-    return manifest
+    return Preprocessed(manifest)
 
 
 def _build(opts: PreprocessOptions) -> Manifest:
     t0 = time.perf_counter()
-    _validate(opts)
     # Absolute paths: dask workers may run elsewhere, with another working directory.
     opts = dataclasses.replace(
         opts,
@@ -311,15 +246,15 @@ def _build(opts: PreprocessOptions) -> Manifest:
         metadata_dir=opts.metadata_dir.absolute() if opts.metadata_dir else None,
     )
     cfg = opts.feature_config()
-    selection = _select(opts)
-    paths = selection.tracks["path"].tolist()
-    present, absent = _check_files(opts, selection)
+    chosen = selection(opts)
+    paths = chosen.tracks["path"].tolist()
+    present, absent = _check_files(opts, chosen)
     log = _log()
-    missing = selection.missing_labels()
-    for warning in selection.warnings + ([missing] if missing else []):
+    missing = chosen.missing_labels()
+    for warning in chosen.warnings + ([missing] if missing else []):
         log(f"warning: {warning}")
     shard_size = opts.shard_size or _existing_shard_size(opts.out) or auto_shard_size(len(paths))
-    jobs, plan = _plan(opts, cfg, selection, shard_size)
+    jobs, plan = _plan(opts, cfg, chosen, shard_size)
     old = _check_out_dir(opts.out, plan)
     if old is not None and old.status == "complete" and _intact(opts.out, jobs):
         log(f"cache {opts.out} is complete and up to date; nothing to do")
@@ -336,15 +271,15 @@ def _build(opts: PreprocessOptions) -> Manifest:
         )
     manifest = Manifest(
         feature_config=cfg.to_dict(),
-        labels=list(selection.labels),
+        labels=list(chosen.labels),
         plan=plan,
-        source=selection.source,
-        dataset=selection.dataset,
-        subset=selection.subset,
-        split_scheme=selection.split_scheme,
-        task=selection.task,
-        dropped_labels=list(selection.dropped_labels),
-        skipped=dict(selection.skipped),
+        source=chosen.source,
+        dataset=chosen.dataset,
+        subset=chosen.subset,
+        split_scheme=chosen.split_scheme,
+        task=chosen.task,
+        dropped_labels=list(chosen.dropped_labels),
+        skipped=dict(chosen.skipped),
     )
     with CacheWriter(opts.out, manifest) as writer:
         writer.started = t0
@@ -355,7 +290,7 @@ def _build(opts: PreprocessOptions) -> Manifest:
             log(f"resuming: {len(jobs) - len(todo)} of {len(jobs)} shards already done")
         owner = Owner(os.getpid(), writer.token, children=opts.backend == "loky")
         processed = _run(todo, jobs, opts, cfg, owner)
-        tracks = selection.tracks.set_index("track_id")
+        tracks = chosen.tracks.set_index("track_id")
         extra = tracks[[c for c in ("artist", "title") if c in tracks]]
         return writer.finish(
             [j.name for j in jobs], paths=tracks["path"].to_dict(), extra=extra,

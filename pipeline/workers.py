@@ -13,8 +13,12 @@ import os
 from collections.abc import Callable, Iterator
 
 from pipeline.errors import BadInput
+from pipeline.settings import Registry
 
-BACKENDS = ("loky", "dask")
+BACKENDS = Registry(
+    "backend",
+    {"loky": "local processes", "dask": "a dask.distributed cluster (--scheduler)"},
+)
 
 
 def local_cores() -> int:

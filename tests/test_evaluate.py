@@ -236,20 +236,21 @@ def test_demo_prints_the_commands_it_runs(tmp_path, monkeypatch):
     import mrnet.evaluate
     import mrnet.train
     import pipeline.preprocess
-    from mrnet.demo import stage_options
+    from mrnet.demo import stage_options, train_command
     from mrnet.options import DemoOptions
     from pipeline.settings import command_line
 
     opts = DemoOptions(out=tmp_path / "demo", epochs=3, channels=16, jobs=2, progress=False)
     stages = stage_options(opts, tmp_path / "fma_large", tmp_path / "fma_metadata", 20)
     seen = {}
-    monkeypatch.setattr(pipeline.preprocess, "run_preprocess", lambda o: seen.setdefault("p", o))
-    monkeypatch.setattr(mrnet.train, "train", lambda o: seen.setdefault("t", o))
-    monkeypatch.setattr(mrnet.evaluate, "evaluate", lambda o: seen.setdefault("e", o))
-    for key, name, stage in zip("pte", ("preprocess", "train", "evaluate"), stages):
-        line = command_line(name, stage)
-        runner.invoke(app, shlex.split(line)[1:])  # without the leading "mrnet"
+    monkeypatch.setattr(pipeline.preprocess, "run", lambda o: seen.setdefault("p", o) and None)
+    monkeypatch.setattr(mrnet.train, "train", lambda o, *a: seen.setdefault("t", o) and None)
+    monkeypatch.setattr(mrnet.evaluate, "run", lambda o: seen.setdefault("e", o) and None)
+    pre, fit, score = stages
+    lines = [command_line("preprocess", pre), train_command(fit), command_line("evaluate", score)]
+    for key, line, stage in zip("pte", lines, stages):
+        r = runner.invoke(app, shlex.split(line)[1:])  # without the leading "mrnet"
+        assert r.exit_code == 0, (line, r.output)
         got = seen[key]
-        for f in dataclasses.fields(stage):
-            if f.metadata.get("help"):  # a command-line setting
-                assert getattr(got, f.name) == getattr(stage, f.name), (line, f.name)
+        for f in dataclasses.fields(stage):  # every setting, the recipe's too
+            assert getattr(got, f.name) == getattr(stage, f.name), (line, f.name)

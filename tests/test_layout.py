@@ -70,7 +70,9 @@ def test_info_on_a_cache_loads_no_torch(cache):
     assert out.stdout.split() == ["0", "False"], out.stderr
 
 
-@pytest.mark.parametrize("module", ["mrnet.model", "mrnet.augment", "mrnet.scoring"])
+@pytest.mark.parametrize(
+    "module", ["mrnet.model.mrnet", "mrnet.model.cnn", "mrnet.augment", "mrnet.scoring"]
+)
 def test_docstring_examples_run(module):
     import importlib
 

@@ -1,9 +1,12 @@
 import pytest
 import torch
 
-from mrnet.checkpoint import ARCHS, ModelConfig
-from mrnet.checkpoint import build_model as build
-from mrnet.model import AttentiveStatsPool, CNNBaseline, MRNet
+from mrnet.model import ARCHITECTURES, ModelConfig
+from mrnet.model import build_model as build
+from mrnet.model.cnn import CNNBaseline
+from mrnet.model.mrnet import AttentiveStatsPool, MRNet
+
+ARCHS = ARCHITECTURES.names()
 
 
 def build_model(arch: str, n_mels: int, n_classes: int, channels: int = 512) -> torch.nn.Module:
@@ -19,7 +22,7 @@ def _seed() -> None:
 
 
 def small_mrnet(**kw) -> MRNet:
-    return MRNet(N_MELS, N_CLASSES, channels=32, **kw)
+    return MRNet(ModelConfig("mrnet", N_MELS, N_CLASSES, channels=32, **kw))
 
 
 def n_params(m: torch.nn.Module) -> int:
@@ -45,7 +48,7 @@ def test_output_shape_eval_batch_one(arch: str, frames: int) -> None:
 
 
 def test_cnn_handles_128_mels_without_resize() -> None:
-    model = CNNBaseline(128, 5).eval()
+    model = CNNBaseline(ModelConfig("cnn", 128, 5)).eval()
     with torch.no_grad():
         assert model(torch.randn(2, 128, 128)).shape == (2, 5)
         assert model(torch.randn(2, 128, 700)).shape == (2, 5)
@@ -53,8 +56,8 @@ def test_cnn_handles_128_mels_without_resize() -> None:
 
 def test_full_size_parameter_count() -> None:
     # documented in the MRNet docstring; equals the authors' MLFANet (+ CCE head)
-    assert n_params(MRNet(128, 8, channels=512)) == 19_112_607
-    assert n_params(MRNet(128, 16, channels=512)) == 19_113_655
+    assert n_params(MRNet(ModelConfig("mrnet", 128, 8, channels=512))) == 19_112_607
+    assert n_params(MRNet(ModelConfig("mrnet", 128, 16, channels=512))) == 19_113_655
     assert n_params(build_model("mrnet", 128, 8)) == 19_112_607
 
 
@@ -68,8 +71,12 @@ def test_route_structure() -> None:
 
 
 def test_build_model_rejects_unknown_arch() -> None:
-    with pytest.raises(ValueError, match="unknown arch"):
+    from pipeline.errors import BadInput
+
+    with pytest.raises(BadInput, match="unknown --arch 'resnet'; use one of mrnet, cnn"):
         build_model("resnet", N_MELS, N_CLASSES)
+    with pytest.raises(ValueError, match="unknown arch"):
+        ModelConfig.from_dict({"arch": "resnet", "n_mels": 8, "n_classes": 2})
 
 
 def test_bf16_autocast_forward_backward_finite() -> None:

@@ -234,7 +234,7 @@ def test_changed_metadata_into_finished_cache_is_refused(cache, synth, tmp_path)
         (["--hop-length", "0"], "hop_length must be positive"),
         (["--n-mels", "256", "--n-fft", "256"], "cover no FFT bin"),
         (["--max-seconds", "-1"], "max_seconds must be 0 (whole tracks) or more"),
-        (["--clip", "end"], "clip must be start or middle"),
+        (["--clip", "end"], "unknown --clip 'end'; use one of middle, start"),
         (["--min-seconds", "-1"], "--min-seconds"),
     ],
 )

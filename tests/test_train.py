@@ -195,7 +195,7 @@ def test_one_epoch_reduces_loss(tmp_path, arch):
     before, _ = validate(build_model(ModelConfig(arch, 16, 3, channels=16)), val, ones, cpu, 0, 600)
     assert abs(before - np.log(3)) < 0.05
     s = train(cfg)
-    assert s["last"]["train_loss"] < 0.9 * before, (before, s["last"])
+    assert s.last["train_loss"] < 0.9 * before, (before, s.last)
     if arch == "cnn":
         model = load_model(load_checkpoint(cfg.out / "last.pt"))
         after, acc = validate(model, val, ones, cpu, 0, 600)
@@ -204,7 +204,7 @@ def test_one_epoch_reduces_loss(tmp_path, arch):
 
 def test_checkpoint_plain_and_loadable(trained, cache_dir):
     out, summary = trained
-    assert summary["epochs"] == 2 and 0.0 <= summary["best"] <= 1.0
+    assert summary.epochs == 2 and 0.0 <= summary.best <= 1.0
     scoring = {"model", "model_config", "feature_config", "labels", "epoch", "history"}
     resuming = {"optimizer", "scheduler", "rng", "train_config", "cache_fingerprint", "run_id"}
     for name in ("last.pt", "best.pt"):
@@ -413,7 +413,7 @@ def test_resume_continues_with_more_epochs(tmp_path, cache_dir, trained):
     run.mkdir()
     (run / "last.pt").write_bytes((trained[0] / "last.pt").read_bytes())
     s = train(dataclasses.replace(tiny(cache_dir, run, epochs=3), resume=True))
-    assert s["epochs"] == 3
+    assert s.epochs == 3
     assert list(pd.read_csv(run / "metrics.csv")["epoch"]) == [1, 2, 3]
 
 

@@ -5,6 +5,9 @@
     folder  any folder of label folders, with or without train/ valid/ test/
     split   stratified split assignments (k-fold, 80/10/10), pure functions of a seed
 
+`DATASETS` names them for the CLI; `selection` turns preprocess's options into a
+`Selection` through the dataset's module.
+
 A `Selection` is all that preprocess needs from a source: one row per example track
 (id, split, label, audio path, and what reports show), the label names, and how many
 tracks were left out and why. Everything after the cache works the same for every
@@ -14,11 +17,34 @@ source.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import pandas as pd
+from pipeline.errors import BadInput
+from pipeline.settings import Registry
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from pipeline.options import PreprocessOptions
 
 SPLITS = ("training", "validation", "test")
-DATASETS = ("fma", "gtzan", "folder")
+# each dataset is one module here with ``selection(opts: PreprocessOptions) -> Selection``
+DATASETS = Registry(
+    "dataset",
+    {"fma": "FMA: tracks.csv / genres.csv, subsets, the official split",
+     "gtzan": "GTZAN in either download layout: the filtered split, or k-fold",
+     "folder": "one sub-folder of audio per label, any nesting"},  # fmt: skip
+    {name: f"pipeline.sources.{name}:selection" for name in ("fma", "gtzan", "folder")},
+)
+SUBSETS = Registry(
+    "FMA subset", {"small": "8,000 tracks", "medium": "25,000", "large": "106,574"}
+)
+LABEL_SCHEMES = Registry(
+    "label scheme",
+    {"top": "one top-level genre per track (single-label)",
+     "top-multi": "every top-level genre of a track (multi-label)",
+     "all": "every genre of a track, by title (multi-label)"},  # fmt: skip
+)
 
 
 @dataclass
@@ -50,6 +76,8 @@ class Selection:
     def counts(self) -> pd.DataFrame:
         """Tracks per label (rows, label order) and split (columns, SPLITS order); a
         multi-label track counts once for each of its labels."""
+        import pandas as pd
+
         if self.task == "multi":
             rows = self.tracks[["split", "labels"]].explode("labels")
             names, splits = rows["labels"].map(self.labels.__getitem__), rows["split"]
@@ -75,6 +103,8 @@ class Selection:
 
 def sort_tracks(tracks: pd.DataFrame) -> pd.DataFrame:
     """Rows in plan order: SPLITS order, then track id."""
+    import pandas as pd
+
     rank = tracks["split"].map({s: i for i, s in enumerate(SPLITS)})
     order = pd.DataFrame({"rank": rank, "id": tracks["track_id"]}).sort_values(["rank", "id"])
     return tracks.loc[order.index].reset_index(drop=True)
@@ -82,10 +112,27 @@ def sort_tracks(tracks: pd.DataFrame) -> pd.DataFrame:
 
 def unique_ids(tracks: pd.DataFrame, what: str = "track") -> pd.DataFrame:
     """``tracks`` sorted by track_id; BadInput naming two files that give one id."""
-    from pipeline.errors import BadInput
-
     twice = tracks["track_id"][tracks["track_id"].duplicated()]
     if len(twice):
         dup = tracks[tracks["track_id"] == twice.iloc[0]]["path"].tolist()
         raise BadInput(f"two files for {what} {twice.iloc[0]} ({', '.join(dup)}); keep one")
     return tracks.sort_values("track_id").reset_index(drop=True)
+
+
+def selection(opts: PreprocessOptions) -> Selection:
+    """The selection of ``opts.dataset`` (its module checks the options it reads)."""
+    return DATASETS.get(opts.dataset, "--dataset")(opts)
+
+
+def single_label_only(opts: PreprocessOptions) -> None:
+    """Refuse a multi-label scheme for a dataset with one label per track."""
+    if opts.labels != "top":
+        raise BadInput(
+            f"--labels {opts.labels} is for datasets with several genres per track (fma); "
+            f"{opts.dataset} datasets have one label per track"
+        )
+
+
+def no_folds(opts: PreprocessOptions, why: str) -> None:
+    if opts.folds is not None or opts.fold is not None:
+        raise BadInput(f"--folds/--fold are for gtzan and folder datasets; {why}")

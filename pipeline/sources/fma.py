@@ -20,15 +20,18 @@ import csv
 import itertools
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from pipeline.errors import BadInput
-from pipeline.sources import SPLITS, Selection
+from pipeline.sources import SPLITS, SUBSETS, Selection, no_folds
 
-SUBSETS = ("small", "medium", "large")
-SUBSET_DTYPE = pd.CategoricalDtype(categories=list(SUBSETS), ordered=True)
+if TYPE_CHECKING:
+    from pipeline.options import PreprocessOptions
+
+SUBSET_DTYPE = pd.CategoricalDtype(categories=list(SUBSETS.names()), ordered=True)
 REQUIRED_COLUMNS = (("set", "subset"), ("set", "split"), ("track", "genre_top"))
 TRACKS_CSV = "tracks.csv"
 GENRES_CSV = "genres.csv"
@@ -136,7 +139,7 @@ def load_tracks(
     frame.index = pd.Index(ids.astype("int64"), name="track_id")
     if not frame.index.is_unique:
         raise BadInput(f"{path} lists some track ids twice; {_FIX}")
-    _check_values(path, frame[("set", "subset")], SUBSETS, "set.subset")
+    _check_values(path, frame[("set", "subset")], SUBSETS.names(), "set.subset")
     frame[("set", "subset")] = frame[("set", "subset")].astype(SUBSET_DTYPE)
     return frame
 
@@ -175,8 +178,7 @@ def select(tracks: pd.DataFrame, subset: str) -> Selection:
     tracks without ``genre_top`` (no_genre) or without a known split (no_split) are
     skipped and counted.
     """
-    if subset not in SUBSETS:
-        raise BadInput(f"unknown subset {subset!r}; use one of {', '.join(SUBSETS)}")
+    SUBSETS.check(subset, "--subset")
     missing = [c for c in REQUIRED_COLUMNS if c not in tracks.columns]
     if missing:
         names = ", ".join(".".join(c) for c in missing)
@@ -246,7 +248,6 @@ def check_genre_titles(tracks: pd.DataFrame, genres: pd.DataFrame, path: Path) -
         )
 
 
-LABEL_MODES = ("top", "top-multi", "all")
 _LIST = r"\[\s*(?:\d+\s*(?:,\s*\d+\s*)*)?\]"  # a list literal of genre ids: "[21, 811]"
 
 
@@ -367,4 +368,24 @@ def read_selection(metadata_dir: Path, subset: str, audio_dir: Path | None = Non
         sel.tracks["artist"] = tracks[("artist", "name")].reindex(ids).fillna("").to_numpy()
         sel.tracks["title"] = tracks[("track", "title")].reindex(ids).fillna("").to_numpy()
         sel.source = {"audio_dir": str(audio_dir), "metadata_dir": str(metadata_dir)}
+    return sel
+
+
+def selection(opts: PreprocessOptions) -> Selection:
+    """`read_selection` for preprocess's options (FMA needs --metadata-dir, has its
+    official split and no folds)."""
+    if opts.metadata_dir is None:
+        raise BadInput(
+            "--dataset fma needs --metadata-dir pointing at fma_metadata/ (from "
+            "fma_metadata.zip)"
+        )
+    no_folds(opts, "FMA has its official split")
+    sel = read_selection(opts.metadata_dir, opts.subset, opts.audio_dir, opts.labels,
+                         opts.min_label_tracks)  # fmt: skip
+    if sel.tracks.empty:
+        skipped = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in sel.skipped.items())
+        raise BadInput(
+            f"subset {opts.subset} has no labelled tracks with an official split in "
+            f"{opts.metadata_dir} (skipped: {skipped})"
+        )
     return sel

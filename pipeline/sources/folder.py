@@ -13,13 +13,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from pipeline.audio import AUDIO_SUFFIXES, audio_files, unsupported_note
 from pipeline.errors import BadInput
-from pipeline.sources import SPLITS, Selection, sort_tracks, unique_ids
+from pipeline.sources import SPLITS, Selection, single_label_only, sort_tracks, unique_ids
 from pipeline.sources.split import fold_splits, ratio_splits, stratified_folds
+
+if TYPE_CHECKING:
+    from pipeline.options import PreprocessOptions
 
 SPLIT_FOLDERS = {"train": "training", "valid": "validation", "validation": "validation",
                  "test": "test"}  # fmt: skip
@@ -112,3 +116,15 @@ def read_selection(audio_dir: Path, seed: int = 0, folds: int | None = None,
         warnings=warnings + ([unsupported_note(unreadable)] if unreadable else []),
     )
 
+
+
+def selection(opts: PreprocessOptions) -> Selection:
+    """`read_selection` for preprocess's options."""
+    single_label_only(opts)
+    if opts.folds and split_layout(opts.audio_dir):
+        raise BadInput(
+            f"{opts.audio_dir} has train/ valid/ test/ folders, which are its split; "
+            "drop --folds or move the label folders up"
+        )
+    fold = (opts.fold or 0) if opts.folds else None
+    return read_selection(opts.audio_dir, opts.seed, opts.folds, fold)

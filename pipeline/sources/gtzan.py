@@ -18,13 +18,17 @@ from __future__ import annotations
 import ast
 import importlib.util
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from pipeline.audio import audio_files, unsupported_note
 from pipeline.errors import BadInput
-from pipeline.sources import Selection, sort_tracks, unique_ids
+from pipeline.sources import Selection, single_label_only, sort_tracks, unique_ids
 from pipeline.sources.split import fold_splits, stratified_folds
+
+if TYPE_CHECKING:
+    from pipeline.options import PreprocessOptions
 
 GENRES = ("blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop",
           "reggae", "rock")  # fmt: skip
@@ -105,3 +109,10 @@ def read_selection(audio_dir: Path, folds: int | None = None, fold: int | None =
         warnings=[unsupported_note(unreadable)] if unreadable else [],
     )
 
+
+
+def selection(opts: PreprocessOptions) -> Selection:
+    """`read_selection` for preprocess's options."""
+    single_label_only(opts)
+    fold = (opts.fold or 0) if opts.folds else None
+    return read_selection(opts.audio_dir, opts.folds, fold, opts.seed)

@@ -1,4 +1,4 @@
-"""MRNet (Multi-Route Neural Network) and the `cnn` baseline.
+"""MRNet (Multi-Route Neural Network), built from a `ModelConfig`.
 
 MRNet is from Heo et al., "Multi-Route Neural Network for music genre
 classification", J. Acoust. Soc. Korea 44(5), 2025. This is a re-implementation
@@ -31,6 +31,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from mrnet.model import ModelConfig
 
 
 class ConvReluBN(nn.Sequential):
@@ -184,34 +186,27 @@ class MRNet(nn.Module):
     Works for any T (>= ~20 frames is sensible); training mode needs B >= 2
     because of the BatchNorm1d layers after pooling.
 
-    >>> net = MRNet(n_mels=40, n_classes=8, channels=32).eval()
+    >>> net = MRNet(ModelConfig("mrnet", n_mels=40, n_classes=8, channels=32)).eval()
     >>> x = torch.randn(3, 40, 300)  # 6 s of log-mel at 50 frames/s
     >>> net(x).shape, net.embedding(x).shape
     (torch.Size([3, 8]), torch.Size([3, 128]))
     """
 
-    def __init__(
-        self,
-        n_mels: int,
-        n_classes: int,
-        channels: int = 512,
-        embed_dim: int = 128,
-        dilations: tuple[int, ...] = (2, 3, 4),
-        scale: int = 8,
-        dropout: float = 0.5,
-        input_norm: str = "instance",
-    ) -> None:
+    def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        c = channels
+        c, n_mels = cfg.channels, cfg.n_mels
         self.channels = c
         # instance (the authors'): each track's bands to zero mean, unit variance over
         # time, which removes its long-term spectrum; batch: bands normalised with
         # statistics over the training set, which keeps it
-        self.norm = nn.BatchNorm1d(n_mels) if input_norm == "batch" else nn.InstanceNorm1d(n_mels)
-        self.dropout = nn.Dropout(dropout)  # authors: nn.Dropout() i.e. p=0.5
+        batch = cfg.input_norm == "batch"
+        self.norm = nn.BatchNorm1d(n_mels) if batch else nn.InstanceNorm1d(n_mels)
+        self.dropout = nn.Dropout(cfg.dropout)  # authors: nn.Dropout() i.e. p=0.5
         self.stem = ConvReluBN(n_mels, c, kernel_size=5)
-        self.blocks = nn.ModuleList(MRBlock(c, d, routes=3, scale=scale) for d in dilations)
-        n = len(dilations)
+        self.blocks = nn.ModuleList(
+            MRBlock(c, d, routes=3, scale=cfg.scale) for d in cfg.dilations
+        )
+        n = len(cfg.dilations)
         self.long = ConvReluBN(n * c, c)
         self.context = ConvReluBN(n * c, c)
         self.reprocess = nn.ModuleList(ConvReluBN(2 * c, c) for _ in range(n))
@@ -219,11 +214,11 @@ class MRNet(nn.Module):
         self.pools = nn.ModuleList(AttentiveStatsPool(c) for _ in range(n_routes))
         self.route_weight = nn.Parameter(torch.ones(1, n_routes, 1))
         self.pool_bn = nn.BatchNorm1d(n_routes * 2 * c)
-        self.embed = nn.Linear(n_routes * 2 * c, embed_dim)
-        self.embed_bn = nn.BatchNorm1d(embed_dim)
+        self.embed = nn.Linear(n_routes * 2 * c, cfg.embed_dim)
+        self.embed_bn = nn.BatchNorm1d(cfg.embed_dim)
         # classifier: the authors keep it in their CCE loss (fc1 + bn1)
-        self.head = nn.Linear(embed_dim, n_classes)
-        self.head_bn = nn.BatchNorm1d(n_classes)
+        self.head = nn.Linear(cfg.embed_dim, cfg.n_classes)
+        self.head_bn = nn.BatchNorm1d(cfg.n_classes)
 
     def embedding(self, x: torch.Tensor) -> torch.Tensor:
         """[B, n_mels, T] -> [B, embed_dim]."""
@@ -252,59 +247,3 @@ class MRNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head_bn(self.head(self.embedding(x)))
-
-
-class CNNBaseline(nn.Module):
-    """128x128 mel-image CNN (the reference project's model). [B, n_mels, T] -> [B, n_classes].
-
-    The input is resized on the fly to 128 mel bins x 128 frames (bilinear).
-    Five 3x3 conv -> BN -> ReLU -> 2x2 max-pool stages (8, 16, 32, 64, 64
-    channels; 128 -> 4), then FC 1024 -> 192 -> BN -> ReLU -> dropout -> FC.
-    The reference's fifth stage is a 2x2 stride-2 conv without pooling; we use
-    a 3x3 conv + pool like the other four (same output size).
-
-    >>> CNNBaseline(n_mels=40, n_classes=8).eval()(torch.randn(2, 40, 300)).shape
-    torch.Size([2, 8])
-    """
-
-    size = 128
-
-    def __init__(
-        self,
-        n_mels: int,
-        n_classes: int,
-        widths: tuple[int, ...] = (8, 16, 32, 64, 64),
-        hidden: int = 192,
-        dropout: float = 0.5,
-    ) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        c_in = 1
-        for c in widths:
-            layers += [
-                nn.Conv2d(c_in, c, 3, padding=1),
-                nn.BatchNorm2d(c),
-                nn.ReLU(),
-                nn.MaxPool2d(2),
-            ]
-            c_in = c
-        self.features = nn.Sequential(*layers)
-        side = self.size // 2 ** len(widths)
-        self.classifier = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(c_in * side * side, hidden),
-            nn.BatchNorm1d(hidden),
-            nn.ReLU(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, n_classes),
-        )
-
-    def embedding(self, x: torch.Tensor) -> torch.Tensor:
-        """[B, n_mels, T] -> [B, hidden]: the penultimate layer (after its ReLU)."""
-        x = x.unsqueeze(1)  # [B, 1, n_mels, T]
-        if x.shape[-2:] != (self.size, self.size):
-            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
-        return self.classifier[:4](self.features(x))  # Flatten, Linear, BN, ReLU
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier[4:](self.embedding(x))  # Dropout, Linear

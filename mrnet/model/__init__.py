@@ -1,0 +1,75 @@
+"""The models: one `ModelConfig` describes a model, `build_model` makes it.
+
+    mrnet.model.mrnet   MRNet (MRBlock, SE, attentive statistics pooling)
+    mrnet.model.cnn     the `cnn` baseline (128x128 mel-image CNN)
+
+This module is light (no torch): the CLI lists the registries' names without loading a
+model; `build_model` imports the architecture it builds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from pipeline.settings import Registry
+
+ARCHITECTURES = Registry(
+    "architecture",
+    {"mrnet": "MRNet, the multi-route dilated 1-D CNN of Heo et al. (2025)",
+     "cnn": "the 128x128 mel-image CNN baseline"},  # fmt: skip
+    {"mrnet": "mrnet.model.mrnet:MRNet", "cnn": "mrnet.model.cnn:CNNBaseline"},
+)
+INPUT_NORMS = Registry(
+    "input normalisation",
+    {
+        "instance": "per track and band over time (the authors'; drops the long-term spectrum)",
+        "batch": "per band over the training set (keeps each track's long-term spectrum)",
+    },
+)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything `build_model` needs: the architecture and its settings. Its defaults
+    are the one place MRNet's shape is written (the authors' sizes)."""
+
+    arch: str
+    n_mels: int
+    n_classes: int
+    channels: int = 512  # MRNet width C (unused by cnn)
+    embed_dim: int = 128
+    dilations: tuple[int, ...] = (2, 3, 4)
+    scale: int = 8
+    dropout: float = 0.5
+    input_norm: str = "instance"  # MRNet's first layer
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["dilations"] = list(self.dilations)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelConfig:
+        """Validate a recorded config. A record without ``input_norm`` comes from before
+        that setting existed, when every MRNet normalised per instance."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown model settings {unknown}")
+        d = {"input_norm": "instance", **d}
+        if "dilations" in d:
+            d["dilations"] = tuple(int(x) for x in d["dilations"])
+        cfg = cls(**d)
+        if cfg.arch not in ARCHITECTURES:
+            raise ValueError(f"unknown arch {cfg.arch!r} (known: {', '.join(ARCHITECTURES)})")
+        if cfg.input_norm not in INPUT_NORMS:
+            raise ValueError(f"unknown input_norm {cfg.input_norm!r}")
+        for name in ("n_mels", "n_classes", "channels", "embed_dim", "scale"):
+            if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
+                raise ValueError(f"{name} must be a positive integer")
+        return cfg
+
+
+def build_model(cfg: ModelConfig):
+    """The untrained model (a torch module) that ``cfg`` describes."""
+    return ARCHITECTURES.get(cfg.arch, "--arch")(cfg)

@@ -21,6 +21,7 @@ from typing import Any, NoReturn
 import typer
 
 from mrnet.options import (
+    BaselineOptions,
     CompareOptions,
     DemoOptions,
     EmbedOptions,
@@ -232,6 +233,15 @@ def evaluate() -> None:
 
     Accuracy, F1, confusion matrix, per-track predictions (multi-label caches: per-label
     average precision and ROC-AUC). Long tracks are scored in windows."""
+
+
+@command(BaselineOptions, "mrnet.baseline:run")
+def baseline() -> None:
+    """Fit the built-in baseline on a cache; write the reports evaluate writes.
+
+    A logistic regression on per-track statistics of the cached log-mels (band means and
+    stds, MFCCs and their differences; C chosen on validation). `mrnet compare` puts its
+    report beside MRNet's."""
 
 
 @command(PredictOptions, "mrnet.predict:run", positional=("paths",))

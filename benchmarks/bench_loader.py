@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mrnet.data import MemmapCrops, ResidentCrops  # noqa: E402
+from mrnet.data import CropPlan, MemmapCrops, ResidentCrops  # noqa: E402
 from pipeline.cache import SplitIndex, Track, open_cache, split_index, write_cache  # noqa: E402
 from pipeline.features import FeatureConfig  # noqa: E402
 
@@ -131,11 +131,12 @@ def main() -> None:
         print(f"crops: {frames} frames x 128 mels, batch {b}, 1 core, float32 [B, 128, {frames}]")
 
         drop_page_cache(s.path for s in index.shards)
-        cold, _ = timed(MemmapCrops(index, frames, b, seed=0).batches(1), lim)
-        warm, n = timed(MemmapCrops(index, frames, b, seed=0).batches(2), lim)
+        plan = CropPlan(index.length, frames, b, seed=0)
+        cold, _ = timed(MemmapCrops(index, plan).batches(1), lim)
+        warm, n = timed(MemmapCrops(index, plan).batches(2), lim)
         loader = DataLoader(PerItemCrops(index, frames), batch_size=b, shuffle=True)
         per_item, _ = timed(loader, lim)
-        resident = ResidentCrops(index, frames, b, seed=0, device=torch.device("cpu"))
+        resident = ResidentCrops(index, plan, device=torch.device("cpu"))
         res, _ = timed(resident.batches(1), lim)
         print(f"batched memmap, warm cache : {warm:8.0f} crops/s  ({n} crops)")
         print(f"batched memmap, cold cache : {cold:8.0f} crops/s  (after fadvise DONTNEED)")

@@ -60,3 +60,21 @@ class Augment(nn.Module):
                 x = mask(x)
             x = x + mu
         return x
+
+
+def mixup(
+    x: torch.Tensor, y: torch.Tensor, alpha: float
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """mixup (Zhang et al., 2018) of one batch: x [B, ...] becomes ``lam * x + (1 - lam) *
+    x[perm]`` for a random pairing ``perm`` and ``lam ~ Beta(alpha, alpha)`` (one per
+    batch, from torch's global RNG). Returns (mixed x, the partners' targets y[perm],
+    lam): the loss is ``lam * loss(y) + (1 - lam) * loss(y[perm])``.
+
+    >>> x, y = torch.arange(4.0)[:, None], torch.arange(4)
+    >>> mixed, partner, lam = mixup(x, y, 0.4)
+    >>> bool(torch.allclose(mixed[:, 0], lam * x[:, 0] + (1 - lam) * partner.float()))
+    True
+    """
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    perm = torch.randperm(x.shape[0], device=x.device)
+    return lam * x + (1 - lam) * x[perm], y[perm], lam

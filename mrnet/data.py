@@ -1,13 +1,15 @@
 """Training and validation batches (torch tensors) from a cache's memmapped shards.
 
     crop_plan      a rank's share of the epoch's (track, start frame) pairs: a pure function
-                   of (seed, epoch, rank, world); the ranks' shares are disjoint
+                   of (seed, epoch, rank, world, passes); the ranks' shares are disjoint
+    CropPlan       those settings for a run (`passes_for`: enough steps per epoch)
     MemmapCrops    crops read through the cache reader's FrameStore (DataLoader, batch-level)
     ResidentCrops  `--data-on-gpu`: all training frames in one device tensor, crops by gather
 
 Every batch is ``(x, y)``: x float32 [batch, n_mels, frames], y int64 [batch] labels.
-Training epochs visit a random permutation of the tracks, one crop each, full batches
-only (BatchNorm needs more than one example). A crop starts uniformly in
+Training epochs visit random permutations of the tracks (as many as the epoch rule asks
+for: see `passes_for`), one crop per visit, full batches only (BatchNorm needs more than
+one example). A crop starts uniformly in
 [0, length - crop]; a track shorter than the crop is wrap-padded (its frames repeat
 from its start). Where tracks lie and how frames are read is the cache reader's
 (pipeline.cache.reader: SplitIndex, FrameStore).
@@ -18,6 +20,7 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -43,16 +46,19 @@ def crop_plan(
     epoch: int,
     rank: int = 0,
     world: int = 1,
+    passes: int = 1,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """An epoch's batches of (track indices int64 [B], start frames int64 [B]) for one rank.
 
-    The permutation depends on (seed, epoch) only, so all ranks agree on it and take
-    disjoint strided slices of its first ``len // world * world`` tracks; crop starts
-    depend on (seed, epoch, rank). Every rank gets the same number of batches,
-    ``len(lengths) // world // batch_size`` (DDP needs equal step counts); incomplete
-    batches are dropped, so an epoch skips fewer than ``world * batch_size`` tracks.
+    The epoch visits every track ``passes`` times: ``passes`` permutations one after the
+    other, depending on (seed, epoch) only, so all ranks agree on them and take disjoint
+    strided slices of their first ``len // world * world`` entries; crop starts depend on
+    (seed, epoch, rank). Every rank gets the same number of batches (DDP needs equal step
+    counts); incomplete batches are dropped, so an epoch skips fewer than
+    ``world * batch_size`` crops.
     """
-    order = np.random.default_rng([seed, epoch]).permutation(len(lengths))
+    rng = np.random.default_rng([seed, epoch])
+    order = np.concatenate([rng.permutation(len(lengths)) for _ in range(passes)])
     per_rank = len(order) // world
     mine = order[: per_rank * world][rank::world]
     rng = np.random.default_rng([seed, epoch, rank])
@@ -61,35 +67,51 @@ def crop_plan(
     return [(mine[i : i + batch_size], starts[i : i + batch_size]) for i in range(0, n, batch_size)]
 
 
+def passes_for(n_tracks: int, batch_size: int, world: int, min_steps: int) -> int:
+    """Times an epoch visits each training track so that it makes at least ``min_steps``
+    optimiser steps (1 when one visit already does, or ``min_steps`` is 0)."""
+    if min_steps <= 0:
+        return 1
+    return max(1, -(-min_steps * batch_size * world // n_tracks))
+
+
+@dataclass(frozen=True)
+class CropPlan:
+    """Where every epoch's crops come from, for one rank: `crop_plan` with these settings."""
+
+    lengths: np.ndarray  # int64 [n]: frames of each training track
+    frames: int  # crop length
+    batch_size: int
+    seed: int
+    rank: int = 0
+    world: int = 1
+    passes: int = 1  # visits of each track per epoch (see `passes_for`)
+
+    def epoch(self, epoch: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        return crop_plan(self.lengths, self.frames, self.batch_size, self.seed, epoch,
+                         self.rank, self.world, self.passes)  # fmt: skip
+
+    @property
+    def steps(self) -> int:
+        """Batches (optimiser steps) per epoch."""
+        return len(self.lengths) * self.passes // self.world // self.batch_size
+
+
 class CropPlanSampler(Sampler):
     """Yields one int64 [B, 2] array (track, start) per batch; ``set_epoch`` before iterating."""
 
-    def __init__(
-        self,
-        lengths: np.ndarray,
-        frames: int,
-        batch_size: int,
-        seed: int,
-        rank: int = 0,
-        world: int = 1,
-    ) -> None:
-        self.args = (lengths, frames, batch_size, seed)
-        self.rank, self.world, self.epoch = rank, world, 0
+    def __init__(self, plan: CropPlan) -> None:
+        self.plan, self.epoch = plan, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _plan(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        lengths, frames, batch_size, seed = self.args
-        return crop_plan(lengths, frames, batch_size, seed, self.epoch, self.rank, self.world)
-
     def __iter__(self) -> Iterator[np.ndarray]:
-        for tracks, starts in self._plan():
+        for tracks, starts in self.plan.epoch(self.epoch):
             yield np.stack([tracks, starts], axis=1)
 
     def __len__(self) -> int:
-        lengths, _, batch_size, _ = self.args
-        return len(lengths) // self.world // batch_size
+        return self.plan.steps
 
 
 class CropDataset(Dataset):
@@ -122,20 +144,12 @@ def _leave_signals_to_the_trainer(worker_id: int) -> None:
 class MemmapCrops:
     """Training batches read from memmapped shards by a DataLoader (``workers`` processes)."""
 
-    def __init__(
-        self,
-        index: SplitIndex,
-        frames: int,
-        batch_size: int,
-        seed: int,
-        workers: int = 0,
-        pin_memory: bool = False,
-        rank: int = 0,
-        world: int = 1,
-    ) -> None:
-        self.sampler = CropPlanSampler(index.length, frames, batch_size, seed, rank, world)
+    def __init__(self, index: SplitIndex, plan: CropPlan, workers: int = 0,
+                 pin_memory: bool = False) -> None:  # fmt: skip
+        self.plan = plan
+        self.sampler = CropPlanSampler(plan)
         self.loader = DataLoader(
-            CropDataset(index, frames),
+            CropDataset(index, plan.frames),
             batch_size=None,  # the sampler yields whole batches
             sampler=self.sampler,
             num_workers=workers,
@@ -143,19 +157,13 @@ class MemmapCrops:
             persistent_workers=workers > 0,
             # its own generator: creating worker iterators must not draw from the global
             # RNG, or an epoch's dropout/noise would depend on when workers were started
-            generator=torch.Generator().manual_seed(seed),
+            generator=torch.Generator().manual_seed(plan.seed),
             prefetch_factor=4 if workers > 0 else None,
             worker_init_fn=_leave_signals_to_the_trainer,
         )
 
     def __len__(self) -> int:
-        return len(self.sampler)
-
-    def plan(self, epoch: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        """The epoch's (track positions, start frames) per batch, in `batches` order."""
-        lengths, frames, batch_size, seed = self.sampler.args
-        rank, world = self.sampler.rank, self.sampler.world
-        return crop_plan(lengths, frames, batch_size, seed, epoch, rank, world)
+        return self.plan.steps
 
     def batches(self, epoch: int) -> Iterator[Batch]:
         self.sampler.set_epoch(epoch)
@@ -166,23 +174,13 @@ class ResidentCrops:
     """`--data-on-gpu`: one float16 [total_frames, n_mels] tensor on ``device``; crops are
     cut with one gather per batch. Same plan as MemmapCrops, so the same batches."""
 
-    def __init__(
-        self,
-        index: SplitIndex,
-        frames: int,
-        batch_size: int,
-        seed: int,
-        device: torch.device,
-        rank: int = 0,
-        world: int = 1,
-    ) -> None:
-        self.index, self.frames, self.device = index, frames, device
-        self.args = (batch_size, seed, rank, world)
+    def __init__(self, index: SplitIndex, plan: CropPlan, device: torch.device) -> None:
+        self.index, self.plan, self.device = index, plan, device
         self.data, base = self._load(index, device)
         self.base = torch.as_tensor(base + index.start, device=device)  # [n] first frame
         self.length = torch.as_tensor(index.length, device=device)
         self.label = torch.as_tensor(index.label, device=device)
-        self.steps = torch.arange(frames, device=device)
+        self.steps = torch.arange(plan.frames, device=device)
 
     @staticmethod
     def _load(index: SplitIndex, device: torch.device) -> tuple[torch.Tensor, np.ndarray]:
@@ -196,16 +194,10 @@ class ResidentCrops:
         return data, shard_base[index.shard]
 
     def __len__(self) -> int:
-        batch_size, _, _, world = self.args
-        return len(self.index) // world // batch_size
-
-    def plan(self, epoch: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        """The epoch's (track positions, start frames) per batch, in `batches` order."""
-        batch_size, seed, rank, world = self.args
-        return crop_plan(self.index.length, self.frames, batch_size, seed, epoch, rank, world)
+        return self.plan.steps
 
     def batches(self, epoch: int) -> Iterator[Batch]:
-        for tracks, starts in self.plan(epoch):
+        for tracks, starts in self.plan.epoch(epoch):
             t = torch.as_tensor(tracks, device=self.device)
             s = torch.as_tensor(starts, device=self.device)
             rows = self.base[t, None] + (s[:, None] + self.steps) % self.length[t, None]

@@ -82,9 +82,24 @@ def score_split(
 
 
 def format_table(rep: dict) -> str:
-    """The report as a table for the terminal."""
-    if rep.get("task") == "multi":
-        return _format_multi(rep)
+    """The report as a table for the terminal, the baseline's figures below it."""
+    table = _format_multi(rep) if rep.get("task") == "multi" else _format_single(rep)
+    base = rep.get("baseline")
+    if base and "note" in base:
+        return f"{table}\nbaseline: none ({base['note']})"
+    if base:
+        shown = ("mean_average_precision", "mAP") if rep.get("task") == "multi" else (
+            "accuracy", "accuracy")  # fmt: skip
+        ours, theirs = rep[shown[0]], base.get(shown[0])
+        if ours is None or theirs is None:
+            return f"{table}\nbaseline ({base['model']}): {shown[1]} undefined on this split"
+        verdict = "above" if ours > theirs else "not above"
+        return (f"{table}\nbaseline ({base['model']}, C={base['C']:g}): {shown[1]} "
+                f"{theirs:.3f}; the model's {ours:.3f} is {verdict} it")  # fmt: skip
+    return table
+
+
+def _format_single(rep: dict) -> str:
     lines = [f"{'genre':<20} {'precision':>9} {'recall':>7} {'f1':>6} {'support':>8}"]
     for g, m in rep["per_genre"].items():
         lines.append(
@@ -167,12 +182,10 @@ def evaluate(opts: EvalOptions) -> dict:
     window = window_frames(opts.window, cache.feature_config)
     probs = score_split(model, index, multi, device, opts.batch_size, window,
                         f"evaluate {opts.split}", opts.progress)  # fmt: skip
+    thresholds = source = None
     if multi:
         thresholds, source = _thresholds(model, cache, opts, device, window)
-        rep = multilabel_report(index.label, probs, thresholds, list(cache.labels))
-        rep["thresholds_from"] = source
-    else:
-        rep = single_label_report(index.label, probs, list(cache.labels))
+    rep = report(index, probs, list(cache.labels), thresholds, source)
     rep["source"] = {
         "checkpoint": str(opts.checkpoint),
         "cache": str(opts.cache),
@@ -183,14 +196,35 @@ def evaluate(opts: EvalOptions) -> dict:
         "model_config": ckpt.model_config.to_dict(),
         "train_config": ckpt.train_config,
     }
-    files = (_multi_files if multi else _single_files)(opts, rep, cache, index, probs)
-    files.append((opts.out / "report.json", json.dumps(rep, indent=2, allow_nan=False) + "\n"))
-    with writing(opts.out, rerun=AGAIN):
-        opts.out.mkdir(parents=True, exist_ok=True)
-    # report.json last: a disk fault keeps the previous report whole, never a report.json
-    # beside another run's predictions
-    write_together(files, rerun=AGAIN)
+    from mrnet.baseline import beside
+
+    rep["baseline"] = beside(cache, opts.split, opts.progress)
+    write_report(opts.out, opts.split, rep, cache, index, probs)
     return rep
+
+
+def report(index: SplitIndex, probs: np.ndarray, labels: list[str],
+           thresholds: list[float] | None = None, source: str | None = None) -> dict:  # fmt: skip
+    """The report of probabilities ``probs`` [n, n_labels] for the tracks of ``index``;
+    multi-label reports need per-label ``thresholds`` and say their ``source``."""
+    if index.label.ndim == 2:
+        rep = multilabel_report(index.label, probs, thresholds, labels)
+        rep["thresholds_from"] = source
+        return rep
+    return single_label_report(index.label, probs, labels)
+
+
+def write_report(out: Path, split: str, rep: dict, cache: Cache, index: SplitIndex,
+                 probs: np.ndarray) -> None:  # fmt: skip
+    """REPORT/ for ``rep`` (see the module docstring), report.json renamed into place last:
+    a disk fault keeps the previous report whole, never a report.json beside another
+    run's predictions."""
+    multi = index.label.ndim == 2
+    files = (_multi_files if multi else _single_files)(out, split, rep, cache, index, probs)
+    files.append((out / "report.json", json.dumps(rep, indent=2, allow_nan=False) + "\n"))
+    with writing(out, rerun=AGAIN):
+        out.mkdir(parents=True, exist_ok=True)
+    write_together(files, rerun=AGAIN)
 
 
 def _thresholds(model, cache: Cache, opts: EvalOptions, device,
@@ -213,7 +247,7 @@ def _with_extra(pred: pd.DataFrame, cache: Cache) -> pd.DataFrame:
     return pred.join(cache.tracks.set_index("track_id")[shown], on="track_id")
 
 
-def _single_files(opts: EvalOptions, rep: dict, cache: Cache, index: SplitIndex,
+def _single_files(out: Path, split: str, rep: dict, cache: Cache, index: SplitIndex,
                   probs: np.ndarray) -> list[tuple[Path, str | bytes]]:  # fmt: skip
     """confusion.csv, per_genre.csv, predictions.csv, confusion.png: (path, contents)."""
     genres = list(cache.labels)
@@ -229,14 +263,13 @@ def _single_files(opts: EvalOptions, rep: dict, cache: Cache, index: SplitIndex,
     for i, g in enumerate(genres):
         pred[f"p_{g}"] = probs[:, i]
     csv = _with_extra(pred, cache).to_csv(index=False, float_format="%.6f")
-    title = f"{opts.split}: accuracy {rep['accuracy']:.3f}, {len(index)} tracks"
-    out = opts.out
+    title = f"{split}: accuracy {rep['accuracy']:.3f}, {len(index)} tracks"
     return [(out / "confusion.csv", confusion.to_csv()),
             (out / "per_genre.csv", per_genre.to_csv()), (out / "predictions.csv", csv),
             (out / "confusion.png", plot_confusion(cm, genres, title))]  # fmt: skip
 
 
-def _multi_files(opts: EvalOptions, rep: dict, cache: Cache, index: SplitIndex,
+def _multi_files(out: Path, split: str, rep: dict, cache: Cache, index: SplitIndex,
                  probs: np.ndarray) -> list[tuple[Path, str | bytes]]:  # fmt: skip
     """per_label.csv, predictions.csv, labels.png: (path, contents)."""
     labels = list(cache.labels)
@@ -254,7 +287,7 @@ def _multi_files(opts: EvalOptions, rep: dict, cache: Cache, index: SplitIndex,
     csv = _with_extra(table, cache).to_csv(index=False, float_format="%.9g")
     mean_ap = rep["mean_average_precision"]
     shown = "-" if mean_ap is None else f"{mean_ap:.3f}"
-    title = f"{opts.split}: mAP {shown}, {len(index)} tracks"
+    title = f"{split}: mAP {shown}, {len(index)} tracks"
     png = plot_multilabel(rep, index.label, pred, labels, title)
-    return [(opts.out / "per_label.csv", per_label.to_csv()), (opts.out / "predictions.csv", csv),
-            (opts.out / "labels.png", png)]
+    return [(out / "per_label.csv", per_label.to_csv()), (out / "predictions.csv", csv),
+            (out / "labels.png", png)]

@@ -79,6 +79,24 @@ class TrainConfig:
         _MODEL.input_norm, "MRNet's first layer.", choices=INPUT_NORMS, resume="keep"
     )
     crop_seconds: float = setting(6.0, "Length of the random training crops, s.", resume="keep")
+    min_steps: int = setting(
+        100,
+        "Optimiser steps an epoch makes at least: its crops visit every training track as "
+        "many times as that takes (once on a large dataset); 0: one crop per track.",
+        resume="keep", legacy=0,
+    )  # fmt: skip
+    val_crops: int = setting(
+        3,
+        "Validation during training scores each track as the mean of this many evenly "
+        "spaced crops of --crop-seconds; 0: whole tracks in windows, as evaluate does.",
+        resume="keep", legacy=0,
+    )  # fmt: skip
+    mixup: float = setting(
+        0.0,
+        "mixup alpha: each batch mixes its crops and targets pairwise with a Beta(alpha, "
+        "alpha) weight; 0: off.",
+        option=False, resume="keep", legacy=0.0,
+    )  # fmt: skip
     workers: int = setting(2, "DataLoader worker processes (0: the main process).")
     device: str = _device()
     seed: int = setting(0, "Seed of initialisation, crops and augmentation.", resume="keep")
@@ -154,6 +172,8 @@ class TrainConfig:
             raise BadInput("--workers must be 0 or more")
         if self.batch_size < 2:
             raise BadInput("--batch-size must be at least 2 (the models use BatchNorm)")
+        if self.min_steps < 0 or self.val_crops < 0 or self.mixup < 0:
+            raise BadInput("min_steps, val_crops and mixup must be 0 or more")
         if not 0 <= self.noise_prob <= 1:
             raise BadInput(f"noise_prob must lie in 0..1 (got {self.noise_prob})")
         if self.lr_min < 0 or self.t_mult < 1 or self.grad_clip < 0 or self.weight_decay < 0:
@@ -200,6 +220,20 @@ class EvalOptions:
         if self.batch_size < 1:
             raise BadInput(f"--batch-size must be at least 1 (got {self.batch_size})")
         check_window(self.window)
+
+
+@dataclass
+class BaselineOptions:
+    """Arguments of `mrnet baseline` (see its --help)."""
+
+    cache: Path = setting(help="Cache directory written by `mrnet preprocess`.")
+    out: Path = setting(help="Report directory (created): the files `mrnet evaluate` writes.")
+    split: str = setting("test", "Split to report on: training | validation | test.")
+    progress: bool = _progress()
+
+    def check(self) -> None:
+        if self.out.exists() and not self.out.is_dir():
+            raise BadInput(f"--out {self.out} is a file; pass a directory for the report")
 
 
 @dataclass

@@ -53,6 +53,15 @@ def window_starts(n: int, window: int) -> np.ndarray:
     return starts
 
 
+def crop_starts(n: int, frames: int, crops: int) -> np.ndarray:
+    """Start frames (int64) of ``crops`` evenly spaced crops of ``frames`` in a track of
+    ``n`` frames, the first at its start and the last at its end; [0] (the whole track)
+    when it is no longer than a crop."""
+    if n <= frames:
+        return np.zeros(1, np.int64)
+    return np.unique(np.round(np.linspace(0, n - frames, crops)).astype(np.int64))
+
+
 def count_windows(lengths: np.ndarray, window: int) -> int:
     """How many windows `window_starts` gives tracks of these lengths (frames), in all."""
     if window == 0:
@@ -61,15 +70,18 @@ def count_windows(lengths: np.ndarray, window: int) -> int:
     return int((-(-over // max(1, window // 2)) + 1).sum())
 
 
-def cache_windows(index: SplitIndex, window: int, max_frames: int) -> Iterator[Windows]:
-    """Batches of the windows of every track of ``index``, grouped by length, shortest
-    first; a batch of length-m windows holds max(1, max_frames // m) of them. The rows
-    say whose window each is (a long track's windows follow one another)."""
+def cache_windows(index: SplitIndex, window: int, max_frames: int,
+                  crops: int = 0) -> Iterator[Windows]:  # fmt: skip
+    """Batches of the windows of every track of ``index`` (`window_starts`; with
+    ``crops``, `crop_starts` instead), grouped by length, shortest first; a batch of
+    length-m windows holds max(1, max_frames // m) of them. The rows say whose window
+    each is (a long track's windows follow one another)."""
     store = FrameStore(index.shards)
     groups: dict[int, list[tuple[int, int]]] = defaultdict(list)
     for t, n in enumerate(index.length.tolist()):
         m = n if window == 0 or n <= window else window
-        groups[m] += [(t, int(s)) for s in window_starts(n, window)]
+        starts = crop_starts(n, window, crops) if crops else window_starts(n, window)
+        groups[m] += [(t, int(s)) for s in starts]
     for m, members in sorted(groups.items()):
         per_batch = max(1, max_frames // m)
         for i in range(0, len(members), per_batch):
@@ -208,13 +220,14 @@ def cache_means(
     window: int,
     max_frames: int,
     progress: Callable[[int], None] | None = None,
+    crops: int = 0,
 ) -> np.ndarray:
     """Float64 [len(index), d]: each track's mean ``forward`` output over its windows
     (NaN rows where an output was not finite; ``index`` not empty). ``progress`` is
-    called with each batch's number of windows."""
+    called with each batch's number of windows; ``crops``: see `cache_windows`."""
 
     def batches() -> Iterator[Windows]:
-        for rows, x in cache_windows(index, window, max_frames):
+        for rows, x in cache_windows(index, window, max_frames, crops):
             yield rows, x
             if progress:
                 progress(len(rows))
@@ -230,11 +243,13 @@ def score(
     window: int,
     max_frames: int,
     progress: Callable[[int], None] | None = None,
+    crops: int = 0,
 ) -> np.ndarray:
     """Float64 [len(index), n_labels]: each track's mean window probability (see
     `cache_means`)."""
     model.eval()
-    return cache_means(index, model_forward(model, device, multi), window, max_frames, progress)
+    forward = model_forward(model, device, multi)
+    return cache_means(index, forward, window, max_frames, progress, crops)
 
 
 def split_means(

@@ -51,9 +51,11 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from mrnet import checkpoint as ckpt_io
-from mrnet.augment import Augment
+from mrnet.augment import Augment, mixup
+from mrnet.baseline import DESCRIPTION, has_statistics
+from mrnet.baseline import fit as fit_baseline_model
 from mrnet.checkpoint import SELECT_BY, Checkpoint, best_epoch
-from mrnet.data import MemmapCrops, ResidentCrops
+from mrnet.data import CropPlan, MemmapCrops, ResidentCrops, passes_for
 from mrnet.deps import load_torchaudio
 from mrnet.metrics import choose_thresholds, validation_figures
 from mrnet.model import ModelConfig, build_model
@@ -88,6 +90,7 @@ METRIC_COLUMNS = {
               "train_samples", "val_tracks"),
 }  # fmt: skip
 TIMING_COLUMNS = ("seconds", "samples_per_s")  # differ between otherwise identical runs
+SCORING_COLUMN = "val_scoring"  # how validation scored a track (fixed crops, whole tracks)
 POS_WEIGHT_CAP = 10.0  # multi-label: negatives / positives of a label, at most this
 STEP_DELAY_ENV = "MRNET_TRAIN_STEP_DELAY"  # test hook: seconds to sleep after each step
 KILL_AT_ENV = "MRNET_TEST_KILL_AT"  # test hook: "best.pt@3" SIGKILLs after that write
@@ -218,7 +221,7 @@ def train_epoch(
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.float64, device=device)
     first_bad = torch.full((), _NO_BAD, dtype=torch.int64, device=device)
-    plan, steps, seen = source.plan(epoch), len(source), 0
+    plan, steps, seen = source.plan.epoch(epoch), len(source), 0
     check_every = 1 if device.type == "cpu" else 16
     delay = float(os.environ.get(STEP_DELAY_ENV, "0") or 0)
     bar = tqdm(  # on rank 0, counting the samples of all processes
@@ -234,9 +237,13 @@ def train_epoch(
         multi = y.ndim == 2
         if multi:
             y = y.float()
+        if cfg.mixup > 0:
+            x, partner, lam = mixup(x, y, cfg.mixup)
         with autocast(device):
             logits = net(x)
         loss = criterion(logits.float(), y)
+        if cfg.mixup > 0:
+            loss = lam * loss + (1 - lam) * criterion(logits.float(), partner)
         bad = ~torch.isfinite(loss) & (first_bad == _NO_BAD)
         first_bad = torch.where(bad, torch.full_like(first_bad, step), first_bad)
         optimizer.zero_grad(set_to_none=True)
@@ -272,6 +279,7 @@ def validate(
     window: int,
     max_frames: int,
     ddp: Dist = Dist(),
+    crops: int = 0,
 ) -> tuple[float, float]:
     """(class-weighted mean cross entropy, accuracy) of the tracks of ``index``, each
     scored as its mean window probability p (mrnet.scoring; loss -w_y log p_y); NaNs
@@ -286,7 +294,7 @@ def validate(
     sums = torch.zeros(5, dtype=torch.float64, device=device)
     bad_ids: list = []
     if len(share):
-        probs = score(model, share, False, device, window, max_frames)
+        probs = score(model, share, False, device, window, max_frames, crops=crops)
         finite = np.isfinite(probs).all(axis=1)
         bad_ids = share.track_id[~finite].tolist()
         y = share.label
@@ -319,6 +327,7 @@ def validate_multi(
     max_frames: int,
     ddp: Dist = Dist(),
     prior: np.ndarray | None = None,
+    crops: int = 0,
 ) -> tuple[dict[str, float], list[float]]:
     """Multi-label validation of the tracks of ``index``, each scored as its mean window
     probability p: ({val_loss (mean pos-weighted binary cross entropy of p), val_map,
@@ -332,7 +341,7 @@ def validate_multi(
         return {"val_loss": nan, "val_map": nan, "val_macro_auc": nan}, [0.5] * n_labels
     positions = np.arange(ddp.rank, len(index), ddp.world)
     share = index.subset(positions)
-    local = (positions, score(model, share, True, device, window, max_frames)
+    local = (positions, score(model, share, True, device, window, max_frames, crops=crops)
              if len(share) else np.zeros((0, n_labels)))  # fmt: skip
     parts = [local]
     if ddp.enabled:
@@ -362,11 +371,18 @@ def write_metrics(path: Path, history: list[dict], task: str = "single",
                   rerun: str = RERUN) -> None:  # fmt: skip
     """metrics.csv from the history: the task's METRIC_COLUMNS, then TIMING_COLUMNS."""
     buf = io.StringIO()
-    columns = [*METRIC_COLUMNS[task], *TIMING_COLUMNS]
+    columns = [*METRIC_COLUMNS[task], SCORING_COLUMN, *TIMING_COLUMNS]
     w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     w.writeheader()
     w.writerows(history)
     write_atomic(path, buf.getvalue(), rerun)
+
+
+def validation_scoring(cfg: TrainConfig) -> str:
+    """How validation scores a track, in words (metrics.csv's val_scoring column)."""
+    if cfg.val_crops:
+        return f"mean of {cfg.val_crops} crops of {cfg.crop_seconds:g} s"
+    return f"whole tracks ({cfg.window:g}-s windows)" if cfg.window else "whole tracks"
 
 
 def epoch_line(row: dict, epochs: int) -> str:
@@ -452,15 +468,17 @@ class Run:
         if ddp.enabled:
             broadcast_buffers(self.model)  # score (and save) the same model everywhere
         max_frames = cfg.batch_size * self.frames
-        window = window_frames(cfg.window, self.cache.feature_config)
+        crops = cfg.val_crops
+        window = self.frames if crops else window_frames(cfg.window, self.cache.feature_config)
         if self.task == "multi":
             figures, self.thresholds = validate_multi(
                 self.model, self.val_idx, self.weight, self.device, window, max_frames, ddp,
-                prior=self.train_idx.label.mean(axis=0),
+                prior=self.train_idx.label.mean(axis=0), crops=crops,
             )
         else:
             val_loss, val_acc = validate(
-                self.model, self.val_idx, self.weight, self.device, window, max_frames, ddp
+                self.model, self.val_idx, self.weight, self.device, window, max_frames, ddp,
+                crops=crops,
             )
             figures = {"train_acc": train_acc, "val_loss": val_loss, "val_acc": val_acc}
         self.epoch = epoch
@@ -471,6 +489,7 @@ class Run:
             "lr": lr,
             "train_samples": seen,
             "val_tracks": len(self.val_idx),
+            "val_scoring": validation_scoring(cfg),
             "seconds": round(time.perf_counter() - t0, 3),
             "samples_per_s": round(seen / train_s, 1),
         }
@@ -524,15 +543,13 @@ def build_run(cfg: TrainConfig, ddp: Dist, device: torch.device, cache: Cache,
     else:
         weight = class_weights(train_idx.label, model_config.n_classes).to(device)
         criterion = nn.CrossEntropyLoss(weight=weight)
+    passes = passes_for(len(train_idx), cfg.batch_size, ddp.world, cfg.min_steps)
+    plan = CropPlan(train_idx.length, frames, cfg.batch_size, cfg.seed, ddp.rank, ddp.world,
+                    passes)  # fmt: skip
     if cfg.data_on_gpu:
-        source = ResidentCrops(
-            train_idx, frames, cfg.batch_size, cfg.seed, device, ddp.rank, ddp.world
-        )
+        source = ResidentCrops(train_idx, plan, device)
     else:
-        source = MemmapCrops(
-            train_idx, frames, cfg.batch_size, cfg.seed, cfg.workers,
-            pin_memory=device.type == "cuda", rank=ddp.rank, world=ddp.world,
-        )  # fmt: skip
+        source = MemmapCrops(train_idx, plan, cfg.workers, pin_memory=device.type == "cuda")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -664,15 +681,25 @@ class Trained:
     best: float
     best_epoch: int | None
     last: dict | None
+    baseline: float | None = None  # the built-in baseline's validation figure
 
     def summary(self) -> str:
         if not self.main:
             return ""
         figure = {"val_acc": "accuracy", "val_map": "mAP"}[self.select_by]
-        return (
+        text = (
             f"{self.epochs} epochs in {self.run}; best validation {figure} {self.best:.3f} "
             f"(epoch {self.best_epoch}): {self.run}/best.pt, last.pt, metrics.csv"
         )
+        if self.baseline is None or not math.isfinite(self.baseline):
+            return text
+        if self.best < self.baseline:
+            return text + (
+                f"\nbelow the baseline: its validation {figure} is {self.baseline:.3f} "
+                f"({DESCRIPTION}; `mrnet baseline` writes its report): train longer, or "
+                "see README's Train section for settings measured on real music"
+            )
+        return text + f" (the baseline's: {self.baseline:.3f})"
 
 
 @dataclass
@@ -813,6 +840,7 @@ def _train(cfg: TrainConfig, source: dict, ddp: Dist, stack: ExitStack) -> Train
     if ddp.main:
         trackers = Trackers(out, cfg.to_dict(), run.run_id, run.epoch + 1, stack)
         tqdm.write(start_line(run))
+    baseline = fit_baseline(cache, say=ddp.main)
     while run.epoch < cfg.epochs:
         row = run.run_epoch()
         run.history.append(row)
@@ -826,25 +854,40 @@ def _train(cfg: TrainConfig, source: dict, ddp: Dist, stack: ExitStack) -> Train
             tqdm.write(epoch_line(row, cfg.epochs))
         if ddp.enabled:
             dist.barrier()  # last.pt of this epoch is whole before any process goes on
-    done = summary(out, run.history, run.select_by, ddp)
+    done = summary(out, run.history, run.select_by, ddp, baseline)
     if trackers is not None and done.best_epoch:
         trackers.best(run.history[done.best_epoch - 1])
     return done
 
 
+FEW_STEPS = 500  # fewer optimiser steps in a whole run than this: warned
+
+
 def start_line(run: Run) -> str:
-    """What is about to happen, printed before the first epoch (also without a bar)."""
-    cfg, ddp = run.cfg, run.ddp
+    """What is about to happen, printed before the first epoch (also without a bar), and
+    a warning when the whole run makes few optimiser steps."""
+    cfg, ddp, steps = run.cfg, run.ddp, len(run.source)
     procs = f" x {ddp.world} processes" if ddp.world > 1 else ""
-    return (
-        f"training {cfg.arch} on {len(run.train_idx)} tracks of {cfg.cache}: "
-        f"{len(run.source)} steps of {cfg.batch_size} crops{procs} per epoch, epochs "
-        f"{run.epoch + 1}-{cfg.epochs}, validating on {len(run.val_idx)} tracks, "
-        f"on {run.device.type}"
+    passes = run.source.plan.passes
+    visits = f" ({passes} crops of each track)" if passes > 1 else ""
+    line = (
+        f"training {cfg.arch} on {len(run.train_idx)} tracks of {cfg.cache}: {steps} steps "
+        f"of {cfg.batch_size} crops{procs} per epoch{visits}, epochs {run.epoch + 1}-"
+        f"{cfg.epochs}, validating on {len(run.val_idx)} tracks "
+        f"({validation_scoring(cfg)}), on {run.device.type}"
     )
+    total = steps * cfg.epochs
+    if total < FEW_STEPS:
+        line += (
+            f"\nwarning: this run makes only {total} optimiser steps in all ({cfg.epochs} "
+            f"epochs of {steps}); MRNet needs hundreds to thousands: raise --epochs or "
+            "--min-steps"
+        )
+    return line
 
 
-def summary(out: Path, history: list[dict], select_by: str, ddp: Dist) -> Trained:
+def summary(out: Path, history: list[dict], select_by: str, ddp: Dist,
+            baseline: float | None = None) -> Trained:  # fmt: skip
     """The run's outcome from its history (see `Trained`)."""
     b = best_epoch(history, select_by)
     best_row = history[b - 1] if b else None
@@ -856,4 +899,19 @@ def summary(out: Path, history: list[dict], select_by: str, ddp: Dist) -> Traine
         best=best_row[select_by] if best_row else math.nan,
         best_epoch=b,
         last=history[-1] if history else None,
+        baseline=baseline,
     )
+
+
+def fit_baseline(cache: Cache, say: bool) -> float | None:
+    """The built-in baseline's validation figure (from the cache's stored statistics);
+    None, with a note (``say``), for a cache that has none."""
+    if not has_statistics(cache):
+        if say:
+            tqdm.write("note: the cache holds no track statistics (made by mrnet 0.2): no "
+                       "baseline to compare with; `mrnet baseline` computes one")  # fmt: skip
+        return None
+    b = fit_baseline_model(cache)
+    if say:
+        tqdm.write(f"baseline ({DESCRIPTION}, C={b.c:g}): validation {b.figure} {b.value:.3f}")
+    return b.value

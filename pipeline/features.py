@@ -267,3 +267,67 @@ def _frames_power(x: np.ndarray, n_fft: int, hop: int, k: int) -> np.ndarray:
     )
     spec = scipy.fft.rfft(frames * _window(n_fft), axis=1, workers=1)
     return _power(spec)
+
+
+STATS_VERSION = 1
+N_MFCC = 20
+
+
+def stats_dim(n_mels: int) -> int:
+    """Length of `TrackStats`' vector: 2 * n_mels + 4 * min(20, n_mels)."""
+    return 2 * n_mels + 4 * min(N_MFCC, n_mels)
+
+
+def stats_names(n_mels: int) -> list[str]:
+    """The names of `TrackStats`' values, in order (what the baseline's inputs are)."""
+    k = min(N_MFCC, n_mels)
+    return [f"{stat}_{kind}{i}" for kind, n in (("band", n_mels), ("mfcc", k), ("dmfcc", k))
+            for stat in ("mean", "std") for i in range(n)]  # fmt: skip
+
+
+class TrackStats:
+    """Per-track statistics of log-mel frames fed in chunks, for the baseline classifier:
+    the mean and std over time of each mel band, of the first 20 MFCCs (the orthonormal
+    DCT-II of each log-mel frame) and of their first differences over time. float32 [d],
+    d = 2 * n_mels + 4 * min(20, n_mels) (336 for 128 mels). Equal whether a track
+    arrives whole or in chunks (float64 sums; the difference across a chunk boundary is
+    kept).
+
+    >>> x = np.random.default_rng(0).normal(-4, 1, (300, 16)).astype(np.float16)
+    >>> a, b = TrackStats(16), TrackStats(16)
+    >>> a.push(x); b.push(x[:100]); b.push(x[100:])
+    >>> bool(np.allclose(a.value(), b.value(), atol=1e-6)), a.value().shape
+    (True, (96,))
+    """
+
+    def __init__(self, n_mels: int) -> None:
+        self.n_mels, self.k = n_mels, min(N_MFCC, n_mels)
+        self.sums = np.zeros((3, 2, max(n_mels, self.k)), np.float64)  # kind, (x, x^2), value
+        self.counts = np.zeros(3, np.int64)
+        self.prev: np.ndarray | None = None  # the last MFCC frame pushed
+
+    def push(self, frames: np.ndarray) -> None:
+        """Frames [k, n_mels] of the track, in order."""
+        import scipy.fft
+
+        x = np.asarray(frames, np.float64)
+        if not len(x):
+            return
+        mfcc = scipy.fft.dct(x, type=2, norm="ortho", axis=1)[:, : self.k]
+        head = mfcc if self.prev is None else np.concatenate([self.prev[None], mfcc])
+        delta = np.diff(head, axis=0)
+        self.prev = mfcc[-1]
+        for kind, v in enumerate((x, mfcc, delta)):
+            n = v.shape[1]
+            self.sums[kind, 0, :n] += v.sum(axis=0)
+            self.sums[kind, 1, :n] += np.square(v).sum(axis=0)
+            self.counts[kind] += len(v)
+
+    def value(self) -> np.ndarray:
+        out = []
+        for kind, n in enumerate((self.n_mels, self.k, self.k)):
+            count = max(int(self.counts[kind]), 1)
+            mean = self.sums[kind, 0, :n] / count
+            std = np.sqrt(np.maximum(self.sums[kind, 1, :n] / count - mean**2, 0.0))
+            out += [mean, std]
+        return np.concatenate(out).astype(np.float32)

@@ -158,7 +158,8 @@ def test_killed_gtzan_run_resumes_to_the_same_cache(mini, kfold_cache, tmp_path)
 def test_train_evaluate_predict_on_a_gtzan_cache(mini, kfold_cache, tmp_path):
     run, rep = tmp_path / "run", tmp_path / "rep"
     r = runner.invoke(app, ["train", "--cache", str(kfold_cache), "--out", str(run),
-                            "--channels", "16", "--epochs", "1", "--batch-size", "8",
+                            "--channels", "16", "--min-steps", "0", "--val-crops", "0",
+                            "--epochs", "1", "--batch-size", "8",
                             "--crop-seconds", "1", "--workers", "0", "--no-progress"])  # fmt: skip
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["evaluate", "--checkpoint", str(run / "best.pt"), "--cache",
@@ -195,7 +196,8 @@ def test_folder_dataset(tmp_path, splits):
     assert m["dataset"] == "folder"
     assert m["split_scheme"].startswith("folders" if splits else "stratified 80/10/10")
     r = runner.invoke(app, ["train", "--cache", str(out), "--out", str(tmp_path / "run"),
-                            "--channels", "8", "--epochs", "1", "--batch-size", "4",
+                            "--channels", "8", "--min-steps", "0", "--val-crops", "0",
+                            "--epochs", "1", "--batch-size", "4",
                             "--crop-seconds", "0.5", "--workers", "0",
                             "--no-progress"])  # fmt: skip
     assert r.exit_code == 0, r.output

@@ -32,6 +32,10 @@ CPU = ("--device", "cpu", "--no-progress")
 TINY = (
     "--channels",
     "8",
+    "--min-steps",
+    "0",
+    "--val-crops",
+    "0",
     "--epochs",
     "1",
     "--batch-size",

@@ -43,7 +43,8 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 
 
 def run_args(seed: int) -> list[str]:
-    return ["--arch", "mrnet", "--channels", "16", "--epochs", "5", "--batch-size", "4",
+    return ["--arch", "mrnet", "--channels", "16",
+            "--min-steps", "0", "--val-crops", "0", "--epochs", "5", "--batch-size", "4",
             "--lr", "0.01", "--crop-seconds", "2", "--workers", "0", "--device", "cpu",
             "--seed", str(seed), "--no-progress"]  # fmt: skip
 

@@ -158,7 +158,8 @@ def whole_run(synth, tmp_path_factory):
     assert r.exit_code == 0, r.output
     run = tmp / "run"
     r = runner.invoke(app, ["train", "--cache", str(cache), "--out", str(run), "--epochs", "1",
-                            "--channels", "8", "--batch-size", "8", "--workers", "0",
+                            "--channels", "8", "--min-steps", "0", "--val-crops", "0",
+                            "--batch-size", "8", "--workers", "0",
                             "--device", "cpu", "--no-progress"])  # fmt: skip
     assert r.exit_code == 0, r.output
     return cache, run, tid, long_file

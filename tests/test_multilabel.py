@@ -50,7 +50,8 @@ def cache(data, tmp_path_factory) -> Path:
     return out
 
 
-TRAIN = ["--channels", "16", "--batch-size", "8", "--crop-seconds", "2", "--workers", "0",
+TRAIN = ["--channels", "16", "--min-steps", "0", "--val-crops", "0", "--batch-size", "8",
+         "--crop-seconds", "2", "--workers", "0",
          "--device", "cpu", "--lr", "3e-3", "--no-progress"]  # fmt: skip
 
 
@@ -299,7 +300,8 @@ def test_task_mismatch_is_refused(cache, run, tmp_path):
     single = make_cache(tmp_path / "single", n_per_class=(8, 2, 2))
     single_run = tmp_path / "srun"
     r = runner.invoke(app, ["train", "--cache", str(single), "--out", str(single_run),
-                            "--epochs", "1", "--channels", "8", "--batch-size", "4",
+                            "--epochs", "1", "--channels", "8",
+                            "--min-steps", "0", "--val-crops", "0", "--batch-size", "4",
                             "--crop-seconds", "1", "--workers", "0", "--no-progress"])  # fmt: skip
     assert r.exit_code == 0, r.output
     for ckpt, other in ((run / "best.pt", single), (single_run / "best.pt", cache)):

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from cli import app
 from mrnet.checkpoint import ModelConfig, build_model, load_model
 from mrnet.checkpoint import load as load_checkpoint
-from mrnet.data import CropDataset, MemmapCrops, ResidentCrops, crop_plan
+from mrnet.data import CropDataset, CropPlan, MemmapCrops, ResidentCrops, crop_plan, passes_for
 from mrnet.scoring import cache_windows
 from mrnet.train import TIMING_COLUMNS, TrainConfig, train, validate
 from pipeline.cache import Manifest, Track, open_cache, split_index, write_cache
@@ -88,7 +88,7 @@ def reference_crop(track: np.ndarray, start: int, frames: int) -> np.ndarray:
 def tiny(cache: Path, out: Path, **kw) -> TrainConfig:
     base = dict(
         arch="mrnet", channels=16, epochs=1, batch_size=6, lr=3e-3, crop_seconds=2.0,
-        workers=0, device="cpu", progress=False,
+        workers=0, device="cpu", progress=False, min_steps=0, val_crops=0,
     )  # fmt: skip
     return TrainConfig(cache=cache, out=out, **{**base, **kw})
 
@@ -144,14 +144,31 @@ def test_crop_plan_is_reproducible_and_in_range():
     assert sorted(np.concatenate([r0, r1])) == list(range(20))
 
 
+def test_the_epoch_rule_gives_enough_steps_on_any_dataset_size():
+    """An epoch visits every track as many times as min_steps needs (once when one visit
+    makes enough steps); one visit is the plan of mrnet 0.2, crop for crop."""
+    lengths = np.array([150, 40, 300, 100] * 5)  # 20 tracks
+    assert passes_for(20, 4, 1, 0) == passes_for(20_000, 48, 1, 100) == 1
+    assert passes_for(85, 48, 1, 100) == 57  # 85 tracks, batch 48: 100 steps, not 1
+    plan = CropPlan(lengths, 100, 4, seed=1, passes=passes_for(20, 4, 1, 12))
+    batches = plan.epoch(3)
+    assert len(batches) == plan.steps >= 12
+    tracks = np.concatenate([t for t, _ in batches])
+    assert np.bincount(tracks, minlength=20).tolist() == [plan.passes] * 20  # each k times
+    first = crop_plan(lengths, 100, 4, seed=1, epoch=3)  # one pass: as before the rule
+    assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+               for a, b in zip(first, CropPlan(lengths, 100, 4, seed=1).epoch(3)))  # fmt: skip
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_loader_equals_h5py_reads(cache_dir, workers):
     cache = open_cache(cache_dir)
     index = split_index(cache, "training")
     frames, batch = 100, 5
-    loader = MemmapCrops(index, frames, batch, seed=7, workers=workers)
-    resident = ResidentCrops(index, frames, batch, seed=7, device=torch.device("cpu"))
-    plan = crop_plan(index.length, frames, batch, seed=7, epoch=2)
+    plan = CropPlan(index.length, frames, batch, seed=7)
+    loader = MemmapCrops(index, plan, workers=workers)
+    resident = ResidentCrops(index, plan, device=torch.device("cpu"))
+    plan = plan.epoch(2)
     got = list(loader.batches(2))
     assert len(got) == len(loader) == len(plan) == len(resident) == 24 // 5
     for (x, y), (xr, yr), (tracks, starts) in zip(got, resident.batches(2), plan):
@@ -275,7 +292,8 @@ def run_cli(*args: str, env: dict | None = None) -> subprocess.Popen:
 
 def test_kill_and_resume_is_exact(tmp_path, cache_dir):
     """SIGKILL during epoch 2, --resume: same weights and metrics as an unbroken run."""
-    common = ["--cache", str(cache_dir), "--arch", "mrnet", "--channels", "16", "--epochs", "3",
+    common = ["--cache", str(cache_dir), "--arch", "mrnet", "--channels", "16",
+              "--min-steps", "0", "--val-crops", "0", "--epochs", "3",
               "--batch-size", "4", "--crop-seconds", "2", "--workers", "1", "--device", "cpu",
               "--seed", "5", "--specaugment", "--no-progress"]  # fmt: skip
     full, broken = tmp_path / "full", tmp_path / "broken"
@@ -317,7 +335,8 @@ def cli_train(cache: Path, out: Path, *extra: str):
     return runner.invoke(
         app,
         ["train", "--cache", str(cache), "--out", str(out), "--device", "cpu", "--workers", "0",
-         "--arch", "mrnet", "--channels", "8", "--epochs", "1", "--batch-size", "4",
+         "--arch", "mrnet", "--channels", "8",
+         "--min-steps", "0", "--val-crops", "0", "--epochs", "1", "--batch-size", "4",
          "--crop-seconds", "1", "--no-progress", *extra],
     )  # fmt: skip
 

@@ -30,8 +30,8 @@ CPU = ("--device", "cpu", "--no-progress")
 
 def train_args(cache: Path, out: Path, *extra: str) -> list[str]:
     return ["train", "--cache", str(cache), "--out", str(out), "--epochs", "2", "--channels",
-            "16", "--batch-size", "8", "--crop-seconds", "2", "--workers", "0", *CPU,
-            *extra]  # fmt: skip
+            "16", "--batch-size", "8", "--crop-seconds", "2", "--workers", "0", "--min-steps",
+            "0", "--val-crops", "0", *CPU, *extra]  # fmt: skip
 
 
 @pytest.fixture(scope="module")

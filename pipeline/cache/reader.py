@@ -152,6 +152,7 @@ class SplitIndex:
     label: np.ndarray  # int64 label index; multi-label: uint8 [n, n_labels] 0/1
     track_id: np.ndarray  # the tracks' ids: int64 (FMA), or str (object) for names
     n_mels: int
+    row: np.ndarray | None = None  # int64: the track's row in its shard's small arrays
 
     def __len__(self) -> int:
         return len(self.track_id)
@@ -165,6 +166,7 @@ class SplitIndex:
             length=self.length[rows],
             label=self.label[rows],
             track_id=self.track_id[rows],
+            row=None if self.row is None else self.row[rows],
         )
 
     def share(self, rank: int, world: int) -> SplitIndex:
@@ -212,6 +214,7 @@ def split_index(cache: Cache, split: str) -> SplitIndex:
         label=label,
         track_id=track_id,
         n_mels=int(cache.feature_config["n_mels"]),
+        row=row,
     )
 
 

@@ -7,6 +7,8 @@ One shard file holds the log-mels of up to ``shard_size`` tracks of one split:
     track_id  int64   [n]       (UTF-8 strings for datasets whose ids are names)
     label     int16   [n]       single-label caches; multi-label: labels uint8 [n, n_labels]
     seconds   float32 [n]       decoded audio duration
+    stats     float32 [n, d]    per-track statistics of the frames (pipeline.features.TrackStats;
+                                shards of mrnet 0.2 have none)
     failed_track_id int64/str [m], failed_reason str [m]   tracks of this shard not cached
     attrs: feature_config (JSON), split, format_version, checksum + checksum_algo (of the
            datasets' bytes, see `checksum`), complete=1
@@ -31,12 +33,15 @@ import h5py
 import numpy as np
 
 from pipeline.atomic import temp_path, writing
+from pipeline.features import STATS_VERSION, TrackStats, stats_dim
 
 FORMAT_VERSION = 2
 CHECKSUM_ALGO = "sha256"
 # the small datasets, in the order the checksum reads them (after `mel`); "label" is
 # "labels" in a multi-label shard
-INDEX_DATASETS = ("offsets", "track_id", "label", "seconds", "failed_track_id", "failed_reason")
+INDEX_DATASETS = ("offsets", "track_id", "label", "seconds", "failed_track_id", "failed_reason",
+                  "stats")  # fmt: skip
+OPTIONAL_DATASETS = ("stats",)  # absent from older shards: then not part of the checksum
 _COPY_CHUNK = 64 * 2**20
 
 
@@ -80,6 +85,8 @@ class ShardWriter:
         self._ids: list[int | str] = []
         self._labels: list = []
         self._seconds: list[float] = []
+        self._stats: list[np.ndarray] = []
+        self._track_stats = TrackStats(self.n_mels)
         self._failed: list[tuple[int | str, str]] = []
         self._frames = 0  # frames of the track being added
         self._track_start = (self._mel_hash.copy(), 0)  # to take the track back
@@ -98,6 +105,7 @@ class ShardWriter:
                 self._spill = open(self._spill_path, "wb", buffering=8 * 2**20)
             self._spill.write(memoryview(m).cast("B"))
         self._mel_hash.update(memoryview(m).cast("B"))
+        self._track_stats.push(m)
         self._frames += len(m)
 
     def cancel_track(self) -> None:
@@ -105,6 +113,7 @@ class ShardWriter:
         if self._frames == 0:
             return
         self._mel_hash, frames = self._track_start
+        self._track_stats = TrackStats(self.n_mels)
         with writing(self.path, self._spill_path):
             self._spill.flush()
             self._spill.seek(frames * self.n_mels * 2)
@@ -120,6 +129,8 @@ class ShardWriter:
         self._ids.append(_track_id(track_id))
         self._labels.append(tuple(int(x) for x in label) if self.n_labels else int(label))
         self._seconds.append(float(seconds))
+        self._stats.append(self._track_stats.value())
+        self._track_stats = TrackStats(self.n_mels)
         self._frames = 0
 
     def add(self, track_id: int | str, label: int | tuple[int, ...], mel: np.ndarray,
@@ -147,6 +158,7 @@ class ShardWriter:
             "seconds": np.array(self._seconds, np.float32),
             "failed_track_id": _id_array([t for t, _ in self._failed]),
             "failed_reason": np.array([r for _, r in self._failed], dtype=object),
+            "stats": np.array(self._stats, np.float32).reshape(-1, stats_dim(self.n_mels)),
         }
 
     def discard(self) -> None:
@@ -213,6 +225,7 @@ class ShardWriter:
             f.attrs["format_version"] = FORMAT_VERSION
             f.attrs["checksum"] = checksum
             f.attrs["checksum_algo"] = CHECKSUM_ALGO
+            f.attrs["stats_version"] = STATS_VERSION
             f.attrs["complete"] = 1  # the file is only trusted once renamed into place
         return offset
 
@@ -275,6 +288,8 @@ class ShardIndex:
     mel_shape: tuple[int, int]
     mel_offset: int | None  # byte offset of `mel` in the file; None when it has no frames
     checksum: str | None = None  # recorded when written (None: a format-1 shard)
+    stats: np.ndarray | None = None  # float32 [n, d]; None in shards of mrnet 0.2
+    stats_version: int = 0  # the TrackStats definition they were computed with
 
     def __len__(self) -> int:
         return len(self.track_id)
@@ -305,6 +320,7 @@ class ShardIndex:
             "seconds": self.seconds,
             "failed_track_id": self.failed_track_id,
             "failed_reason": np.array(self.failed_reason, dtype=object),
+            "stats": self.stats,
         }
 
 
@@ -339,6 +355,8 @@ def read_shard(path: str | os.PathLike) -> ShardIndex:
                 mel_shape=tuple(int(s) for s in mel.shape),
                 mel_offset=mel.id.get_offset(),
                 checksum=str(checksum) if checksum is not None else None,
+                stats=f["stats"][()] if "stats" in f else None,
+                stats_version=int(f.attrs.get("stats_version", 0)),
             )
     except ShardError:
         raise
@@ -378,7 +396,8 @@ def scan(index: ShardIndex, chunk_frames: int = 1 << 14) -> tuple[str, int]:
         bad += int(((bits & 0x7C00) == 0x7C00).any(axis=1).sum())
     arrays = index.index_arrays()
     for name in INDEX_DATASETS:
-        _digest_array(h, name, arrays[name])
+        if arrays[name] is not None:
+            _digest_array(h, name, arrays[name])
     return h.hexdigest(), bad
 
 

@@ -218,7 +218,7 @@ def info() -> None:
     """Print what a cache, run or checkpoint holds."""
 
 
-@command(VerifyOptions, "pipeline.cache.verify:run", positional=("cache",))
+@command(VerifyOptions, "pipeline.verify:run", positional=("cache",))
 def verify() -> None:
     """Re-read every shard of a cache and check it.
 

@@ -36,12 +36,12 @@ import torch
 from torch import nn
 
 from mrnet.model import ModelConfig, build_model
+from mrnet.task import TASKS
 from pipeline.atomic import RERUN, write_atomic
 from pipeline.errors import BadInput
 from pipeline.features import FeatureConfig
 
 CHECKPOINT_VERSION = 2
-SELECT_BY = {"single": "val_acc", "multi": "val_map"}  # the figure that picks best.pt
 
 
 def best_epoch(history: list[dict], key: str = "val_acc") -> int | None:
@@ -84,7 +84,7 @@ class Checkpoint:
 
     @property
     def select_by(self) -> str:
-        return SELECT_BY[self.task]
+        return TASKS[self.task].select_by
 
     @property
     def resumable(self) -> bool:
@@ -164,7 +164,7 @@ class Checkpoint:
             raise ValueError("labels is not a list of names")
         if len(labels) != model_config.n_classes:
             raise ValueError(f"{len(labels)} labels for {model_config.n_classes} outputs")
-        if d.get("task", "single") not in ("single", "multi"):
+        if d.get("task", "single") not in TASKS:
             raise ValueError(f"unknown task {d.get('task')!r}")
         for name in ("thresholds", "best_thresholds"):
             t = d.get(name)

@@ -24,14 +24,9 @@ import numpy as np
 import pandas as pd
 
 from mrnet.options import CompareOptions
+from mrnet.task import TASKS
 from pipeline.atomic import AGAIN, write_together, writing
 from pipeline.errors import BadInput
-
-REPORT_FIGURES = {
-    "single": ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "top2_accuracy"),
-    "multi": ("mean_average_precision", "macro_roc_auc", "micro_roc_auc", "sample_f1"),
-}
-RUN_FIGURES = {"single": ("val_acc", "val_loss"), "multi": ("val_map", "val_macro_auc", "val_loss")}
 
 
 @dataclass
@@ -68,12 +63,10 @@ def read_entry(path: Path) -> Entry:
 def _report(path: Path) -> Entry:
     try:
         rep = json.loads(path.read_text())
-        task = rep.get("task", "single")
-        labels = list(rep["per_label"]) if task == "multi" else list(rep["confusion"]["labels"])
-        per = rep["per_label"] if task == "multi" else rep["per_genre"]
+        task = TASKS[rep.get("task", "single")]
+        labels, f1 = task.per_label_f1(rep)
         split = rep.get("source", {}).get("split", "test")
-        figures = {k: rep.get(k) for k in REPORT_FIGURES[task]}
-        f1 = {n: per[n].get("f1") for n in labels}
+        figures = {k: rep.get(k) for k in task.report_figures}
         n_tracks = rep.get("n_tracks")
         source = rep.get("source", {})
         settings = _settings(
@@ -85,15 +78,15 @@ def _report(path: Path) -> Entry:
         raise BadInput(f"{path} is not a report of `mrnet evaluate` ({type(e).__name__}: "
                        f"{str(e)[:80]}); rerun mrnet evaluate") from None  # fmt: skip
     name = str(path.parent if path.name == "report.json" else path)
-    return Entry(name, "report", task, split, labels, figures, f1, n_tracks, settings)
+    return Entry(name, "report", task.name, split, labels, figures, f1, n_tracks, settings)
 
 
 def _run(path: Path) -> Entry:
-    from mrnet import checkpoint as ckpt_io
+    from mrnet import checkpoint
 
-    ck = ckpt_io.load(path / "best.pt")
+    ck = checkpoint.load(path / "best.pt")
     row = ck.history[ck.epoch - 1] if 0 < ck.epoch <= len(ck.history) else {}
-    figures = {k: _number(row.get(k)) for k in RUN_FIGURES[ck.task]}
+    figures = {k: _number(row.get(k)) for k in TASKS[ck.task].run_figures}
     settings = _settings(ck.train_config, ck.model_config.to_dict(), ck.feature_config)
     return Entry(str(path), "run", ck.task, "validation", list(ck.labels), figures,
                  n_tracks=row.get("val_tracks"), settings=settings)  # fmt: skip

@@ -26,16 +26,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from mrnet.frames import to_model_layout
 from pipeline.cache.reader import FrameStore, SplitIndex
 
 Batch = tuple[torch.Tensor, torch.Tensor]
-
-
-def to_model_layout(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """Float16 [b, frames, n_mels] -> contiguous float32 [b, n_mels, frames] (one pass)."""
-    x = torch.as_tensor(frames)
-    out = torch.empty((x.shape[0], x.shape[2], x.shape[1]), dtype=torch.float32, device=x.device)
-    return out.copy_(x.transpose(1, 2))
 
 
 def crop_plan(

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from mrnet.options import DemoOptions, EvalOptions, RecipeArgs, TrainConfig
 from mrnet.recipe import resolve
+from mrnet.task import TASKS
 from pipeline.errors import BadInput
 from pipeline.options import PreprocessOptions
 from pipeline.settings import check_choices, command_line, flag_of
@@ -92,7 +93,8 @@ class Demoed:
 
 def run(opts: DemoOptions, echo: Callable[[str], None] = print) -> Demoed:
     """Run every stage, printing each command and its outcome."""
-    from mrnet.evaluate import evaluate, format_table
+    from mrnet.evaluate import evaluate
+    from mrnet.reports import format_table
     from mrnet.train import train
     from pipeline import synth
     from pipeline.preprocess import format_summary
@@ -132,13 +134,12 @@ def run(opts: DemoOptions, echo: Callable[[str], None] = print) -> Demoed:
     echo(f"[4/4] {command_line('evaluate', score)}")
     rep = evaluate(score)
     echo(format_table(rep))
-    if rep["task"] == "multi":
-        figure = (f"test mAP {rep['mean_average_precision']:.3f}, macro ROC-AUC "
-                  f"{rep['macro_roc_auc']:.3f} (a constant predictor: ROC-AUC 0.5)")  # fmt: skip
-        files = "labels.png"
-    else:
-        figure = f"test accuracy {rep['accuracy']:.3f} (chance {1 / len(rep['per_genre']):.3f})"
-        files = "confusion.png"
+    task = TASKS[rep["task"]]
+    name, value = task.headline(rep)
+    base = rep.get("baseline", {}).get(task.report_figures[0])
+    figure = f"test {name} {value:.3f}" + (
+        f" (the built-in baseline's: {base:.3f})" if base is not None else "")  # fmt: skip
+    files = task.report_files
     echo(
         f"\ndemo finished in {time.perf_counter() - t0:.0f} s; {figure}\n"
         f"  dataset     {data}\n  cache       {pre.out}  (mrnet info {pre.out})\n"

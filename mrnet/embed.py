@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from mrnet import checkpoint as ckpt_io
+from mrnet import checkpoint
+from mrnet.inputs import expand_inputs, file_outputs
 from mrnet.options import EmbedOptions
-from mrnet.predict import expand_inputs, file_outputs
 from mrnet.runtime import resolve_device
 from mrnet.scoring import embedding_forward, split_means, window_frames
 from pipeline.atomic import AGAIN, write_together, writing
@@ -34,7 +34,6 @@ from pipeline.cache.verify import check_checksums
 from pipeline.errors import BadInput
 from pipeline.features import FeatureConfig
 from pipeline.settings import check_choices
-from pipeline.sources import SPLITS
 
 
 @dataclass
@@ -60,8 +59,8 @@ def run(opts: EmbedOptions) -> Embedded:
     """`mrnet embed`: embeddings of a cache's tracks or of audio files, written to OUT/."""
     check_choices(opts)
     opts.check()
-    ckpt = ckpt_io.load(opts.checkpoint)
-    model = ckpt_io.load_model(ckpt)
+    ckpt = checkpoint.load(opts.checkpoint)
+    model = checkpoint.load_model(ckpt)
     device = resolve_device(opts.device)
     model = model.to(device).eval()
     window = window_frames(opts.window, ckpt.feature_config)
@@ -78,7 +77,7 @@ def _from_cache(opts: EmbedOptions, ckpt, forward, window: int):
     cache = open_cache(opts.cache)
     ckpt.check_cache(cache, f"checkpoint {opts.checkpoint}",
                      fix="embed a cache built with the same settings")  # fmt: skip
-    present = [s for s in SPLITS if not cache.split(s).empty]
+    present = [s for s in cache.manifest.splits if not cache.split(s).empty]
     if opts.split is not None and opts.split not in present:
         raise BadInput(f"split {opts.split!r} of cache {opts.cache} has no tracks; use one "
                        f"of {present}")  # fmt: skip

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from mrnet import checkpoint as ckpt_io
+from mrnet import checkpoint
 from mrnet.options import ExportOptions
 from pipeline import __version__
 from pipeline.atomic import AGAIN, remove_dead_temps, write_atomic, writing
@@ -81,8 +81,8 @@ def export(opts: ExportOptions) -> dict[str, str]:
     """Write ``opts.out``; returns the metadata it carries."""
     opts.check()
     onnx = _require_onnx()
-    ckpt = ckpt_io.load(opts.checkpoint)
-    model = ckpt_io.load_model(ckpt)
+    ckpt = checkpoint.load(opts.checkpoint)
+    model = checkpoint.load_model(ckpt)
     with writing(opts.out, rerun=AGAIN):  # before the export's seconds of work
         opts.out.parent.mkdir(parents=True, exist_ok=True)
     if not os.access(opts.out.parent, os.W_OK):

@@ -63,13 +63,13 @@ def _checkpoint_lines(path: Path, ck: Checkpoint) -> list[str]:
 
 
 def describe_checkpoint(path: Path) -> str:
-    from mrnet import checkpoint as ckpt_io  # torch: only for runs and checkpoints
+    from mrnet import checkpoint  # torch: only for runs and checkpoints
 
-    return "\n".join(_checkpoint_lines(path, ckpt_io.load(path)))
+    return "\n".join(_checkpoint_lines(path, checkpoint.load(path)))
 
 
 def describe_run(path: Path) -> str:
-    from mrnet import checkpoint as ckpt_io
+    from mrnet import checkpoint
     from mrnet.checkpoint import best_epoch
 
     parts = [f"run {path}"]
@@ -78,8 +78,8 @@ def describe_run(path: Path) -> str:
         m = pd.read_csv(metrics)
         parts.append(f"  {len(m)} epochs logged; last:")
         parts += ["    " + line for line in m.tail(3).to_string(index=False).splitlines()]
-    last = ckpt_io.load(path / "last.pt") if (path / "last.pt").exists() else None
-    best = ckpt_io.load(path / "best.pt") if (path / "best.pt").exists() else None
+    last = checkpoint.load(path / "last.pt") if (path / "last.pt").exists() else None
+    best = checkpoint.load(path / "best.pt") if (path / "best.pt").exists() else None
     if last is not None:
         b = best_epoch(last.history, last.select_by)
         if best is None or best.epoch != b:

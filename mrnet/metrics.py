@@ -14,9 +14,9 @@ import numpy as np
 from sklearn import metrics
 
 
-def single_label_report(y_true: np.ndarray, probs: np.ndarray, genres: list[str]) -> dict:
+def single_label_report(y_true: np.ndarray, probs: np.ndarray, names: list[str]) -> dict:
     """All report figures from labels [n] and probabilities [n, K] (scikit-learn)."""
-    k = len(genres)
+    k = len(names)
     labels = list(range(k))
     y_pred = probs.argmax(1)
     p, r, f, s = metrics.precision_recall_fscore_support(
@@ -45,18 +45,18 @@ def single_label_report(y_true: np.ndarray, probs: np.ndarray, genres: list[str]
                 "f1": float(f[i]),
                 "support": int(s[i]),
             }
-            for i, g in enumerate(genres)
+            for i, g in enumerate(names)
         },
-        "confusion": {"labels": list(genres), "matrix": cm.tolist()},
+        "confusion": {"labels": list(names), "matrix": cm.tolist()},
     }
 
 
-def most_confused(cm: np.ndarray, genres: list[str], n: int = 3) -> list[tuple[str, str, int]]:
+def most_confused(cm: np.ndarray, names: list[str], n: int = 3) -> list[tuple[str, str, int]]:
     """The n largest off-diagonal cells as (true, predicted, count), count > 0."""
     off = cm.copy()
     np.fill_diagonal(off, 0)
     order = np.argsort(off, axis=None)[::-1][:n]
-    pairs = [(genres[i // len(genres)], genres[i % len(genres)], int(off.flat[i])) for i in order]
+    pairs = [(names[i // len(names)], names[i % len(names)], int(off.flat[i])) for i in order]
     return [p for p in pairs if p[2] > 0]
 
 

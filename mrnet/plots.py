@@ -30,16 +30,16 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def plot_confusion(cm: np.ndarray, genres: list[str], title: str) -> bytes:
-    """PNG: a row-normalised heat map, counts in the cells; legible with 16 genres."""
+def plot_confusion(cm: np.ndarray, names: list[str], title: str) -> bytes:
+    """PNG: a row-normalised heat map, counts in the cells; legible with 16 labels."""
     plt = _pyplot()
-    k = len(genres)
+    k = len(names)
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     size = max(5.0, 0.55 * k + 2.5)
     fig, ax = plt.subplots(figsize=(size, size * 0.9), dpi=100)
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(k), genres, rotation=45, ha="right", fontsize=9)
-    ax.set_yticks(range(k), genres, fontsize=9)
+    ax.set_xticks(range(k), names, rotation=45, ha="right", fontsize=9)
+    ax.set_yticks(range(k), names, fontsize=9)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=10)
@@ -55,7 +55,7 @@ def plot_confusion(cm: np.ndarray, genres: list[str], title: str) -> bytes:
                     fontsize=8,
                     color="white" if norm[i, j] > 0.5 else "black",
                 )
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of true genre")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of true label")
     fig.tight_layout()
     return _png(fig)
 

@@ -1,7 +1,7 @@
 """Where a model runs: the device, this process's place in a torchrun job, autocast.
 
     resolve_device   --device auto|cpu|cuda -> torch.device (the GPU of this local rank)
-    Dist             rank / world / local rank of this process (rank 0 of 1 without torchrun)
+    Torchrun         this process's place in a torchrun job (rank 0 of 1 without one)
     init_distributed join torchrun's process group: NCCL on GPUs, gloo on the CPU
     same_outcome     BadInput in any process is raised in all (none waits in a collective)
     autocast         bf16 autocast on CUDA, plain fp32 elsewhere: the one definition
@@ -47,7 +47,7 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 @dataclass(frozen=True)
-class Dist:
+class Torchrun:
     """This process's place in a torchrun job; rank 0 of 1, not ``enabled``, without one."""
 
     rank: int = 0
@@ -60,11 +60,11 @@ class Dist:
         return self.rank == 0
 
 
-def init_distributed(device: str) -> Dist:
+def init_distributed(device: str) -> Torchrun:
     """Join torchrun's process group when RANK and WORLD_SIZE are set: NCCL when the run
     uses GPUs (this process takes GPU LOCAL_RANK), gloo on the CPU."""
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        return Dist()
+        return Torchrun()
     if not {"MASTER_ADDR", "MASTER_PORT"} <= set(os.environ):
         raise BadInput(
             "RANK and WORLD_SIZE are set but MASTER_ADDR/MASTER_PORT are not; launch "
@@ -81,7 +81,7 @@ def init_distributed(device: str) -> Dist:
             )
         torch.cuda.set_device(local_rank)  # NCCL collectives use the current device
     dist.init_process_group("nccl" if use_nccl else "gloo")
-    return Dist(dist.get_rank(), dist.get_world_size(), local_rank, enabled=True)
+    return Torchrun(dist.get_rank(), dist.get_world_size(), local_rank, enabled=True)
 
 
 def collective_device() -> torch.device:
@@ -89,7 +89,7 @@ def collective_device() -> torch.device:
 
 
 @contextmanager
-def same_outcome(ddp: Dist) -> Iterator[None]:
+def same_outcome(torchrun: Torchrun) -> Iterator[None]:
     """Checks that every process runs: BadInput in any process is raised in all of them
     (the others name the first failing rank), so none waits in a collective for one
     that stopped. Every process must enter and leave the block (no return inside)."""
@@ -98,10 +98,11 @@ def same_outcome(ddp: Dist) -> Iterator[None]:
         yield
     except BadInput as e:
         error = e
-    if ddp.enabled:
-        first = torch.tensor([ddp.rank if error else ddp.world], device=collective_device())
+    if torchrun.enabled:
+        mine = torchrun.rank if error else torchrun.world
+        first = torch.tensor([mine], device=collective_device())
         dist.all_reduce(first, op=dist.ReduceOp.MIN)
-        if error is None and int(first) < ddp.world:
+        if error is None and int(first) < torchrun.world:
             error = BadInput(
                 f"torchrun process {int(first)} stopped on bad input (see its error); "
                 "fix that and rerun"

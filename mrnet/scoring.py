@@ -24,8 +24,9 @@ from collections.abc import Callable, Iterable, Iterator
 import numpy as np
 import torch
 
-from mrnet.data import to_model_layout
+from mrnet.frames import to_model_layout
 from mrnet.runtime import autocast
+from mrnet.task import Task
 from pipeline.cache.reader import FrameStore, SplitIndex
 from pipeline.features import FeatureConfig
 
@@ -180,22 +181,13 @@ def file_means(frames: Iterable[np.ndarray], window: int,
     return track_means(batches(), 1, forward)[0]
 
 
-def probabilities(logits: torch.Tensor, multi: bool) -> np.ndarray:
-    """Float64 [b, L]: softmax (single-label) or sigmoid (multi-label) of the logits;
-    rows with a non-finite logit are NaN (an overflow in the model, never a probability)."""
-    z = logits.detach().double().cpu()
-    p = torch.sigmoid(z) if multi else torch.softmax(z, dim=-1)
-    p[~torch.isfinite(z).all(dim=1)] = float("nan")
-    return p.numpy()
-
-
-def model_forward(model: torch.nn.Module, device: torch.device, multi: bool):
+def model_forward(model: torch.nn.Module, device: torch.device, task: Task):
     """A `track_means` forward: a window batch's probabilities under ``model``."""
 
     def forward(x: torch.Tensor) -> np.ndarray:
         with torch.no_grad(), autocast(device):
             logits = model(x.to(device)).float()
-        return probabilities(logits, multi)
+        return task.probabilities(logits)
 
     return forward
 
@@ -238,7 +230,7 @@ def cache_means(
 def score(
     model: torch.nn.Module,
     index: SplitIndex,
-    multi: bool,
+    task: Task,
     device: torch.device,
     window: int,
     max_frames: int,
@@ -248,7 +240,7 @@ def score(
     """Float64 [len(index), n_labels]: each track's mean window probability (see
     `cache_means`)."""
     model.eval()
-    forward = model_forward(model, device, multi)
+    forward = model_forward(model, device, task)
     return cache_means(index, forward, window, max_frames, progress, crops)
 
 

@@ -28,10 +28,8 @@ import numpy as np
 from pipeline.audio import DecodeError, load_audio, stream_audio
 from pipeline.cache.shards import ShardWriter
 from pipeline.errors import TrackFailed
-from pipeline.features import FeatureConfig, LogMelStream, stored, stored_log_mel
+from pipeline.features import FeatureConfig, LogMelStream, cached_log_mel, finite_float16
 from pipeline.lock import lock_token
-
-TRACK_DELAY_ENV = "MRNET_PREPROCESS_TRACK_DELAY"  # test hook: seconds to sleep per track
 
 
 @dataclass(frozen=True)
@@ -90,7 +88,6 @@ def build_shard(
     def still_wanted() -> bool:
         return not orphaned() and (owner is None or lock_token(cache_dir) == owner.token)
 
-    delay = float(os.environ.get(TRACK_DELAY_ENV, "0") or 0)
     global _writer
     writer = _writer = ShardWriter(cache_dir / job.name, cfg.to_dict(), job.split, job.n_labels)
     result = ShardResult(job.name, 0, 0, 0.0)
@@ -111,8 +108,6 @@ def build_shard(
             seconds = track.seconds
             writer.end_track(tid, label, seconds)
             result.seconds_audio += seconds
-            if delay:
-                time.sleep(delay)
         if not writer.commit(still_wanted):
             return None
     finally:
@@ -143,17 +138,17 @@ class TrackFeatures:
         if not cfg.whole:
             x = load_audio(self.path, cfg.sample_rate, cfg.max_seconds, self.min_seconds,
                            cfg.clip, self.sha1)  # fmt: skip
-            mel = stored_log_mel(x, cfg)
+            mel = cached_log_mel(x, cfg)
             self.seconds = len(x) / cfg.sample_rate
             yield mel
             return
         stream, samples = LogMelStream(cfg), 0
         for chunk in stream_audio(self.path, cfg.sample_rate, sha1=self.sha1):
             samples += len(chunk)
-            frames = stored(stream.push(chunk))
+            frames = finite_float16(stream.push(chunk))
             if len(frames):
                 yield frames
-        last = stored(stream.finish())
+        last = finite_float16(stream.finish())
         self.seconds = samples / cfg.sample_rate
         if self.seconds < self.min_seconds:
             raise DecodeError("too_short", f"{self.seconds:.2f} s < {self.min_seconds} s")

@@ -163,13 +163,13 @@ def _power(spec: np.ndarray) -> np.ndarray:
     return power.T
 
 
-def stored_log_mel(audio: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+def cached_log_mel(audio: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     """``log_mel`` as the cache stores it: float16 [frames, n_mels], every value finite
     (see `stored`)."""
-    return stored(log_mel(audio, cfg))
+    return finite_float16(log_mel(audio, cfg))
 
 
-def stored(mel: np.ndarray) -> np.ndarray:
+def finite_float16(mel: np.ndarray) -> np.ndarray:
     """Log-mel frames as the cache stores them: float16 [frames, n_mels], every value
     finite. Raises TrackFailed("non_finite") otherwise (NaN or infinite samples in the
     audio, or a power so large that float16 cannot hold its log): such a track is a

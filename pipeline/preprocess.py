@@ -53,7 +53,7 @@ def plan_shards(selection: Selection, shard_size: int) -> list[ShardJob]:
     """Deterministic plan: per split (SPLITS order), tracks in selection order, cut every
     ``shard_size``. A ``sha1`` column, when the selection has one, goes with the jobs."""
     jobs = []
-    multi = selection.task == "multi"
+    multi = selection.multi_label
     n_labels = len(selection.labels) if multi else None
     for split in SPLITS:
         part = selection.tracks[selection.tracks["split"] == split]
@@ -249,22 +249,21 @@ def _build(opts: PreprocessOptions) -> Manifest:
     chosen = selection(opts)
     paths = chosen.tracks["path"].tolist()
     present, absent = _check_files(opts, chosen)
-    log = _log()
     missing = chosen.missing_labels()
     for warning in chosen.warnings + ([missing] if missing else []):
-        log(f"warning: {warning}")
+        _note(f"warning: {warning}")
     shard_size = opts.shard_size or _existing_shard_size(opts.out) or auto_shard_size(len(paths))
     jobs, plan = _plan(opts, cfg, chosen, shard_size)
     old = _check_out_dir(opts.out, plan)
     if old is not None and old.status == "complete" and _intact(opts.out, jobs):
-        log(f"cache {opts.out} is complete and up to date; nothing to do")
+        _note(f"cache {opts.out} is complete and up to date; nothing to do")
         # untouched on disk (readers never see it unfinished); this run's figures in memory
         last = {"tracks_processed": 0, "seconds": round(time.perf_counter() - t0, 2),
                 "tracks_per_s": 0.0}  # fmt: skip
         return dataclasses.replace(old, summary={**old.summary, "last_run": last})
     if present < len(paths):
         others = len(paths) - present - absent
-        log(
+        _note(
             f"warning: {len(paths) - present} of {len(paths)} tracks have no regular file "
             f"under {opts.audio_dir} ({absent} absent, {others} not regular files); each is "
             "recorded in failures.csv with its reason and the run goes on"
@@ -284,10 +283,10 @@ def _build(opts: PreprocessOptions) -> Manifest:
     with CacheWriter(opts.out, manifest) as writer:
         writer.started = t0
         if writer.stale_pid is not None:
-            log(f"taking over the lock of an interrupted run (pid {writer.stale_pid})")
+            _note(f"taking over the lock of an interrupted run (pid {writer.stale_pid})")
         todo = [j for j in jobs if not _is_done(opts.out / j.name)]
         if len(todo) < len(jobs):
-            log(f"resuming: {len(jobs) - len(todo)} of {len(jobs)} shards already done")
+            _note(f"resuming: {len(jobs) - len(todo)} of {len(jobs)} shards already done")
         owner = Owner(os.getpid(), writer.token, children=opts.backend == "loky")
         processed = _run(todo, jobs, opts, cfg, owner)
         tracks = chosen.tracks.set_index("track_id")
@@ -368,10 +367,6 @@ def format_summary(m: Manifest) -> str:
     )
 
 
-def _log():
+def _note(msg: str) -> None:
     """Notes and warnings go to stderr whether or not a progress bar is shown."""
-
-    def log(msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
-
-    return log
+    print(msg, file=sys.stderr, flush=True)

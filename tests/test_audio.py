@@ -342,7 +342,7 @@ def test_mp3_content_is_recognised_by_bytes(tmp_path, clip_mp3):
 def test_non_finite_samples_are_a_non_finite_failure(tmp_path):
     """A float WAV holding NaN and infinity decodes, but its features cannot be cached."""
     from pipeline.errors import TrackFailed
-    from pipeline.features import FeatureConfig, stored_log_mel
+    from pipeline.features import FeatureConfig, cached_log_mel
 
     x = sine(440, 2.0, SR)
     x[SR // 2 : SR // 2 + 10] = np.nan
@@ -351,5 +351,5 @@ def test_non_finite_samples_are_a_non_finite_failure(tmp_path):
     soundfile.write(p, x, SR, format="WAV", subtype="FLOAT")
     audio_ = load_audio(p, SR)
     with pytest.raises(TrackFailed) as e:
-        stored_log_mel(audio_, FeatureConfig())
+        cached_log_mel(audio_, FeatureConfig())
     assert e.value.reason == "non_finite"

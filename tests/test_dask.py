@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from conftest import args, cache_content, kill_mid_run
+from helpers import args, cache_content, kill_mid_run
 from typer.testing import CliRunner
 
 from cli import app

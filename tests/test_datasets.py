@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
+import functools
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -15,31 +15,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import cache_content
+from helpers import ROOT, cache_content, fault_env, one_line_error
 from typer.testing import CliRunner
 
 from cli import app
-from pipeline.extract import TRACK_DELAY_ENV
 from pipeline.sources import gtzan as gtzan_source
 from pipeline.sources.split import fold_splits, stratified_folds
 from pipeline.synth import folder as folder_synth
 from pipeline.synth import gtzan as gtzan_synth
 
-ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
+refused = functools.partial(one_line_error, alone=True)  # the only line printed
 
 
 def pre(audio: Path, out: Path, *extra: str, dataset: str = "gtzan") -> list[str]:
     return ["preprocess", "--dataset", dataset, "--audio-dir", str(audio), "--out", str(out),
             "--min-seconds", "0.1", *extra]  # fmt: skip
-
-
-def one_line_error(r, *words: str) -> None:
-    assert r.exit_code == 2, r.output
-    lines = [ln for ln in r.output.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in r.output
-    for w in words:
-        assert w in lines[0], (w, lines[0])
 
 
 def without_source(root: Path) -> dict:
@@ -140,7 +131,7 @@ def test_killed_gtzan_run_resumes_to_the_same_cache(mini, kfold_cache, tmp_path)
     out = tmp_path / "killed"
     argv = [sys.executable, str(ROOT / "cli.py"),
             *pre(mini["original"].root, out, "--folds", "7", "--fold", "2")]  # fmt: skip
-    p = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, TRACK_DELAY_ENV: "0.1"},
+    p = subprocess.Popen(argv, cwd=ROOT, env=fault_env(track_delay="0.1"),
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.time() + 60
     while len(list((out / "shards").glob("*.h5"))) < 2:
@@ -221,7 +212,7 @@ def test_changed_folder_is_refused_on_rerun(tmp_path):
     before = cache_content(out)
     shutil.copy(next(iter(files.values())), tmp_path / "data" / "techno" / "new track.mp3")
     r = runner.invoke(app, pre(tmp_path / "data", out, dataset="folder"))
-    one_line_error(r, "other settings", "selected tracks")
+    refused(r, "other settings", "selected tracks")
     assert cache_content(out) == before
 
 
@@ -278,5 +269,5 @@ BAD = ["gtzan without genre folders", "gtzan with one genre", "genre folder with
 @pytest.mark.parametrize("case", BAD)
 def test_bad_input(tmp_path, mini, case):
     argv, words = _bad_cases(tmp_path, mini)[case]
-    one_line_error(runner.invoke(app, argv), *words)
+    refused(runner.invoke(app, argv), *words)
     assert not (tmp_path / "o").exists(), "bad input wrote something"

@@ -20,13 +20,15 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from test_train import ROOT, make_cache
+from helpers import ROOT, fault_env, make_cache
 
 from mrnet.checkpoint import ModelConfig, build_model, load_model
 from mrnet.checkpoint import load as load_checkpoint
 from mrnet.data import CropPlan, CropPlanSampler, crop_plan
-from mrnet.runtime import Dist
-from mrnet.train import TIMING_COLUMNS, class_weights, validate
+from mrnet.runtime import Torchrun
+from mrnet.task import TASKS
+from mrnet.train import TIMING_COLUMNS
+from mrnet.train.steps import validate
 from pipeline.cache import open_cache, split_index
 
 CPU = torch.device("cpu")
@@ -124,7 +126,8 @@ def _validate_share(rank: int, world: int, port: int, cache: str, out: str) -> N
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                             world_size=world)  # fmt: skip
     try:
-        loss, acc = validate(*untrained(Path(cache)), 0, 200, Dist(rank, world, rank, enabled=True))
+        member = Torchrun(rank, world, rank, enabled=True)
+        loss, acc = single_label(*untrained(Path(cache)), 0, 200, member)
         sync = torch.nn.SyncBatchNorm.convert_sync_batchnorm(torch.nn.BatchNorm1d(4)).train()
         try:
             sync(torch.randn(3, 4))
@@ -136,11 +139,18 @@ def _validate_share(rank: int, world: int, port: int, cache: str, out: str) -> N
         dist.destroy_process_group()
 
 
+def single_label(model, index, weight, device, window, max_frames, torchrun=Torchrun()):
+    """(validation loss, accuracy) of a single-label model."""
+    figures, _ = validate(model, TASKS["single"], index, weight, device, window, max_frames,
+                          torchrun)  # fmt: skip
+    return figures["val_loss"], figures["val_acc"]
+
+
 def untrained(cache: Path) -> tuple:
     """(model, validation index, class weights, device) for validate(), seeded."""
     torch.manual_seed(0)
     c = open_cache(cache)
-    weight = class_weights(split_index(c, "training").label, 3)
+    weight = TASKS["single"].loss_weights(split_index(c, "training").label, 3)
     model = build_model(ModelConfig("mrnet", 16, 3, channels=16))
     return model, split_index(c, "validation"), weight, CPU
 
@@ -156,7 +166,7 @@ def test_validation_over_ranks_equals_one_process(tmp_path):
     assert sorted(shares) == sorted(index.track_id)
     mp.spawn(_validate_share, args=(world, free_port(), str(cache), str(tmp_path)),
              nprocs=world, join=True)  # fmt: skip
-    loss, acc = validate(*untrained(cache), 0, 200)
+    loss, acc = single_label(*untrained(cache), 0, 200)
     for r in range(world):
         got = torch.load(tmp_path / f"{r}.pt", weights_only=True)
         assert got["loss"] == pytest.approx(loss, rel=1e-6) and got["acc"] == acc, (r, got)
@@ -182,8 +192,8 @@ def test_torchrun_two_processes(ddp_run, cache_dir):
     # the reduced validation figures are those of the saved model scored by one process
     ckpt = load_checkpoint(run / "last.pt")
     index = split_index(open_cache(cache_dir), "validation")
-    weight = class_weights(split_index(open_cache(cache_dir), "training").label, 3)
-    loss, acc = validate(load_model(ckpt), index, weight, CPU, 0, 400)
+    weight = TASKS["single"].loss_weights(split_index(open_cache(cache_dir), "training").label, 3)
+    loss, acc = single_label(load_model(ckpt), index, weight, CPU, 0, 400)
     assert m["val_loss"].iloc[-1] == pytest.approx(loss, rel=1e-6)
     assert m["val_acc"].iloc[-1] == acc
     # rank 0 alone prints: what it starts, its epoch lines and the summary; rank 1 nothing
@@ -199,7 +209,7 @@ def test_torchrun_stop_and_resume(ddp_run, cache_dir, tmp_path):
     """SIGTERM to torchrun during epoch 2, then `--resume` under torchrun: the same
     weights and metrics as the unbroken 2-process run."""
     run = tmp_path / "run"
-    p = torchrun(cache_dir, run, env={"MRNET_TRAIN_STEP_DELAY": "0.5"}, stderr=subprocess.PIPE)
+    p = torchrun(cache_dir, run, env=fault_env(step_delay="0.5"), stderr=subprocess.PIPE)
     try:  # 3 steps of 0.5 s: epoch 2 lasts 1.5 s after metrics.csv appears
         deadline = time.time() + 120
         while not (run / "metrics.csv").exists():
@@ -273,9 +283,7 @@ def test_bad_input_on_one_rank_stops_every_rank(tmp_path, cache_dir):
 def test_torchrun_multi_label_validation_equals_one_process(tmp_path):
     """Multi-label validation gathers every process's logits: the logged mAP is that of
     the saved model scored by one process."""
-    from test_train import make_multi_cache
-
-    from mrnet.train import positive_weights, validate_multi
+    from helpers import make_multi_cache
 
     cache = make_multi_cache(tmp_path / "c")
     p = torchrun(cache, tmp_path / "run", "--epochs", "1", stderr=subprocess.PIPE)
@@ -285,8 +293,9 @@ def test_torchrun_multi_label_validation_equals_one_process(tmp_path):
     c = open_cache(cache)
     train, val = split_index(c, "training"), split_index(c, "validation")
     ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
-    figures, thresholds = validate_multi(load_model(ckpt), val, positive_weights(train.label),
-                                         CPU, 0, 400, prior=train.label.mean(axis=0))  # fmt: skip
+    task = TASKS["multi"]
+    figures, thresholds = validate(load_model(ckpt), task, val, task.loss_weights(train.label, 3),
+                                   CPU, 0, 400, prior=train.label.mean(axis=0))  # fmt: skip
     assert m["val_map"].iloc[-1] == pytest.approx(figures["val_map"], rel=1e-6)
     assert m["val_macro_auc"].iloc[-1] == pytest.approx(figures["val_macro_auc"], rel=1e-6)
     assert ckpt.thresholds == pytest.approx(thresholds, rel=1e-6)

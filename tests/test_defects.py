@@ -4,6 +4,7 @@ suffixes, contradictory settings, checkpoint and compare messages, cosmetics."""
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import subprocess
@@ -14,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile
-from test_train import ROOT
+from helpers import ROOT, one_line_error
 from typer.testing import CliRunner
 
 from cli import app
@@ -22,6 +23,7 @@ from pipeline.cache import open_cache
 from pipeline.synth import folder as folder_synth
 
 runner = CliRunner()
+refused = functools.partial(one_line_error, alone=True)  # the only line printed
 CPU = ("--device", "cpu", "--no-progress")
 TINY = (
     "--channels",
@@ -40,17 +42,6 @@ TINY = (
     "0",
     *CPU,
 )
-
-
-def one_line_error(r, *words: str) -> str:
-    assert r.exit_code == 2, r.output
-    lines = [ln for ln in r.output.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in r.output, (
-        r.output
-    )
-    for w in words:
-        assert w in lines[0], (w, lines[0])
-    return lines[0]
 
 
 def preprocess_folder(audio: Path, out: Path, *extra: str):
@@ -146,7 +137,7 @@ def test_evaluate_and_embed_refuse_a_shard_whose_bytes_changed(folder_run, tmp_p
     before = (report / "report.json").read_bytes()
     shard = overwrite_frames(cache, "test")  # finite values: only the checksum can tell
     r = runner.invoke(app, argv)
-    one_line_error(
+    refused(
         r, f"shard {shard}", "no longer matches its checksum", f"mrnet verify {cache} --repair"
     )
     assert (report / "report.json").read_bytes() == before  # the old report, untouched
@@ -163,7 +154,7 @@ def test_evaluate_and_embed_refuse_a_shard_whose_bytes_changed(folder_run, tmp_p
             *CPU,
         ],
     )
-    one_line_error(r, "no longer matches its checksum")
+    refused(r, "no longer matches its checksum")
     assert not (tmp_path / "emb").exists()
 
 
@@ -179,7 +170,7 @@ def test_a_label_without_training_tracks_is_named_by_preprocess_and_refused_by_t
     assert r.exit_code == 0, r.output
     assert "labels without tracks in a split (training: fólk)" in r.output
     r = runner.invoke(app, ["train", "--cache", str(out), "--out", str(tmp_path / "run"), *TINY])
-    one_line_error(r, "labels fólk have no training tracks")
+    refused(r, "labels fólk have no training tracks")
     assert not (tmp_path / "run" / "best.pt").exists()
 
 
@@ -269,7 +260,7 @@ def test_min_seconds_above_max_seconds_is_refused_and_a_cache_of_nothing_fails(t
     audio = tmp_path / "audio"
     folder_synth.generate(audio, n_per_label=3, seconds=1.0)
     r = preprocess_folder(audio, tmp_path / "c", "--min-seconds", "10", "--max-seconds", "5")
-    one_line_error(r, "--min-seconds 10 is more than --max-seconds 5")
+    refused(r, "--min-seconds 10 is more than --max-seconds 5")
     assert not (tmp_path / "c").exists()
     r = preprocess_folder(audio, tmp_path / "c", "--min-seconds", "4")  # 1-s clips: all too short
     lines = [ln for ln in r.output.splitlines() if ln.startswith("error: ")]
@@ -286,7 +277,7 @@ def test_min_seconds_above_max_seconds_is_refused_and_a_cache_of_nothing_fails(t
 def test_compare_refuses_an_input_given_twice_and_names_what_differs(folder_run, tmp_path):
     _, cache, run = folder_run
     r = runner.invoke(app, ["compare", str(run), str(run) + "/"])
-    one_line_error(r, "are the same input")
+    refused(r, "are the same input")
     other = tmp_path / "wide"
     r = runner.invoke(
         app, ["train", "--cache", str(cache), "--out", str(other), *TINY, "--channels", "16"]
@@ -309,7 +300,7 @@ def test_train_says_what_it_does_before_the_first_epoch(folder_run, tmp_path):
 
 
 def test_slow_epochs_are_not_shown_as_zero_samples_per_second():
-    from mrnet.train import epoch_line
+    from mrnet.train.report import epoch_line
 
     row = {
         "epoch": 1,
@@ -370,4 +361,4 @@ def test_a_run_directory_passed_as_checkpoint_says_so(folder_run, tmp_path):
             *CPU,
         ],
     )
-    one_line_error(r, "is a directory", f"{run}/best.pt")
+    refused(r, "is a directory", f"{run}/best.pt")

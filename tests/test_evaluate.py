@@ -14,7 +14,8 @@ from sklearn import metrics
 from typer.testing import CliRunner
 
 from cli import app
-from mrnet.train import TrainConfig, train
+from mrnet.options import TrainConfig
+from mrnet.train import train
 from pipeline.sources import fma
 
 runner = CliRunner()
@@ -234,7 +235,7 @@ def test_demo_prints_the_commands_it_runs(tmp_path, monkeypatch):
     import shlex
 
     import mrnet.evaluate
-    import mrnet.train
+    import mrnet.train.loop
     import pipeline.preprocess
     from mrnet.demo import stage_options, train_command
     from mrnet.options import DemoOptions
@@ -244,7 +245,7 @@ def test_demo_prints_the_commands_it_runs(tmp_path, monkeypatch):
     stages = stage_options(opts, tmp_path / "fma_large", tmp_path / "fma_metadata", 20)
     seen = {}
     monkeypatch.setattr(pipeline.preprocess, "run", lambda o: seen.setdefault("p", o) and None)
-    monkeypatch.setattr(mrnet.train, "train", lambda o, *a: seen.setdefault("t", o) and None)
+    monkeypatch.setattr(mrnet.train.loop, "train", lambda o, *a: seen.setdefault("t", o) and None)
     monkeypatch.setattr(mrnet.evaluate, "run", lambda o: seen.setdefault("e", o) and None)
     pre, fit, score = stages
     lines = [command_line("preprocess", pre), train_command(fit), command_line("evaluate", score)]

@@ -18,15 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import fill
+from helpers import ROOT, fault_env, fill
 from typer.testing import CliRunner
 
 from cli import app
 from pipeline.atomic import is_temp
 from pipeline.synth import folder as folder_synth
 
-ROOT = Path(__file__).resolve().parents[1]
-SITE = Path(__file__).resolve().parent / "fault_site"
 runner = CliRunner()
 CPU = ("--device", "cpu", "--no-progress")
 TINY = (
@@ -183,12 +181,7 @@ def test_signal_to_the_process_group(world, tmp_path, command, fault):
     sig, code = SIGNALS[fault]
     out, mark = tmp_path / "out", tmp_path / "held"
     point = "shard" if command == "preprocess" else "fsync"
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(SITE), str(ROOT)]),
-        "MRNET_TEST_HOLD": f"{point}:{mark}",
-        "OMP_NUM_THREADS": "1",
-    }
+    env = {**fault_env(hold=f"{point}:{mark}"), "OMP_NUM_THREADS": "1"}
     p = subprocess.Popen(
         [sys.executable, str(ROOT / "cli.py"), *argv(command, world, out)],
         cwd=ROOT,

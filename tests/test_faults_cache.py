@@ -18,19 +18,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile
-from conftest import ROOT, args, cache_content, fill
+from helpers import ROOT, args, cache_content, cli_train, fault_env, fill, one_line_error
 from typer.testing import CliRunner
 
 from cli import app
 from pipeline.cache.shards import read_shard
-from pipeline.extract import TRACK_DELAY_ENV
 from pipeline.sources import fma
 
 runner = CliRunner()
 SAME = ("--jobs", "2", "--shard-size", "8")  # the arguments of conftest's `cache`
 
 
-def one_line_error(output: str, *words: str) -> str:
+def error_line(output: str, *words: str) -> str:
     lines = [ln for ln in output.splitlines() if ln.strip() and not ln.startswith("preprocess:")]
     errors = [ln for ln in lines if ln.startswith("error: ")]
     assert len(errors) == 1 and "Traceback" not in output, output
@@ -42,7 +41,7 @@ def one_line_error(output: str, *words: str) -> str:
 def popen_preprocess(synth, out: Path, *extra: str, env: dict | None = None, **kw):
     return subprocess.Popen(
         [sys.executable, str(ROOT / "cli.py"), *args(synth, out, *extra)],
-        cwd=ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+        cwd=ROOT, env=env or dict(os.environ), stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True, **kw,
     )  # fmt: skip
 
@@ -79,7 +78,7 @@ def shard_files(out: Path) -> set[str]:
 @pytest.mark.parametrize("delete_cache", [False, True], ids=["kept", "deleted after the kill"])
 def test_kill_9_stops_the_workers_and_they_write_nothing(synth, tmp_path, delete_cache):
     out = tmp_path / "c"
-    p = popen_preprocess(synth, out, *SAME, env={TRACK_DELAY_ENV: "0.25"})
+    p = popen_preprocess(synth, out, *SAME, env=fault_env(track_delay="0.25"))
     try:
         deadline = time.time() + 60
         while len([n for n in shard_files(out) if n.endswith(".h5")]) < 1:
@@ -109,7 +108,7 @@ def test_kill_9_stops_the_workers_and_they_write_nothing(synth, tmp_path, delete
 
 def test_sigterm_is_handled_like_ctrl_c(synth, cache, tmp_path):
     out = tmp_path / "c"
-    p = popen_preprocess(synth, out, *SAME, env={TRACK_DELAY_ENV: "0.25"})
+    p = popen_preprocess(synth, out, *SAME, env=fault_env(track_delay="0.25"))
     deadline = time.time() + 60
     while not any(n.endswith(".h5") for n in shard_files(out)):
         assert p.poll() is None and time.time() < deadline, p.communicate()
@@ -133,7 +132,7 @@ def test_sigterm_is_handled_like_ctrl_c(synth, cache, tmp_path):
 def test_disk_full_mid_run_then_rerun_completes(synth, cache, small_disk):
     out = small_disk / "cache"
     r = runner.invoke(app, args(synth, out, *SAME))  # the cache needs ~2 MiB of 1 MiB
-    line = one_line_error(r.output, "no space left on device writing", "free space and rerun")
+    line = error_line(r.output, "no space left on device writing", "free space and rerun")
     assert r.exit_code == 2 and str(small_disk) in line
     subprocess.run(["mount", "-o", "remount,size=16m", str(small_disk)], check=True)
     r = runner.invoke(app, args(synth, out, *SAME))
@@ -145,7 +144,7 @@ def test_disk_full_at_the_first_manifest_write(synth, cache, small_disk):
     out = small_disk / "cache"
     filler = fill(small_disk, leave=4096)  # a page: the lock file fits, the manifest not
     r = runner.invoke(app, args(synth, out, *SAME))
-    one_line_error(r.output, "no space left on device writing", "manifest.json")
+    error_line(r.output, "no space left on device writing", "manifest.json")
     assert r.exit_code == 2
     filler.unlink()
     subprocess.run(["mount", "-o", "remount,size=16m", str(small_disk)], check=True)
@@ -156,12 +155,10 @@ def test_disk_full_at_the_first_manifest_write(synth, cache, small_disk):
 
 
 def test_disk_full_while_training_and_evaluating(cache, small_disk, tmp_path):
-    from test_train import assert_one_line_error, cli_train
-
     run = small_disk / "run"
     fill(small_disk, leave=50_000)  # a checkpoint of this model is ~600 KB
     r = cli_train(cache, run, "--batch-size", "8")
-    assert_one_line_error(r, "no space left on device writing", "free space")
+    one_line_error(r, "no space left on device writing", "free space")
     assert not list(run.glob("*.tmp*")) and not (run / "last.pt").exists()
     ok = tmp_path / "run"
     assert cli_train(cache, ok, "--batch-size", "8").exit_code == 0
@@ -170,7 +167,7 @@ def test_disk_full_while_training_and_evaluating(cache, small_disk, tmp_path):
     r = runner.invoke(app, ["evaluate", "--checkpoint", str(ok / "best.pt"), "--cache",
                             str(cache), "--out", str(small_disk / "rep"), "--device", "cpu"])
     assert r.exit_code == 2
-    one_line_error(r.output, "no space left on device writing", "free space and rerun")
+    error_line(r.output, "no space left on device writing", "free space and rerun")
     # a rerun (another checkpoint) into a complete report keeps it whole on a full disk:
     # never a new report.json beside the previous run's predictions
     (small_disk / "filler").unlink()
@@ -183,7 +180,7 @@ def test_disk_full_while_training_and_evaluating(cache, small_disk, tmp_path):
     r = runner.invoke(app, ["evaluate", "--checkpoint", str(ok / "last.pt"), "--cache",
                             str(cache), "--out", str(rep), "--device", "cpu"])
     assert r.exit_code == 2
-    one_line_error(r.output, "no space left on device writing", "free space and rerun")
+    error_line(r.output, "no space left on device writing", "free space and rerun")
     assert {f.name: f.read_bytes() for f in rep.iterdir()} == before
 
 
@@ -248,7 +245,7 @@ def test_tracks_csv_cut_mid_row_is_refused(synth, tmp_path):
     (meta / "tracks.csv").write_bytes(data[: last_row + (len(data) - last_row) // 2])
     r = runner.invoke(app, with_metadata(synth, tmp_path / "c", meta))
     assert r.exit_code == 2
-    one_line_error(r.output, "tracks.csv ends mid-row: truncated download?")
+    error_line(r.output, "tracks.csv ends mid-row: truncated download?")
     assert not (tmp_path / "c").exists()
 
 
@@ -264,7 +261,7 @@ def test_tracks_csv_cut_inside_a_genre_name_is_refused(synth, tmp_path):
     (meta / "tracks.csv").write_bytes(data[: data.rfind(b",Folk,") + len(b",Fol")])
     r = runner.invoke(app, with_metadata(synth, tmp_path / "c", meta))
     assert r.exit_code == 2
-    one_line_error(r.output, "ends mid-row")
+    error_line(r.output, "ends mid-row")
 
 
 def test_genre_top_unknown_to_genres_csv_is_refused(synth, tmp_path):
@@ -275,7 +272,7 @@ def test_genre_top_unknown_to_genres_csv_is_refused(synth, tmp_path):
     t.to_csv(meta / "tracks.csv")
     r = runner.invoke(app, with_metadata(synth, tmp_path / "c", meta))
     assert r.exit_code == 2
-    one_line_error(r.output, "'Fol'", "genres.csv")
+    error_line(r.output, "'Fol'", "genres.csv")
 
 
 # ---------------------------------------------------------------- 12. tracks without split
@@ -324,7 +321,7 @@ def test_verify_finds_flipped_bytes_and_repair_rebuilds_exactly_them(synth, cach
                  if p not in victims}  # fmt: skip
     r = runner.invoke(app, ["verify", str(out), "--no-progress"])
     assert r.exit_code == 2
-    one_line_error(r.output, "2 of", "damaged", "--repair")
+    error_line(r.output, "2 of", "damaged", "--repair")
     for v in victims:
         assert f"shards/{v.name}: checksum mismatch" in r.output
     r = runner.invoke(app, ["verify", str(out), "--repair", "--no-progress"])

@@ -21,13 +21,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from test_train import ROOT, assert_one_line_error, cli_train, make_cache, tiny
+from helpers import ROOT, cli_train, fault_env, make_cache, one_line_error, tiny
 from typer.testing import CliRunner
 
 from cli import app
 from mrnet.checkpoint import Checkpoint, best_epoch
 from mrnet.checkpoint import load as load_checkpoint
-from mrnet.train import KILL_AT_ENV, STEP_DELAY_ENV, TIMING_COLUMNS, train
+from mrnet.train import TIMING_COLUMNS, train
 from pipeline.cache import open_cache
 from pipeline.cache.shards import read_shard
 
@@ -110,13 +110,22 @@ def same_weights(a: dict, b: dict, atol: float = 1e-6) -> bool:
                                     for k in a)  # fmt: skip
 
 
-def popen_train(out: Path, cache: Path, ref: Reference, *extra: str, env: dict | None = None):
+def popen_train(out: Path, cache: Path, ref: Reference, *extra: str, **faults: str):
     return subprocess.Popen(
         [sys.executable, str(ROOT / "cli.py"), "train", "--cache", str(cache), "--out", str(out),
          *ref.args, *extra],
-        cwd=ROOT, env={**os.environ, **ONE_THREAD, **(env or {})},
+        cwd=ROOT, env={**fault_env(**faults), **ONE_THREAD},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+
+
+def writes(ref: Reference, name: str) -> int:
+    """How many times an unbroken run has written ``name`` by the end of its best epoch:
+    last.pt and metrics.csv once an epoch, best.pt at each new best validation figure."""
+    if name != "best.pt":
+        return ref.best
+    scores = [r["val_acc"] for r in load_checkpoint(ref[5]).history[: ref.best]]
+    return sum(1 for e, v in enumerate(scores) if v > max(scores[:e], default=-1.0))
 
 
 def assert_best_is_first_best_of_metrics(run: Path, reference: Reference) -> None:
@@ -136,7 +145,7 @@ def test_kill_between_checkpoint_writes_then_resume(tmp_path, cache_dir, epochs,
     the first epoch): after --resume, best.pt holds exactly the first epoch with the
     highest val acc of metrics.csv, and the run equals the unbroken one."""
     run = tmp_path / "run"
-    p = popen_train(run, cache_dir, epochs, env={KILL_AT_ENV: f"{written}@{epochs.best}"})
+    p = popen_train(run, cache_dir, epochs, kill_after=f"{written}:{writes(epochs, written)}")
     p.communicate(timeout=300)
     assert p.returncode == -signal.SIGKILL, "the fault point was not reached"
     q = popen_train(run, cache_dir, epochs, "--resume")
@@ -207,7 +216,7 @@ def test_info_flags_a_stale_best_pt(tmp_path, epochs):
 
 def test_second_run_on_the_same_directory_is_refused(tmp_path, cache_dir, epochs):
     run = tmp_path / "run"
-    first = popen_train(run, cache_dir, epochs, env={STEP_DELAY_ENV: "1.0"})
+    first = popen_train(run, cache_dir, epochs, step_delay="1.0")
     try:
         deadline = time.time() + 60
         while not (run / ".lock").exists():
@@ -258,11 +267,11 @@ def test_nan_features_stop_training_with_exit_2(tmp_path):
     before = {n: (run / n).read_bytes() for n in ("last.pt", "best.pt", "metrics.csv")}
     tid = poison(cache, "training", 3)
     r = cli_train(cache, run, "--epochs", "2", "--resume")
-    assert_one_line_error(r, "NaN or infinite", "epoch 2", "mrnet verify")
+    one_line_error(r, "NaN or infinite", "epoch 2", "mrnet verify")
     assert str(tid) in r.output.split("tracks")[1].split(";")[0].split()
     assert {n: (run / n).read_bytes() for n in before} == before
     r = cli_train(cache, tmp_path / "new", "--epochs", "1")  # a new run stops alike
-    assert_one_line_error(r, "NaN or infinite")
+    one_line_error(r, "NaN or infinite")
     assert not (tmp_path / "new" / "last.pt").exists()
 
 
@@ -270,7 +279,7 @@ def test_nan_features_in_validation_stop_training(tmp_path):
     cache = make_cache(tmp_path / "c", frames=(150,))
     tid = poison(cache, "validation", 0, np.inf)
     r = cli_train(cache, tmp_path / "run", "--epochs", "1")
-    assert_one_line_error(r, "validation outputs are NaN or infinite", str(tid))
+    one_line_error(r, "validation outputs are NaN or infinite", str(tid))
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
@@ -288,11 +297,11 @@ def diverged(cache_dir, epochs, tmp_path_factory) -> Path:
 def test_evaluate_and_predict_refuse_nan_weights(tmp_path, cache_dir, diverged, synth):
     r = runner.invoke(app, ["evaluate", "--checkpoint", str(diverged), "--cache",
                             str(cache_dir), "--out", str(tmp_path / "rep"), "--device", "cpu"])
-    assert_one_line_error(r, "NaN or infinity", "diverged")
+    one_line_error(r, "NaN or infinity", "diverged")
     assert not (tmp_path / "rep").exists()
     audio = next(synth.audio_dir.rglob("*.mp3"))
     r = runner.invoke(app, ["predict", "--checkpoint", str(diverged), "--json", str(audio)])
-    assert_one_line_error(r, "NaN or infinity")
+    one_line_error(r, "NaN or infinity")
     assert "NaN" not in r.stdout
 
 
@@ -324,7 +333,7 @@ def test_resume_refuses_a_cache_with_other_tracks(tmp_path, cache_dir, epochs):
     other = make_cache(tmp_path / "other", n_per_class=(7, 2, 2), frames=(150, 40, 150))
     assert open_cache(other).feature_config == open_cache(cache_dir).feature_config
     r = cli_train(other, run, "--resume", *epochs.args)
-    assert_one_line_error(r, "other tracks", "--out")
+    one_line_error(r, "other tracks", "--out")
     assert load_checkpoint(run / "last.pt").epoch == 2
     shutil.copy(epochs[2], run / "best.pt")
     r = runner.invoke(app, ["evaluate", "--checkpoint", str(run / "best.pt"), "--cache",
@@ -342,12 +351,12 @@ def test_flipped_label_is_refused_by_train_and_evaluate(tmp_path, cache_dir, epo
     with h5py.File(shard, "r+") as f:
         f["label"][1] = 77
     r = cli_train(cache, tmp_path / "run")
-    assert_one_line_error(r, "labels outside 0..2", "mrnet verify")
+    one_line_error(r, "labels outside 0..2", "mrnet verify")
     best = tmp_path / "best.pt"
     torch.save(load_checkpoint(epochs[3]).to_dict(), best)
     r = runner.invoke(app, ["evaluate", "--checkpoint", str(best), "--cache", str(cache),
                             "--out", str(tmp_path / "rep"), "--device", "cpu"])
-    assert_one_line_error(r, "labels outside")
+    one_line_error(r, "labels outside")
 
 
 @pytest.mark.parametrize("where", ["manifest", "tracks.csv", "absolute"])
@@ -366,9 +375,9 @@ def test_shard_paths_outside_the_cache_are_refused(tmp_path, cache_dir, where):
     t.loc[t["shard"] == name, "shard"] = evil
     t.to_csv(cache / "tracks.csv", index=False)
     r = cli_train(cache, tmp_path / "run")
-    assert_one_line_error(r, "outside cache")
+    one_line_error(r, "outside cache")
     r = runner.invoke(app, ["verify", str(cache)])
-    assert_one_line_error(r, "outside cache")
+    one_line_error(r, "outside cache")
 
 
 # ---------------------------------------------------------------- 13. checkpoint contents
@@ -403,7 +412,7 @@ def test_checkpoint_with_wrong_contents(tmp_path, cache_dir, epochs, case, words
     }
     _resave(epochs[2], run / "last.pt", edits[case])
     r = cli_train(cache_dir, run, "--resume", *epochs.args)
-    assert_one_line_error(r, *words)
+    one_line_error(r, *words)
 
 
 def test_pickle_with_code_is_refused_in_one_line(tmp_path, cache_dir):
@@ -415,7 +424,7 @@ def test_pickle_with_code_is_refused_in_one_line(tmp_path, cache_dir):
     torch.save({"model": Payload()}, evil)
     r = runner.invoke(app, ["evaluate", "--checkpoint", str(evil), "--cache", str(cache_dir),
                             "--out", str(tmp_path / "rep"), "--device", "cpu"])
-    assert_one_line_error(r, "not a weights-only mrnet checkpoint; refusing to load it")
+    one_line_error(r, "not a weights-only mrnet checkpoint; refusing to load it")
     assert "pwned" not in r.output and "WeightsUnpickler" not in r.output
 
 
@@ -436,7 +445,7 @@ def test_predict_refuses_top_below_one(demo_best, top, tmp_path):
     soundfile.write(tmp_path / "a.wav", np.zeros(16000, np.float32), 16000)
     r = runner.invoke(app, ["predict", "--checkpoint", str(demo_best), "--top", top,
                             str(tmp_path / "a.wav")])  # fmt: skip
-    assert_one_line_error(r, "--top must be 1 or more")
+    one_line_error(r, "--top must be 1 or more")
 
 
 @pytest.mark.parametrize("top", ["1", "2", "9"])

@@ -12,16 +12,17 @@ import pandas as pd
 import pytest
 import soundfile
 import torch
-from conftest import args, cache_content, kill_mid_run
+from helpers import args, cache_content, kill_mid_run
 from typer.testing import CliRunner
 
 from cli import app
 from mrnet.checkpoint import load as load_checkpoint
 from mrnet.checkpoint import load_model
 from mrnet.scoring import score, window_frames, window_starts
+from mrnet.task import TASKS
 from pipeline.audio import _middle, _middle_mp3, decode_file, load_audio, open_audio
 from pipeline.cache.reader import FrameStore, open_cache, split_index
-from pipeline.features import FeatureConfig, mel_filterbank, stored_log_mel
+from pipeline.features import FeatureConfig, cached_log_mel, mel_filterbank
 from pipeline.sources.fma import audio_path
 from pipeline.synth import encode_mp3
 from pipeline.synth.metadata import full_size_metadata
@@ -133,8 +134,8 @@ def test_resume_with_clip_middle_is_exact(synth, tmp_path):
     middle = load_audio(audio_path(synth.audio_dir, tid), 16000, 2.0, clip="middle")
     start = load_audio(audio_path(synth.audio_dir, tid), 16000, 2.0, clip="start")
     cfg = FeatureConfig(max_seconds=2.0)
-    np.testing.assert_array_equal(track_frames(killed, tid), stored_log_mel(middle, cfg))
-    assert not np.array_equal(stored_log_mel(start, cfg), stored_log_mel(middle, cfg))
+    np.testing.assert_array_equal(track_frames(killed, tid), cached_log_mel(middle, cfg))
+    assert not np.array_equal(cached_log_mel(start, cfg), cached_log_mel(middle, cfg))
 
 
 # ---------------------------------------------------------------- 2. whole tracks, windows
@@ -168,7 +169,7 @@ def whole_run(synth, tmp_path_factory):
 def test_whole_track_features_equal_the_one_shot_features(whole_run):
     cache, _, tid, long_file = whole_run
     cfg = FeatureConfig(max_seconds=0)
-    one_shot = stored_log_mel(load_audio(long_file, cfg.sample_rate, None), cfg)
+    one_shot = cached_log_mel(load_audio(long_file, cfg.sample_rate, None), cfg)
     chunked = track_frames(cache, tid)
     assert chunked.shape == one_shot.shape and len(chunked) > 600 * 50
     a, b = chunked.astype(np.float32), one_shot.astype(np.float32)
@@ -185,7 +186,7 @@ def test_long_tracks_are_scored_as_the_mean_of_their_windows(whole_run):
     index = split_index(open_cache(cache), "test")
     window = window_frames(30.0, ckpt.feature_config)
     assert window == 1501
-    probs = score(model, index, False, torch.device("cpu"), window, 4 * window)
+    probs = score(model, index, TASKS["single"], torch.device("cpu"), window, 4 * window)
     i = int(np.flatnonzero(index.track_id == tid)[0])
     frames = torch.from_numpy(track_frames(cache, tid).astype(np.float32).T)
     starts = window_starts(frames.shape[1], window)

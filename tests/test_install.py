@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from test_train import ROOT, make_cache
+from helpers import ROOT, make_cache
 
 BROKEN_VERSION = "2.11.1"  # the release that broke fresh installs (built for a later torch)
 

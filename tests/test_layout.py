@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import ast
 import doctest
+import re
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT
 
 
 def imports_of(path: Path) -> set[str]:
@@ -20,7 +20,18 @@ def imports_of(path: Path) -> set[str]:
             names |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module:
             names.add(node.module)
+            names |= {f"{node.module}.{a.name}" for a in node.names}  # from pkg import module
     return names
+
+
+def command_modules() -> dict[str, list[Path]]:
+    """Each command's module (as cli.py names it: "module:run") and its source files."""
+    names = re.findall(r'"([a-z_.]+):run"', (ROOT / "cli.py").read_text())
+    found = {}
+    for name in names:
+        path = ROOT.joinpath(*name.split("."))
+        found[name] = sorted(path.rglob("*.py")) if path.is_dir() else [path.with_suffix(".py")]
+    return found
 
 
 def test_pipeline_never_imports_mrnet_or_torch():
@@ -36,6 +47,21 @@ def test_scoring_does_not_import_the_training_loop(module):
     names = imports_of(ROOT / "mrnet" / f"{module}.py")
     assert "mrnet.train" not in names or module == "demo", names
     assert {"mrnet.checkpoint", "mrnet.runtime"} & names or module in ("demo",), names
+
+
+def test_command_modules_do_not_import_each_other():
+    """What two commands share lives in a module of its own (mrnet.reports, mrnet.inputs,
+    mrnet.linear, mrnet.scoring), so a change to one command cannot break another. The
+    demo is the one exception: running the other commands end to end is its job."""
+    commands = command_modules()
+    assert len(commands) == 11, sorted(commands)
+    for name, files in commands.items():
+        if name == "mrnet.demo":
+            continue
+        others = {c for c in commands if c != name}
+        for path in files:
+            bad = {n for n in imports_of(path) for c in others if n == c or n.startswith(c + ".")}
+            assert not bad, f"{path.relative_to(ROOT)} (command {name}) imports {sorted(bad)}"
 
 
 def test_cli_loads_no_torch_until_a_command_needs_it():

@@ -12,16 +12,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from test_train import make_cache, tiny
+from helpers import make_cache, tiny
 from typer.testing import CliRunner
 
 from cli import app
 from mrnet.augment import mixup
-from mrnet.baseline import fit, statistics, stored_statistics
 from mrnet.checkpoint import load as load_checkpoint
 from mrnet.checkpoint import load_model
+from mrnet.linear import fit, statistics, stored_statistics
 from mrnet.scoring import crop_starts
-from mrnet.train import Trained, train, validate
+from mrnet.task import TASKS
+from mrnet.train import Trained, train
+from mrnet.train.steps import validate
 from pipeline.cache import open_cache, split_index
 from pipeline.cache.reader import FrameStore
 from pipeline.features import TrackStats, stats_dim
@@ -65,8 +67,9 @@ def test_validation_scores_fixed_crops_and_metrics_say_so(cache_dir, tmp_path):
     assert m["val_scoring"].tolist() == ["mean of 2 crops of 1 s"]
     model = load_model(load_checkpoint(out / "last.pt"))
     val = split_index(open_cache(cache_dir), "validation")
-    loss, acc = validate(model, val, torch.ones(3), torch.device("cpu"), 50, 400, crops=2)
-    assert m["val_acc"].iloc[0] == acc  # class weights are all 1 here (balanced training)
+    figures, _ = validate(model, TASKS["single"], val, np.ones(3, np.float32),
+                          torch.device("cpu"), 50, 400, crops=2)  # fmt: skip
+    assert m["val_acc"].iloc[0] == figures["val_acc"]  # weights all 1: balanced training
     out2 = tmp_path / "whole"
     train(tiny(cache_dir, out2, epochs=1, val_crops=0))
     assert pd.read_csv(out2 / "metrics.csv")["val_scoring"].tolist() == [

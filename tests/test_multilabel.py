@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -16,13 +15,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import ROOT, fault_env, make_cache, one_line_error
 from sklearn import metrics
-from test_train import ROOT, assert_one_line_error, make_cache
 from typer.testing import CliRunner
 
 from cli import app
 from mrnet.checkpoint import load as load_checkpoint
-from mrnet.train import KILL_AT_ENV, TIMING_COLUMNS
+from mrnet.train import TIMING_COLUMNS
 from pipeline.sources import fma
 from pipeline.synth import generate
 
@@ -241,17 +240,16 @@ def test_predict_prints_the_labels_above_their_thresholds(run, data):
 def test_kill_and_resume_is_exact_for_multi_label(cache, tmp_path):
     """SIGKILL after epoch 2's last.pt write, --resume: the weights and metrics of an
     unbroken run (both on one thread: float sums depend on the thread count)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     args = ["train", "--cache", str(cache), "--epochs", "3", *TRAIN]
 
-    def train(out: Path, *extra: str, kill: str | None = None) -> int:
-        e = {**env, KILL_AT_ENV: kill} if kill else env
+    def train(out: Path, *extra: str, **faults: str) -> int:
+        env = {**fault_env(**faults), "OMP_NUM_THREADS": "1"}
         p = subprocess.run([sys.executable, str(ROOT / "cli.py"), *args, "--out", str(out),
-                            *extra], cwd=ROOT, env=e, capture_output=True)  # fmt: skip
+                            *extra], cwd=ROOT, env=env, capture_output=True)  # fmt: skip
         return p.returncode
 
     assert train(tmp_path / "full") == 0
-    assert train(tmp_path / "broken", kill="last.pt@2") == -signal.SIGKILL
+    assert train(tmp_path / "broken", kill_after="last.pt:2") == -signal.SIGKILL
     assert load_checkpoint(tmp_path / "broken" / "last.pt").epoch == 2
     assert train(tmp_path / "broken", "--resume") == 0
     a, b = (load_checkpoint(tmp_path / r / "last.pt") for r in ("full", "broken"))
@@ -269,7 +267,7 @@ def test_kill_and_resume_is_exact_for_multi_label(cache, tmp_path):
 def test_unknown_labels_mode(data, tmp_path):
     argv = pre(data, tmp_path / "o")
     argv[argv.index("--labels") + 1] = "genres"
-    assert_one_line_error(runner.invoke(app, argv), "unknown --labels 'genres'")
+    one_line_error(runner.invoke(app, argv), "unknown --labels 'genres'")
     assert not (tmp_path / "o").exists()
 
 
@@ -277,14 +275,14 @@ def test_multi_label_needs_genres_csv(data, tmp_path):
     meta = tmp_path / "meta"
     shutil.copytree(data.metadata_dir, meta)
     (meta / "genres.csv").unlink()
-    assert_one_line_error(runner.invoke(app, pre(data, tmp_path / "o", meta=meta)), "genres.csv")
+    one_line_error(runner.invoke(app, pre(data, tmp_path / "o", meta=meta)), "genres.csv")
     assert not (tmp_path / "o").exists()
 
 
 def test_too_high_min_label_tracks(data, tmp_path):
     argv = pre(data, tmp_path / "o", "--min-label-tracks", "1000")
     argv[argv.index("--labels") + 1] = "all"
-    assert_one_line_error(runner.invoke(app, argv), "--min-label-tracks 1000", "lower")
+    one_line_error(runner.invoke(app, argv), "--min-label-tracks 1000", "lower")
     assert not (tmp_path / "o").exists()
 
 
@@ -293,7 +291,7 @@ def test_every_row_malformed_is_refused(data, tmp_path):
         t[("track", "genres_all")] = "21; 811"
 
     meta = _edited_metadata(data, tmp_path, edit)
-    assert_one_line_error(runner.invoke(app, pre(data, tmp_path / "o", meta=meta)), "malformed")
+    one_line_error(runner.invoke(app, pre(data, tmp_path / "o", meta=meta)), "malformed")
 
 
 def test_task_mismatch_is_refused(cache, run, tmp_path):
@@ -307,8 +305,8 @@ def test_task_mismatch_is_refused(cache, run, tmp_path):
     for ckpt, other in ((run / "best.pt", single), (single_run / "best.pt", cache)):
         r = runner.invoke(app, ["evaluate", "--checkpoint", str(ckpt), "--cache", str(other),
                                 "--out", str(tmp_path / "rep"), "--no-progress"])  # fmt: skip
-        assert_one_line_error(r, "-label model and cache")
+        one_line_error(r, "-label model and cache")
     shutil.copytree(single_run, tmp_path / "resume")
     r = runner.invoke(app, ["train", "--cache", str(cache), "--out", str(tmp_path / "resume"),
                             "--resume", *TRAIN])  # fmt: skip
-    assert_one_line_error(r, "single-label model", "multi-label cache")
+    one_line_error(r, "single-label model", "multi-label cache")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -21,10 +20,9 @@ from pipeline.features import FeatureConfig, log_mel
 from pipeline.lock import DirLock
 from pipeline.sources import fma
 
-ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 
-from conftest import args, cache_content, interrupt_mid_run, kill_mid_run  # noqa: E402
+from helpers import args, cache_content, interrupt_mid_run, kill_mid_run  # noqa: E402
 
 
 def test_every_selected_track_is_cached_or_failed_never_both(cache, synth):

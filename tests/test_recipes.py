@@ -5,12 +5,14 @@ meaning."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
+from helpers import one_line_error
 from typer.testing import CliRunner
 
 from cli import app
@@ -20,6 +22,7 @@ from mrnet.recipe import RECIPES, load
 from pipeline.settings import default_of
 
 runner = CliRunner()
+refused = functools.partial(one_line_error, alone=True)  # the only line printed
 V02 = Path(__file__).resolve().parent / "fixtures" / "v0_2"
 CPU = ("--device", "cpu", "--workers", "0", "--no-progress")
 
@@ -31,14 +34,6 @@ def printed(*argv: str) -> dict:
     import tomllib
 
     return tomllib.loads(r.output)
-
-
-def one_line_error(r, *words: str) -> str:
-    lines = [ln for ln in r.output.splitlines() if ln.strip()]
-    assert r.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: "), r.output
-    for w in words:
-        assert w in lines[0], (w, lines[0])
-    return lines[0]
 
 
 def test_every_train_setting_has_help_and_every_recipe_loads():
@@ -91,17 +86,17 @@ def test_bad_settings_are_refused_in_one_line_before_any_work(tmp_path, argv, wo
     out = tmp_path / "run"
     r = runner.invoke(app, ["train", "--cache", str(tmp_path / "nope"), "--out", str(out),
                             *argv])  # fmt: skip
-    one_line_error(r, *words)
+    refused(r, *words)
     assert not out.exists()
 
 
 def test_a_recipe_with_a_wrong_type_or_bad_toml_is_one_line(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('epochs = "many"\n')
-    one_line_error(runner.invoke(app, ["train", "--config", str(bad), "--print-config"]),
+    refused(runner.invoke(app, ["train", "--config", str(bad), "--print-config"]),
                    f"recipe {bad}: epochs = 'many' is not a int")  # fmt: skip
     bad.write_text("epochs = \n")
-    one_line_error(runner.invoke(app, ["train", "--config", str(bad), "--print-config"]),
+    refused(runner.invoke(app, ["train", "--config", str(bad), "--print-config"]),
                    "is not valid TOML")  # fmt: skip
 
 
@@ -111,9 +106,9 @@ def test_resume_keeps_the_runs_settings_and_refuses_a_conflicting_one(tmp_path):
     shutil.copytree(V02 / "cache", cache)
     base = ["train", "--cache", str(cache), "--out", str(run), *CPU]
     r = runner.invoke(app, [*base, "--resume", "--epochs", "3", "--set", "lr=0.5"])
-    one_line_error(r, "--resume keeps the run's settings", "lr 0.01 (given 0.5 by --set lr)")
+    refused(r, "--resume keeps the run's settings", "lr 0.01 (given 0.5 by --set lr)")
     r = runner.invoke(app, [*base, "--resume", "--epochs", "3", "--channels", "32"])
-    one_line_error(r, "channels 8 (given 32 by --channels)")
+    refused(r, "channels 8 (given 32 by --channels)")
     assert load_checkpoint(run / "last.pt").epoch == 2  # untouched
     got = printed("--cache", str(cache), "--out", str(run), "--resume", "--epochs", "3")
     assert got["channels"] == 8 and got["lr"] == 0.01 and got["epochs"] == 3

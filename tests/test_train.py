@@ -10,87 +10,33 @@ import sys
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import (
+    ROOT,
+    cli_train,
+    fault_env,
+    h5_track,
+    make_cache,
+    one_line_error,
+    reference_crop,
+    tiny,
+)
 from typer.testing import CliRunner
 
-from cli import app
 from mrnet.checkpoint import ModelConfig, build_model, load_model
 from mrnet.checkpoint import load as load_checkpoint
 from mrnet.data import CropDataset, CropPlan, MemmapCrops, ResidentCrops, crop_plan, passes_for
 from mrnet.scoring import cache_windows
-from mrnet.train import TIMING_COLUMNS, TrainConfig, train, validate
-from pipeline.cache import Manifest, Track, open_cache, split_index, write_cache
+from mrnet.task import TASKS
+from mrnet.train import TIMING_COLUMNS, train
+from mrnet.train.steps import validate
+from pipeline.cache import open_cache, split_index
 from pipeline.errors import BadInput
-from pipeline.features import FeatureConfig
 
-ROOT = Path(__file__).resolve().parents[1]
-SPLITS = ("training", "validation", "test")
 runner = CliRunner()
-
-
-def make_cache(
-    root: Path,
-    n_per_class: tuple[int, int, int] = (8, 2, 2),
-    n_classes: int = 3,
-    frames: tuple[int, ...] = (150,),
-    n_mels: int = 16,
-    shard_size: int = 5,
-    seed: int = 0,
-    status: str = "complete",
-    **features,
-) -> Path:
-    """A finished cache without audio: ``n_per_class`` tracks of every class per split
-    (training, validation, test); track i has ``frames[i % len(frames)]`` frames of
-    log-mel-like noise around -4, a +2 band at class-dependent mel bins and +3 pulses
-    every 3 + 2 * label frames (MRNet's InstanceNorm erases static per-band offsets)."""
-    fc = FeatureConfig(n_mels=n_mels, **features).to_dict()
-    rng = np.random.default_rng(seed)
-    band = n_mels // n_classes
-    period = 3 + 2 * np.arange(n_classes)  # frames between class-specific pulses
-
-    def tracks():
-        tid = 1
-        for split, n in zip(SPLITS, n_per_class):
-            for c in [c for c in range(n_classes) for _ in range(n)]:
-                length = frames[(tid - 1) % len(frames)]
-                mel = rng.normal(-4.0, 1.0, (length, n_mels))
-                mel[:, c * band : (c + 1) * band] += 2.0
-                mel[rng.integers(period[c]) :: period[c], c * band :] += 3.0
-                yield Track(tid, split, c, mel, length / 50)
-                tid += 1
-
-    write_cache(root, fc, [f"g{c}" for c in range(n_classes)], tracks(), shard_size,
-                subset="small")  # fmt: skip
-    if status != "complete":
-        m = Manifest.read(root)
-        m.status = status
-        m.write(root)
-    return root
-
-
-def h5_track(cache, split: str, i: int) -> np.ndarray:
-    """Reference read through h5py: float32 [frames, n_mels] of the i-th track of a split."""
-    r = cache.split(split).iloc[i]
-    with h5py.File(cache.root / r["shard"], "r") as f:
-        a, b = f["offsets"][r["row"]], f["offsets"][r["row"] + 1]
-        return f["mel"][a:b].astype(np.float32)
-
-
-def reference_crop(track: np.ndarray, start: int, frames: int) -> np.ndarray:
-    """[n_mels, frames]: the crop by plain indexing, wrapping past the end."""
-    return track[(start + np.arange(frames)) % len(track)].T
-
-
-def tiny(cache: Path, out: Path, **kw) -> TrainConfig:
-    base = dict(
-        arch="mrnet", channels=16, epochs=1, batch_size=6, lr=3e-3, crop_seconds=2.0,
-        workers=0, device="cpu", progress=False, min_steps=0, val_crops=0,
-    )  # fmt: skip
-    return TrainConfig(cache=cache, out=out, **{**base, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -207,15 +153,17 @@ def test_one_epoch_reduces_loss(tmp_path, arch):
     cache_dir = make_cache(tmp_path / "c", n_per_class=(32, 4, 1), frames=(150,))
     cfg = tiny(cache_dir, tmp_path / "run", arch=arch, batch_size=8, lr=3e-3, noise_prob=0.0)
     val = split_index(open_cache(cache_dir), "validation")
-    cpu, ones = torch.device("cpu"), torch.ones(3)
+    single, cpu, ones = TASKS["single"], torch.device("cpu"), np.ones(3, np.float32)
     torch.manual_seed(cfg.seed)
-    before, _ = validate(build_model(ModelConfig(arch, 16, 3, channels=16)), val, ones, cpu, 0, 600)
+    untrained = build_model(ModelConfig(arch, 16, 3, channels=16))
+    before = validate(untrained, single, val, ones, cpu, 0, 600)[0]["val_loss"]
     assert abs(before - np.log(3)) < 0.05
     s = train(cfg)
     assert s.last["train_loss"] < 0.9 * before, (before, s.last)
     if arch == "cnn":
         model = load_model(load_checkpoint(cfg.out / "last.pt"))
-        after, acc = validate(model, val, ones, cpu, 0, 600)
+        figures, _ = validate(model, single, val, ones, cpu, 0, 600)
+        after, acc = figures["val_loss"], figures["val_acc"]
         assert after < 0.5 * before and acc > 0.9, (before, after, acc)
 
 
@@ -284,7 +232,7 @@ def run_cli(*args: str, env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, str(ROOT / "cli.py"), "train", *args],
         cwd=ROOT,
-        env={**os.environ, **(env or {})},
+        env=env or dict(os.environ),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -300,7 +248,7 @@ def test_kill_and_resume_is_exact(tmp_path, cache_dir):
     procs = [run_cli(*common, "--out", str(full))]
     try:
         # 0.15 s per step, 6 steps: epoch 2 lasts over a second after metrics.csv appears
-        p = run_cli(*common, "--out", str(broken), env={"MRNET_TRAIN_STEP_DELAY": "0.15"})
+        p = run_cli(*common, "--out", str(broken), env=fault_env(step_delay="0.15"))
         procs.append(p)
         deadline = time.time() + 300
         while not (broken / "metrics.csv").exists():
@@ -329,27 +277,6 @@ def test_kill_and_resume_is_exact(tmp_path, cache_dir):
 
 
 # ---------------------------------------------------------------- bad input via the CLI
-
-
-def cli_train(cache: Path, out: Path, *extra: str):
-    return runner.invoke(
-        app,
-        ["train", "--cache", str(cache), "--out", str(out), "--device", "cpu", "--workers", "0",
-         "--arch", "mrnet", "--channels", "8",
-         "--min-steps", "0", "--val-crops", "0", "--epochs", "1", "--batch-size", "4",
-         "--crop-seconds", "1", "--no-progress", *extra],
-    )  # fmt: skip
-
-
-def assert_one_line_error(r, *words: str) -> None:
-    """Exit 2 with one `error:` line (a run may have said what it started before it
-    stopped) and no traceback."""
-    assert r.exit_code == 2, r.output
-    errors = [ln for ln in r.output.splitlines() if ln.startswith("error: ")]
-    assert len(errors) == 1, r.output
-    assert "Traceback" not in r.output
-    for w in words:
-        assert w in errors[0], (w, errors[0])
 
 
 def broken_cache(tmp_path: Path, case: str) -> Path:
@@ -385,18 +312,18 @@ def broken_cache(tmp_path: Path, case: str) -> Path:
 )
 def test_bad_cache(tmp_path, case, words):
     cache = tmp_path / "absent" if case == "absent" else broken_cache(tmp_path, case)
-    assert_one_line_error(cli_train(cache, tmp_path / "run"), *words)
+    one_line_error(cli_train(cache, tmp_path / "run"), *words)
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
 def test_resume_without_last(tmp_path, cache_dir):
-    assert_one_line_error(cli_train(cache_dir, tmp_path / "run", "--resume"), "--resume", "last.pt")
+    one_line_error(cli_train(cache_dir, tmp_path / "run", "--resume"), "--resume", "last.pt")
 
 
 def test_resume_with_other_features(tmp_path, trained):
     other = make_cache(tmp_path / "hop", n_per_class=(8, 2, 2), hop_length=160)
     r = cli_train(other, trained[0], "--resume", "--epochs", "3")
-    assert_one_line_error(r, "other features", "hop_length")
+    one_line_error(r, "other features", "hop_length")
     assert load_checkpoint(trained[0] / "last.pt").epoch == 2
 
 
@@ -405,26 +332,26 @@ def test_resume_truncated_checkpoint(tmp_path, cache_dir, trained):
     run.mkdir()
     data = (trained[0] / "last.pt").read_bytes()
     (run / "last.pt").write_bytes(data[:1000])
-    assert_one_line_error(cli_train(cache_dir, run, "--resume"), "truncated or corrupt")
+    one_line_error(cli_train(cache_dir, run, "--resume"), "truncated or corrupt")
 
 
 def test_new_run_over_existing_run(cache_dir, trained):
-    assert_one_line_error(cli_train(cache_dir, trained[0]), "--resume")
+    one_line_error(cli_train(cache_dir, trained[0]), "--resume")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
 def test_cuda_without_gpu(tmp_path, cache_dir):
-    assert_one_line_error(cli_train(cache_dir, tmp_path / "run", "--device", "cuda"), "cuda")
+    one_line_error(cli_train(cache_dir, tmp_path / "run", "--device", "cuda"), "cuda")
 
 
 def test_batch_larger_than_training_set(tmp_path, cache_dir):
     r = cli_train(cache_dir, tmp_path / "run", "--batch-size", "25")
-    assert_one_line_error(r, "--batch-size 25", "24 training tracks")
+    one_line_error(r, "--batch-size 25", "24 training tracks")
 
 
 def test_out_is_a_file(tmp_path, cache_dir):
     (tmp_path / "f").write_text("x")
-    assert_one_line_error(cli_train(cache_dir, tmp_path / "f"), "is a file")
+    one_line_error(cli_train(cache_dir, tmp_path / "f"), "is a file")
 
 
 def test_resume_continues_with_more_epochs(tmp_path, cache_dir, trained):
@@ -434,25 +361,3 @@ def test_resume_continues_with_more_epochs(tmp_path, cache_dir, trained):
     s = train(dataclasses.replace(tiny(cache_dir, run, epochs=3), resume=True))
     assert s.epochs == 3
     assert list(pd.read_csv(run / "metrics.csv")["epoch"]) == [1, 2, 3]
-
-
-def make_multi_cache(root: Path, n: tuple[int, int, int] = (24, 8, 4), n_mels: int = 16,
-                     seed: int = 0) -> Path:  # fmt: skip
-    """A finished multi-label cache without audio: 3 labels, each track has 1-2 of them;
-    label c adds a +2 band at its mel bins."""
-    fc = FeatureConfig(n_mels=n_mels).to_dict()
-    rng = np.random.default_rng(seed)
-
-    def tracks():
-        tid = 1
-        for split, count in zip(SPLITS, n):
-            for k in range(count):
-                labels = (k % 3,) if k % 2 else tuple(sorted({k % 3, (k + 1) % 3}))
-                mel = rng.normal(-4.0, 1.0, (120, n_mels))
-                for c in labels:
-                    mel[:, c * 5 : c * 5 + 5] += 2.0
-                yield Track(tid, split, labels, mel, 2.4)
-                tid += 1
-
-    write_cache(root, fc, ["a", "b", "c"], tracks(), 8, subset="large", task="multi")
-    return root

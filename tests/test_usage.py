@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import fill
+from helpers import ROOT, fill
 from typer.testing import CliRunner
 
 from cli import app
@@ -24,7 +24,6 @@ from pipeline.cache.reader import FrameStore, open_cache, split_index
 from pipeline.sources import fma
 
 runner = CliRunner()
-ROOT = Path(__file__).resolve().parents[1]
 CPU = ("--device", "cpu", "--no-progress")
 
 

@@ -35,7 +35,7 @@ def describe_cache(path: Path) -> str:
         f"size {dir_bytes(path) / 2**20:.1f} MiB",
     ]
     t = cache.tracks
-    if m.task == "multi":  # a track counts once for each of its labels
+    if m.multi_label:  # a track counts once for each of its labels
         rows = t.assign(name=t["labels"].str.split("|")).explode("name")
         names, splits = rows["name"].to_numpy(), rows["split"].to_numpy()
     else:
@@ -45,7 +45,7 @@ def describe_cache(path: Path) -> str:
     table = table.reindex(columns=[s for s in SPLITS if s in table.columns])
     table.loc["total"] = table.sum()
     per_split = ", ".join(f"{k} {v}" for k, v in t["split"].value_counts().items())
-    how = " (multi-label: a track counts for each of its labels)" if m.task == "multi" else ""
+    how = " (multi-label: a track counts for each of its labels)" if m.multi_label else ""
     lines.append(f"  tracks   {len(t)} cached ({per_split}); per label and split{how}:")
     lines += ["    " + line for line in table.to_string().splitlines()]
     fails = pd.read_csv(path / FAILURES) if (path / FAILURES).exists() else pd.DataFrame()

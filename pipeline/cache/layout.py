@@ -63,6 +63,11 @@ class Manifest:
     format_version: int = FORMAT_VERSION
     tool_version: str = ""
 
+    @property
+    def multi_label(self) -> bool:
+        """Labels are stored as 0/1 rows (uint8 [n, L]) rather than indices (int64 [n])."""
+        return self.task == "multi"
+
     def write(self, cache_dir: Path) -> None:
         write_atomic(cache_dir / MANIFEST, json.dumps(asdict(self), indent=2) + "\n")
 

@@ -130,7 +130,7 @@ def shard_header_problem(idx: ShardIndex, entry: dict, manifest: Manifest) -> st
     if entry.get("checksum") and idx.checksum != entry["checksum"]:
         return "is not the file its cache recorded (checksum record differs)"
     n = len(manifest.labels)
-    if idx.multi != (manifest.task == "multi"):
+    if idx.multi != manifest.multi_label:
         kind = "multi" if idx.multi else "single"
         return f"holds {kind}-label labels in a {manifest.task}-label cache"
     if idx.multi:
@@ -186,7 +186,7 @@ def split_index(cache: Cache, split: str) -> SplitIndex:
     row = rows["row"].to_numpy(np.int64)
     start = np.zeros(len(rows), np.int64)
     end = np.zeros(len(rows), np.int64)
-    multi = cache.manifest.task == "multi"
+    multi = cache.manifest.multi_label
     n_labels = len(cache.labels)
     label = np.zeros((len(rows), n_labels), np.uint8) if multi else np.zeros(len(rows), np.int64)
     names = any(s.track_id.dtype == object for s in shards)
@@ -221,7 +221,7 @@ def split_index(cache: Cache, split: str) -> SplitIndex:
 def _listed_labels(rows: pd.DataFrame, cache: Cache) -> np.ndarray:
     """The labels tracks.csv gives ``rows``: int64 [n], or uint8 [n, n_labels] for the
     "|"-joined names of a multi-label cache."""
-    if cache.manifest.task != "multi":
+    if not cache.manifest.multi_label:
         return rows["label"].to_numpy(np.int64)
     dummies = rows["labels"].fillna("").astype(str).str.get_dummies("|")
     unknown = sorted(set(dummies.columns) - set(cache.labels))

@@ -23,7 +23,6 @@ from pipeline.cache.reader import open_cache, shard_header_problem
 from pipeline.cache.shards import ShardError, ShardIndex, read_shard, scan
 from pipeline.errors import BadInput
 from pipeline.lock import DirLock
-from pipeline.options import VerifyOptions
 
 
 @dataclass
@@ -49,11 +48,6 @@ class VerifyReport:
     def failure(self) -> str | None:
         """Why `mrnet verify` exits 2: damaged shards that were not repaired."""
         return None if self.ok or self.repaired else str(damaged_error(self))
-
-
-def run(opts: VerifyOptions) -> VerifyReport:
-    """`mrnet verify`."""
-    return verify_cache(opts.cache, repair=opts.repair, progress=opts.progress)
 
 
 def check_shard(root: Path, entry: dict, manifest: Manifest, expected_ids: np.ndarray | None

@@ -77,7 +77,7 @@ class CacheWriter:
     def shard(self, name: str, split: str) -> ShardWriter:
         """A writer for shard ``name`` (relative to the cache) of ``split``."""
         m = self.manifest
-        n_labels = len(m.labels) if m.task == "multi" else None
+        n_labels = len(m.labels) if m.multi_label else None
         return ShardWriter(self.root / name, m.feature_config, split, n_labels)
 
     def finish(

@@ -73,12 +73,16 @@ class Selection:
     def __len__(self) -> int:
         return len(self.tracks)
 
+    @property
+    def multi_label(self) -> bool:
+        return self.task == "multi"
+
     def counts(self) -> pd.DataFrame:
         """Tracks per label (rows, label order) and split (columns, SPLITS order); a
         multi-label track counts once for each of its labels."""
         import pandas as pd
 
-        if self.task == "multi":
+        if self.multi_label:
             rows = self.tracks[["split", "labels"]].explode("labels")
             names, splits = rows["labels"].map(self.labels.__getitem__), rows["split"]
         else:

@@ -1,0 +1,66 @@
+"""Audio files given on the command line (`mrnet predict`, `mrnet embed FILES`): which to
+read, and a model's output for each, read as `preprocess` reads it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mrnet.scoring import file_means
+from pipeline.audio import AUDIO_SUFFIXES, audio_files
+from pipeline.errors import BadInput, TrackFailed
+from pipeline.extract import TrackFeatures
+from pipeline.features import FeatureConfig
+
+MIN_SECONDS = 0.5  # shorter files are reported as too_short
+
+
+def expand_inputs(inputs: Iterable[Path]) -> tuple[list[Path], list[Path]]:
+    """(files to read, files skipped): files as given, directories searched recursively
+    for audio files (sorted); the audio files found there in formats no decoder here
+    reads are the skipped ones (the caller names them)."""
+    files: list[Path] = []
+    skipped: list[Path] = []
+    for p in inputs:
+        if p.is_dir():
+            found, unreadable = audio_files(p)
+            files += found
+            skipped += unreadable
+        elif p.exists():
+            files.append(p)
+        else:
+            raise BadInput(f"{p} does not exist; pass audio files or folders holding them")
+    if not files:
+        also = f"; skipped {len(skipped)} of other formats" if skipped else ""
+        raise BadInput(
+            f"no audio files found in the given paths (looked for {', '.join(AUDIO_SUFFIXES)}"
+            f"{also})"
+        )
+    return files, skipped
+
+
+def file_outputs(
+    files: Iterable[Path],
+    cfg: FeatureConfig,
+    forward: Callable[[torch.Tensor], np.ndarray],
+    window: int,
+    batch_size: int,
+    min_seconds: float = MIN_SECONDS,
+) -> Iterator[tuple[Path, np.ndarray | None, str | None]]:
+    """Per file, in order: (path, its mean ``forward`` output over its windows, None), or
+    (path, None, reason) when it cannot be read or the output is not finite."""
+    for path in files:
+        try:
+            out = file_means(TrackFeatures(path, cfg, min_seconds), window, forward, batch_size)
+        except TrackFailed as e:
+            yield path, None, e.reason
+            continue
+        if not np.isfinite(out).all():  # finite weights and input: an overflow in the model
+            yield path, None, "non_finite_output"
+            continue
+        yield path, out, None
+
+

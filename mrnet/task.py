@@ -1,0 +1,360 @@
+"""What a model is asked: one label per track (`SingleLabel`) or a set of labels
+(`MultiLabel`). Everything that differs between the two lives here, behind one small
+interface; `TASKS` maps the name a cache's manifest and a checkpoint record to it.
+
+Labels y: single-label int64 [n] label indices; multi-label uint8 [n, L] 0/1.
+Probabilities p: float [n, L]: softmax (single) or a sigmoid per label (multi).
+A multi-label decision needs a threshold per label (chosen on validation, maximum F1).
+
+Importing this loads no torch: `mrnet compare` and `mrnet info` read reports without a
+model; the methods that need torch import it.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from mrnet import metrics
+
+POS_WEIGHT_CAP = 10.0  # multi-label: negatives / positives of a label, at most this
+
+
+class Task:
+    """The interface (both tasks implement every method)."""
+
+    name: str  # as recorded: "single" | "multi"
+    select_by: str  # the validation figure that picks best.pt
+    figure: str  # that figure, in words
+    metric_columns: tuple[str, ...]  # metrics.csv, before the timing columns
+    report_figures: tuple[str, ...]  # report.json's headline figures (compare)
+    run_figures: tuple[str, ...]  # a run's validation figures (compare)
+    report_files: str  # what REPORT/ holds beside report.json and predictions.csv
+    thresholded: bool  # decisions need per-label thresholds (chosen on validation)
+    needs_every_label: bool  # a label without training tracks is refused (else noted)
+
+    def label_counts(self, labels: np.ndarray, n_labels: int) -> np.ndarray:
+        """Int [L]: the tracks of ``labels`` that carry each label."""
+        ...
+
+    def loss_weights(self, labels: np.ndarray, n_labels: int) -> np.ndarray: ...
+
+    def criterion(self, weight):
+        """The training loss for logits and targets, given `loss_weights` (a tensor)."""
+        ...
+
+    def targets(self, y):
+        return y
+
+    def correct(self, logits, y):
+        """How many predictions of a batch are right (None: not defined)."""
+        return None
+
+    def probabilities(self, logits) -> np.ndarray: ...
+
+    def validation(self, y: np.ndarray, probs: np.ndarray, weight: np.ndarray,
+                   prior: np.ndarray) -> tuple[dict[str, float], list[float] | None]:  # fmt: skip
+        """(the validation figures of a metrics.csv row, the decision thresholds)."""
+        ...
+
+    def report(self, y: np.ndarray, probs: np.ndarray, names: list[str],
+               thresholds: list[float] | None = None,
+               source: str | None = None) -> dict: ...  # fmt: skip
+
+    def files(self, out: Path, split: str, rep: dict, index, probs: np.ndarray,
+              predictions) -> list[tuple[Path, str | bytes]]: ...  # fmt: skip
+
+    def table(self, rep: dict) -> str: ...
+
+    def headline(self, rep: dict) -> tuple[str, float | None]:
+        """(the report's main figure in words, its value)."""
+        ...
+
+    def per_label_f1(self, rep: dict) -> tuple[list[str], dict[str, float | None]]: ...
+
+    def chosen(self, probs: np.ndarray, names: list[str],
+               thresholds: list[float] | None) -> list[str] | None:  # fmt: skip
+        """The labels a prediction names (multi-label: those above their thresholds)."""
+        return None
+
+    def csv_header(self, names: list[str], top: int) -> list[str]:
+        """`mrnet predict --csv`: the columns between path and error."""
+        ...
+
+    def csv_cells(self, p, names: list[str], top: int) -> list[str]:
+        """`mrnet predict --csv`: a readable file's cells between path and error."""
+        ...
+
+    def json_fields(self, p, names: list[str], top: int) -> dict:
+        """`mrnet predict --json`: a file's fields between path and error."""
+        ...
+
+    def line(self, p, top: int) -> str:
+        """`mrnet predict`: what follows "path: " for a readable file."""
+        ...
+
+    def classifier(self, c: float):
+        """The baseline's classifier at regularisation ``c`` (scikit-learn)."""
+        ...
+
+    def score(self, y: np.ndarray, probs: np.ndarray) -> float:
+        """The baseline's selection figure."""
+        ...
+
+
+def _probabilities(logits, per_label: bool) -> np.ndarray:
+    """Float64 [b, L]: a sigmoid per label (``per_label``) or a softmax; rows with a
+    non-finite logit are NaN (an overflow, never a probability)."""
+    import torch
+
+    z = logits.detach().double().cpu()
+    p = torch.sigmoid(z) if per_label else torch.softmax(z, dim=-1)
+    p[~torch.isfinite(z).all(dim=1)] = float("nan")
+    return p.numpy()
+
+
+def _fmt(v: float | None, width: int) -> str:
+    return f"{'-':>{width}}" if v is None else f"{v:{width}.3f}"
+
+
+class SingleLabel(Task):
+    name = "single"
+    select_by = "val_acc"
+    figure = "accuracy"
+    metric_columns = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr",
+                      "train_samples", "val_tracks")  # fmt: skip
+    report_figures = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "top2_accuracy")
+    run_figures = ("val_acc", "val_loss")
+    report_files = "confusion.csv, confusion.png, per_genre.csv"
+    thresholded = False
+    needs_every_label = True  # a class without training tracks is never predicted
+
+    def label_counts(self, labels: np.ndarray, n_labels: int) -> np.ndarray:
+        return np.bincount(labels, minlength=n_labels)
+
+    def loss_weights(self, labels: np.ndarray, n_labels: int) -> np.ndarray:
+        """Float32 [L]: max count / count over the training tracks; 0 for an absent label."""
+        counts = self.label_counts(labels, n_labels).astype(np.float64)
+        return np.where(counts > 0, counts.max() / np.maximum(counts, 1), 0.0).astype(np.float32)
+
+    def criterion(self, weight):
+        from torch import nn
+
+        return nn.CrossEntropyLoss(weight=weight)
+
+    def correct(self, logits, y):
+        return (logits.argmax(1) == y).sum()
+
+    def probabilities(self, logits) -> np.ndarray:
+        return _probabilities(logits, per_label=False)
+
+    def validation(self, y, probs, weight, prior):
+        """Class-weighted cross entropy of each track's probability of its label (the
+        mean over its windows), and accuracy."""
+        w = weight[y].astype(np.float64)
+        p_true = np.maximum(probs[np.arange(len(y)), y], np.finfo(np.float64).tiny)
+        loss = float((w * -np.log(p_true)).sum() / w.sum()) if w.sum() else math.nan
+        return {"val_loss": loss, "val_acc": float((probs.argmax(1) == y).mean())}, None
+
+    def report(self, y, probs, names, thresholds=None, source=None) -> dict:
+        return metrics.single_label_report(y, probs, names)
+
+    def files(self, out, split, rep, index, probs, predictions):
+        import pandas as pd
+
+        from mrnet.plots import plot_confusion
+
+        names = rep["confusion"]["labels"]
+        cm = np.array(rep["confusion"]["matrix"])
+        confusion = pd.DataFrame(cm, index=pd.Index(names, name="true"), columns=names)
+        per = pd.DataFrame.from_dict(rep["per_genre"], orient="index").rename_axis("genre")
+        table = pd.DataFrame({
+            "track_id": index.track_id,
+            "true": [names[i] for i in index.label],
+            "predicted": [names[i] for i in probs.argmax(1)],
+            "confidence": probs.max(1),
+        })  # fmt: skip
+        for i, g in enumerate(names):
+            table[f"p_{g}"] = probs[:, i]
+        csv = predictions(table).to_csv(index=False, float_format="%.6f")
+        title = f"{split}: accuracy {rep['accuracy']:.3f}, {len(index)} tracks"
+        return [(out / "confusion.csv", confusion.to_csv()), (out / "per_genre.csv", per.to_csv()),
+                (out / "predictions.csv", csv),
+                (out / "confusion.png", plot_confusion(cm, names, title))]  # fmt: skip
+
+    def table(self, rep: dict) -> str:
+        lines = [f"{'label':<20} {'precision':>9} {'recall':>7} {'f1':>6} {'support':>8}"]
+        for g, m in rep["per_genre"].items():
+            lines.append(f"{g:<20} {m['precision']:9.3f} {m['recall']:7.3f} {m['f1']:6.3f} "
+                         f"{m['support']:8d}")  # fmt: skip
+        lines.append(
+            f"accuracy {rep['accuracy']:.3f}  balanced {rep['balanced_accuracy']:.3f}  "
+            f"macro F1 {rep['macro_f1']:.3f}  weighted F1 {rep['weighted_f1']:.3f}  "
+            f"top-2 {rep['top2_accuracy']:.3f}  ({rep['n_tracks']} tracks)"
+        )
+        pairs = metrics.most_confused(np.array(rep["confusion"]["matrix"]),
+                                      rep["confusion"]["labels"])  # fmt: skip
+        if pairs:
+            lines.append("most confused: " + "; ".join(f"{a} -> {b} ({n})" for a, b, n in pairs))
+        return "\n".join(lines)
+
+    def headline(self, rep: dict) -> tuple[str, float | None]:
+        return "accuracy", rep.get("accuracy")
+
+    def per_label_f1(self, rep: dict) -> tuple[list[str], dict[str, float | None]]:
+        names = list(rep["confusion"]["labels"])
+        return names, {n: rep["per_genre"][n].get("f1") for n in names}
+
+    def csv_header(self, names, top):
+        return [f"{c}_{i}" for i in range(1, top + 1) for c in ("genre", "p")]
+
+    def csv_cells(self, p, names, top):
+        cells = [x for g, v in p.top(top) for x in (g, f"{v:.4f}")]
+        return cells + [""] * (2 * top - len(cells))
+
+    def json_fields(self, p, names, top):
+        return {"top": p.top(top)}
+
+    def line(self, p, top):
+        return ", ".join(f"{g} {v:.2f}" for g, v in p.top(top))
+
+    def classifier(self, c: float):
+        from sklearn.linear_model import LogisticRegression
+
+        return LogisticRegression(C=c, max_iter=2000)
+
+    def score(self, y: np.ndarray, probs: np.ndarray) -> float:
+        return float((probs.argmax(1) == y).mean())
+
+
+class MultiLabel(Task):
+    name = "multi"
+    select_by = "val_map"
+    figure = "mAP"
+    metric_columns = ("epoch", "train_loss", "val_loss", "val_map", "val_macro_auc", "lr",
+                      "train_samples", "val_tracks")  # fmt: skip
+    report_figures = ("mean_average_precision", "macro_roc_auc", "micro_roc_auc", "sample_f1")
+    run_figures = ("val_map", "val_macro_auc", "val_loss")
+    report_files = "labels.png, per_label.csv"
+    thresholded = True
+    needs_every_label = False
+
+    def label_counts(self, labels: np.ndarray, n_labels: int) -> np.ndarray:
+        return labels.sum(axis=0, dtype=np.int64)
+
+    def loss_weights(self, labels: np.ndarray, n_labels: int) -> np.ndarray:
+        """Float32 [L]: negatives / positives of each label over the training tracks, at
+        most POS_WEIGHT_CAP (also for a label without a positive)."""
+        pos = self.label_counts(labels, n_labels).astype(np.float64)
+        w = np.where(pos > 0, (len(labels) - pos) / np.maximum(pos, 1), POS_WEIGHT_CAP)
+        return np.clip(w, 1e-3, POS_WEIGHT_CAP).astype(np.float32)
+
+    def criterion(self, weight):
+        from torch import nn
+
+        return nn.BCEWithLogitsLoss(pos_weight=weight)
+
+    def targets(self, y):
+        return y.float()
+
+    def probabilities(self, logits) -> np.ndarray:
+        return _probabilities(logits, per_label=True)
+
+    def validation(self, y, probs, weight, prior):
+        """Positive-weighted binary cross entropy of the mean window probabilities, mAP
+        and macro ROC-AUC; thresholds of maximum F1 (``prior``: the labels' training
+        frequencies, for labels without validation positives)."""
+        t = y.astype(np.float64)
+        tiny = np.finfo(np.float64).tiny
+        loss = -(weight[None, :] * t * np.log(np.maximum(probs, tiny))
+                 + (1 - t) * np.log(np.maximum(1 - probs, tiny))).mean()  # fmt: skip
+        figures = {"val_loss": float(loss), **metrics.validation_figures(y, probs)}
+        return figures, metrics.choose_thresholds(y, probs, prior)
+
+    def report(self, y, probs, names, thresholds=None, source=None) -> dict:
+        rep = metrics.multilabel_report(y, probs, thresholds, names)
+        rep["thresholds_from"] = source
+        return rep
+
+    def files(self, out, split, rep, index, probs, predictions):
+        import pandas as pd
+
+        from mrnet.plots import plot_multilabel
+
+        names = list(rep["per_label"])
+        per = pd.DataFrame.from_dict(rep["per_label"], orient="index").rename_axis("label")
+        thresholds = np.array([rep["per_label"][n]["threshold"] for n in names])
+        pred = (probs >= thresholds[None, :]).astype(np.uint8)
+
+        def joined(rows: np.ndarray) -> list[str]:
+            return ["|".join(names[j] for j in np.flatnonzero(r)) for r in rows]
+
+        table = pd.DataFrame({"track_id": index.track_id, "true": joined(index.label),
+                              "predicted": joined(pred)})  # fmt: skip
+        for j, name in enumerate(names):
+            table[f"p_{name}"] = probs[:, j]
+        csv = predictions(table).to_csv(index=False, float_format="%.9g")
+        shown = "-" if rep["mean_average_precision"] is None else (
+            f"{rep['mean_average_precision']:.3f}")  # fmt: skip
+        png = plot_multilabel(rep, index.label, pred, names,
+                              f"{split}: mAP {shown}, {len(index)} tracks")  # fmt: skip
+        return [(out / "per_label.csv", per.to_csv()), (out / "predictions.csv", csv),
+                (out / "labels.png", png)]  # fmt: skip
+
+    def table(self, rep: dict) -> str:
+        lines = [f"{'label':<24} {'AP':>6} {'ROC-AUC':>7} {'f1':>6} {'prec':>6} {'recall':>6} "
+                 f"{'support':>7} {'thresh':>6}"]  # fmt: skip
+        for name, m in rep["per_label"].items():
+            lines.append(
+                f"{name[:24]:<24} {_fmt(m['average_precision'], 6)} {_fmt(m['roc_auc'], 7)} "
+                f"{_fmt(m['f1'], 6)} {_fmt(m['precision'], 6)} {_fmt(m['recall'], 6)} "
+                f"{m['support']:7d} {m['threshold']:6.3f}"
+            )
+        lines.append(
+            f"mAP {_fmt(rep['mean_average_precision'], 0)}  macro ROC-AUC "
+            f"{_fmt(rep['macro_roc_auc'], 0)}  micro ROC-AUC {_fmt(rep['micro_roc_auc'], 0)}  "
+            f"sample F1 {_fmt(rep['sample_f1'], 0)}  ({rep['n_tracks']} tracks; '-': undefined, "
+            f"no positives; thresholds from {rep['thresholds_from']})"
+        )
+        return "\n".join(lines)
+
+    def headline(self, rep: dict) -> tuple[str, float | None]:
+        return "mAP", rep.get("mean_average_precision")
+
+    def per_label_f1(self, rep: dict) -> tuple[list[str], dict[str, float | None]]:
+        names = list(rep["per_label"])
+        return names, {n: rep["per_label"][n].get("f1") for n in names}
+
+    def chosen(self, probs, names, thresholds):
+        t = thresholds or [0.5] * len(names)
+        order = np.argsort(probs)[::-1]
+        return [names[i] for i in order if probs[i] >= t[i]]
+
+    def csv_header(self, names, top):
+        return ["labels", *[f"p_{n}" for n in names]]
+
+    def csv_cells(self, p, names, top):
+        return ["|".join(p.labels or []), *[f"{p.probs[n]:.4f}" for n in names]]
+
+    def json_fields(self, p, names, top):
+        return {"labels": p.chosen(len(names)), "probabilities": p.probs}
+
+    def line(self, p, top):
+        if p.labels:
+            return ", ".join(f"{n} {v:.2f}" for n, v in p.chosen(top))
+        name, value = p.top(1)[0]
+        return f"no label reaches its threshold (highest: {name} {value:.2f})"
+
+    def classifier(self, c: float):
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.multiclass import OneVsRestClassifier
+
+        return OneVsRestClassifier(LogisticRegression(C=c, max_iter=2000))
+
+    def score(self, y: np.ndarray, probs: np.ndarray) -> float:
+        return float(metrics.validation_figures(y, probs)["val_map"])
+
+
+TASKS: dict[str, Task] = {t.name: t for t in (SingleLabel(), MultiLabel())}

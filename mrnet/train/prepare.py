@@ -1,0 +1,161 @@
+"""Every check before training, in every process (BadInput in one stops all): the
+device, the cache (and its shards with --verify), the settings, the labels, the run
+directory (locked) and, for --resume, last.pt and the settings it recorded."""
+
+from __future__ import annotations
+
+import dataclasses
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from mrnet import checkpoint
+from mrnet.checkpoint import Checkpoint
+from mrnet.deps import load_torchaudio
+from mrnet.options import TrainConfig
+from mrnet.recipe import resumed
+from mrnet.runtime import Torchrun, resolve_device, same_outcome
+from mrnet.task import TASKS, Task
+from mrnet.tracking import require_wandb
+from pipeline.atomic import remove_temps
+from pipeline.cache.reader import Cache, SplitIndex, open_cache, split_index
+from pipeline.cache.verify import damaged_error, format_report, verify_cache
+from pipeline.errors import BadInput
+from pipeline.lock import DirLock
+
+RESUME_FIX = "resume with the cache it was trained on or start a new --out"
+
+
+@dataclass
+class Prepared:
+    """What the checks established: the final settings, device, cache, splits, and the
+    last.pt to resume (None for a new run)."""
+
+    cfg: TrainConfig
+    device: torch.device
+    cache: Cache
+    train_idx: SplitIndex
+    val_idx: SplitIndex
+    last: Checkpoint | None
+
+
+def prepare(cfg: TrainConfig, source: dict, torchrun: Torchrun, stack: ExitStack) -> Prepared:
+    """Run every check (see the module docstring); ``source``: the settings given
+    explicitly (a resumed run refuses those that differ from its own). The run
+    directory's lock joins ``stack``."""
+    out = cfg.out
+    with same_outcome(torchrun):
+        device = resolve_device(cfg.device, torchrun.local_rank)
+        if out.exists() and not out.is_dir():
+            raise BadInput(f"--out {out} is a file; pass a directory for the run")
+        cache = open_cache(cfg.cache)
+        if cfg.verify and torchrun.main:
+            report = verify_cache(cache.root, progress=cfg.progress)
+            if not report.ok:
+                raise damaged_error(report)
+            tqdm.write(format_report(report))
+        train_idx = split_index(cache, "training")
+        if len(train_idx) == 0:
+            raise BadInput(
+                f"cache {cache.root} has no training tracks; preprocess a subset with a "
+                "`training` split"
+            )
+        val_idx = split_index(cache, "validation")
+        check_labels(cache, train_idx, TASKS[cache.manifest.task], say=torchrun.main)
+        if not cfg.resume:  # a resumed run is checked with its recorded settings below
+            check_config(cfg, len(train_idx), torchrun.world, cache.root)
+        if cfg.wandb and torchrun.main:
+            require_wandb()
+        last = claim(cfg, torchrun, stack)
+        if last is not None:
+            check_resume(last, cache, out / "last.pt")
+            cfg = resumed(cfg, stored_settings(last), source)
+            check_config(cfg, len(train_idx), torchrun.world, cache.root)
+    if last is None and cfg.t0 <= 0:
+        cfg = dataclasses.replace(cfg, t0=cfg.epochs)
+    if torchrun.main and len(val_idx) == 0:
+        tqdm.write(f"warning: cache {cache.root} has no validation tracks; best.pt = last epoch")
+    if torchrun.main and last is not None and last.world != torchrun.world:
+        tqdm.write(
+            f"note: {out} was trained by {last.world} process(es), resumed by "
+            f"{torchrun.world}: its epochs from now on differ from an unbroken run's"
+        )
+    return Prepared(cfg, device, cache, train_idx, val_idx, last)
+
+
+def check_config(cfg: TrainConfig, n_train: int, world: int, cache: Path) -> None:
+    """The checks that need more than the settings: the training split's size, CUDA for
+    --sync-bn, torchaudio for SpecAugment."""
+    if cfg.specaugment:
+        load_torchaudio("torchaudio.transforms")  # before any work: one line if it cannot load
+    if cfg.sync_bn and not (cfg.device != "cpu" and torch.cuda.is_available()):
+        raise BadInput(
+            "--sync-bn needs CUDA GPUs (SyncBatchNorm syncs over NCCL, not on the CPU); "
+            "drop --sync-bn or train on GPUs"
+        )
+    if cfg.batch_size * world > n_train:
+        raise BadInput(
+            f"--batch-size {cfg.batch_size} (x {world} processes) is larger than the {n_train} "
+            f"training tracks of {cache}; pass --batch-size {n_train // world} or less"
+        )
+
+
+def check_labels(cache: Cache, train_idx: SplitIndex, task: Task, say: bool = True) -> None:
+    """Every label needs training tracks: a single-label class without any can never be
+    predicted (and would get class weight 0), so it is refused; a multi-label label
+    without a positive is noted (``say``)."""
+    counts = task.label_counts(train_idx.label, len(cache.labels))
+    missing = [name for name, n in zip(cache.labels, counts) if n == 0]
+    if not missing:
+        return
+    more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+    shown = ", ".join(missing[:10]) + more
+    if not task.needs_every_label:
+        if say:
+            tqdm.write(f"warning: labels without a positive training track: {shown}")
+        return
+    raise BadInput(
+        f"labels {shown} have no training tracks in cache {cache.root}: a model cannot learn "
+        "them; add training tracks of each label (or leave those labels out) and preprocess again"
+    )
+
+
+def check_resume(ckpt: Checkpoint, cache: Cache, what: Path) -> None:
+    """Features, label order and the very tracks must be those the run trained on."""
+    ckpt.check_cache(cache, what, RESUME_FIX)
+    if ckpt.cache_fingerprint and ckpt.cache_fingerprint != cache.fingerprint:
+        raise BadInput(
+            f"cache {cache.root} holds other tracks than {what} was trained on (track "
+            f"fingerprint {cache.fingerprint}, run: {ckpt.cache_fingerprint}); {RESUME_FIX}"
+        )
+
+
+def stored_settings(last: Checkpoint) -> dict:
+    """A run's recorded settings; the model's own record decides its shape (runs from
+    before --input-norm recorded it in neither place: see ModelConfig.from_dict)."""
+    return {**last.train_config, "arch": last.arch, "channels": last.model_config.channels,
+            "input_norm": last.model_config.input_norm}  # fmt: skip
+
+
+def claim(cfg: TrainConfig, torchrun: Torchrun, stack: ExitStack) -> Checkpoint | None:
+    """Take RUN/.lock (rank 0) and decide new run vs resume; returns last.pt to resume."""
+    out = cfg.out
+    if cfg.resume and not (out / "last.pt").is_file():
+        raise BadInput(
+            f"--resume but {out / 'last.pt'} does not exist; drop --resume to start a new run"
+        )
+    if torchrun.main:
+        out.mkdir(parents=True, exist_ok=True)
+        stack.enter_context(DirLock(out, "run", fix="choose another --out"))
+        remove_temps(out)  # left by a run killed while saving
+    if not cfg.resume:
+        if (out / "last.pt").exists():
+            raise BadInput(
+                f"{out} already holds a run (last.pt); pass --resume to continue it "
+                "or choose another --out"
+            )
+        return None
+    return checkpoint.load(out / "last.pt", resume=True)

@@ -47,6 +47,7 @@ class Augment(nn.Module):
                    cfg.freq_mask, cfg.time_mask)  # fmt: skip
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Augment a batch x [B, n_mels, frames]: additive noise, then SpecAugment masks."""
         if self.p > 0:
             u = torch.rand(x.shape[0], 3, 1, 1, device=x.device)  # apply?, mean, std
             on = (u[:, 0] < self.p).to(x.dtype)

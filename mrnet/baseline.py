@@ -23,6 +23,7 @@ class Fitted:
     computed: bool  # the statistics came from the frames (a cache made before they were stored)
 
     def summary(self) -> str:
+        """The report's table and files, after a note when the statistics were computed."""
         note = ("note: this cache holds no track statistics (made by mrnet 0.2): they were "
                 "computed from its frames; nothing was written into the cache\n"
                 if self.computed else "")  # fmt: skip

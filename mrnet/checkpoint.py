@@ -80,14 +80,17 @@ class Checkpoint:
 
     @property
     def arch(self) -> str:
+        """The model's architecture name (from its ModelConfig)."""
         return self.model_config.arch
 
     @property
     def select_by(self) -> str:
+        """The validation figure that picks best.pt for this checkpoint's task."""
         return TASKS[self.task].select_by
 
     @property
     def resumable(self) -> bool:
+        """Whether it holds what a resume needs: optimizer, scheduler, RNG and settings."""
         return None not in (self.optimizer, self.scheduler, self.rng) and bool(self.train_config)
 
     def check_cache(self, cache, what: object, fix: str) -> None:
@@ -109,6 +112,7 @@ class Checkpoint:
             raise BadInput(f"{what} has another genre order than cache {cache.root}; {fix}")
 
     def to_dict(self) -> dict:
+        """The fields as a dict for saving (current format version), None fields left out."""
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["model_config"] = self.model_config.to_dict()
         d["format_version"] = CHECKPOINT_VERSION

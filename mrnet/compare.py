@@ -195,6 +195,7 @@ class Compared:
     out: Path | None
 
     def summary(self) -> str:
+        """The printed tables, and where they were written (with ``out``)."""
         written = f"\nwritten to {self.out}/ (compare.csv, per_label.csv, compare.png)"
         return self.text + (written if self.out is not None else "")
 

@@ -50,6 +50,19 @@ def crop_plan(
     (seed, epoch, rank). Every rank gets the same number of batches (DDP needs equal step
     counts); incomplete batches are dropped, so an epoch skips fewer than
     ``world * batch_size`` crops.
+
+    Args:
+        lengths: int64 [n]: frames of each training track.
+        frames: crop length (frames); starts are uniform in [0, max(length - frames, 0)].
+        batch_size: tracks per batch.
+        seed: run seed.
+        epoch: epoch number.
+        rank: this rank, in [0, world).
+        world: number of ranks.
+        passes: visits of each track per epoch (see `passes_for`).
+
+    Returns:
+        One (tracks int64 [batch_size], starts int64 [batch_size]) pair per full batch.
     """
     rng = np.random.default_rng([seed, epoch])
     order = np.concatenate([rng.permutation(len(lengths)) for _ in range(passes)])
@@ -63,7 +76,17 @@ def crop_plan(
 
 def passes_for(n_tracks: int, batch_size: int, world: int, min_steps: int) -> int:
     """Times an epoch visits each training track so that it makes at least ``min_steps``
-    optimiser steps (1 when one visit already does, or ``min_steps`` is 0)."""
+    optimiser steps (1 when one visit already does, or ``min_steps`` is 0).
+
+    Args:
+        n_tracks: training tracks.
+        batch_size: tracks per batch, per rank.
+        world: number of ranks.
+        min_steps: least optimiser steps per epoch; <= 0 means no minimum.
+
+    Returns:
+        Passes, >= 1: ceil(min_steps * batch_size * world / n_tracks).
+    """
     if min_steps <= 0:
         return 1
     return max(1, -(-min_steps * batch_size * world // n_tracks))
@@ -82,6 +105,7 @@ class CropPlan:
     passes: int = 1  # visits of each track per epoch (see `passes_for`)
 
     def epoch(self, epoch: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """This rank's (tracks, starts) batches for ``epoch``: `crop_plan` with these settings."""
         return crop_plan(self.lengths, self.frames, self.batch_size, self.seed, epoch,
                          self.rank, self.world, self.passes)  # fmt: skip
 
@@ -98,6 +122,7 @@ class CropPlanSampler(Sampler):
         self.plan, self.epoch = plan, 0
 
     def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose plan the next iteration yields."""
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[np.ndarray]:
@@ -160,6 +185,7 @@ class MemmapCrops:
         return self.plan.steps
 
     def batches(self, epoch: int) -> Iterator[Batch]:
+        """Yield ``epoch``'s (x, y) batches through the DataLoader."""
         self.sampler.set_epoch(epoch)
         yield from self.loader
 
@@ -191,6 +217,7 @@ class ResidentCrops:
         return self.plan.steps
 
     def batches(self, epoch: int) -> Iterator[Batch]:
+        """Yield ``epoch``'s (x, y) batches, on ``device``, cut from the resident frames."""
         for tracks, starts in self.plan.epoch(epoch):
             t = torch.as_tensor(tracks, device=self.device)
             s = torch.as_tensor(starts, device=self.device)

@@ -35,9 +35,20 @@ def resolved(opts: DemoOptions) -> DemoOptions:
 
 def stage_options(opts: DemoOptions, audio_dir, metadata_dir, train_tracks: int | None = None
                   ) -> tuple[PreprocessOptions, TrainConfig, EvalOptions]:  # fmt: skip
-    """The options of the three stages the demo runs: training from recipes/demo.toml,
-    with --epochs and --channels over it (``train_tracks``: the training split's size,
-    when known, so that the batch fits it)."""
+    """The options of the three stages the demo runs, all under ``opts.out``.
+
+    Training comes from recipes/demo.toml, with --epochs and --channels over it; it
+    resumes when OUT/run/last.pt exists.
+
+    Args:
+        opts: the demo's options, with the dataset's defaults filled in (`resolved`).
+        audio_dir: the synthetic dataset's audio folder.
+        metadata_dir: its metadata folder (None for GTZAN).
+        train_tracks: the training split's size, when known; the batch size is cut to it.
+
+    Returns:
+        (preprocess options, training config, evaluation options).
+    """
     cache, run, report = opts.out / "cache", opts.out / "run", opts.out / "report"
     pre = PreprocessOptions(audio_dir=audio_dir, metadata_dir=metadata_dir, out=cache,
                             jobs=opts.jobs, progress=opts.progress)  # fmt: skip
@@ -88,6 +99,7 @@ class Demoed:
     report: dict
 
     def summary(self) -> str:
+        """Nothing: the demo printed every stage as it ran."""
         return ""
 
 

@@ -46,6 +46,7 @@ class Embedded:
     out: Path
 
     def summary(self) -> str:
+        """A line per unreadable file, then what was written where."""
         lines = [f"{path}: cannot read ({reason})" for path, reason in
                  self.failures.itertuples(index=False)]  # fmt: skip
         n, d = self.embeddings.shape

@@ -36,11 +36,24 @@ def run(opts: EvalOptions) -> Evaluated:
 def score_split(model: torch.nn.Module, index: SplitIndex, task: Task, device: torch.device,
                 batch_size: int, window: int, desc: str = "evaluate",
                 progress: bool = True) -> np.ndarray:  # fmt: skip
-    """Probabilities for the tracks of ``index``, in its order: float32 [n, n_labels],
-    the mean over a track's windows (``window`` frames, 0: whole tracks; see
-    mrnet.scoring) of the task's probabilities. Windows of equal length go through
-    together, ``batch_size`` windows' worth of frames per forward pass, so memory does
-    not grow with track length. BadInput when an output is not finite."""
+    """Probabilities for the tracks of ``index``, in its order, averaged over their windows.
+
+    Windows of equal length go through together, so memory does not grow with track
+    length (see mrnet.scoring). BadInput when an output is not finite.
+
+    Args:
+        model: the classifier (put in eval mode).
+        index: the split's tracks.
+        task: turns logits into probabilities.
+        device: where the model runs.
+        batch_size: windows' worth of frames per forward pass.
+        window: window length (frames); 0: whole tracks.
+        desc: the progress bar's label.
+        progress: show a progress bar.
+
+    Returns:
+        Float32 [n, n_labels]: each track's mean probability over its windows.
+    """
     forward = model_forward(model.eval(), device, task)
     probs = split_means(index, forward, window, batch_size, "outputs", desc, progress)
     return probs.astype(np.float32)

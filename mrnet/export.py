@@ -45,6 +45,7 @@ def _require_onnx():
 
 
 def metadata(ckpt) -> dict[str, str]:
+    """The ONNX file's metadata: the checkpoint's features, labels, task, thresholds, model."""
     return {
         "mrnet.feature_config": json.dumps(ckpt.feature_config),
         "mrnet.labels": json.dumps(list(ckpt.labels)),
@@ -67,6 +68,7 @@ class Exported:
     metadata: dict[str, str]
 
     def summary(self) -> str:
+        """What was written: the file, its input and output, its labels."""
         labels = ", ".join(json.loads(self.metadata["mrnet.labels"]))
         return (f"wrote {self.out}: input log_mel [batch, n_mels, frames], output logits over "
                 f"{labels}; feature settings and labels in its metadata")  # fmt: skip

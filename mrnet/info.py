@@ -22,6 +22,7 @@ class Described:
     text: str
 
     def summary(self) -> str:
+        """The description."""
         return self.text
 
 
@@ -63,12 +64,14 @@ def _checkpoint_lines(path: Path, ck: Checkpoint) -> list[str]:
 
 
 def describe_checkpoint(path: Path) -> str:
+    """A checkpoint file's model, epoch and figure, labels, features and training settings."""
     from mrnet import checkpoint  # torch: only for runs and checkpoints
 
     return "\n".join(_checkpoint_lines(path, checkpoint.load(path)))
 
 
 def describe_run(path: Path) -> str:
+    """A run folder: its last metrics, a warning when best.pt is stale, and its checkpoints."""
     from mrnet import checkpoint
     from mrnet.checkpoint import best_epoch
 

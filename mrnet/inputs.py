@@ -50,8 +50,21 @@ def file_outputs(
     batch_size: int,
     min_seconds: float = MIN_SECONDS,
 ) -> Iterator[tuple[Path, np.ndarray | None, str | None]]:
-    """Per file, in order: (path, its mean ``forward`` output over its windows, None), or
-    (path, None, reason) when it cannot be read or the output is not finite."""
+    """Per file, in order, its mean ``forward`` output over its windows, or why there is none.
+
+    Args:
+        files: the audio files, read as `preprocess` reads them (TrackFeatures).
+        cfg: the feature settings (the cache's the model was trained on).
+        forward: a window batch's outputs, float [b, d] (see mrnet.scoring.track_means).
+        window: window length (frames); 0: the whole file in one window.
+        batch_size: windows per ``forward`` call.
+        min_seconds: shorter files fail as too short.
+
+    Returns:
+        An iterator of (path, float64 [d] output, None), or (path, None, reason) when the
+        file cannot be read (TrackFailed's reason) or the output is not finite
+        ("non_finite_output").
+    """
     for path in files:
         try:
             out = file_means(TrackFeatures(path, cfg, min_seconds), window, forward, batch_size)

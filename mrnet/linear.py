@@ -57,6 +57,7 @@ def statistics(index: SplitIndex, progress: bool = False) -> np.ndarray:
 
 
 def has_statistics(cache: Cache) -> bool:
+    """Whether every shard of ``cache`` holds track statistics of the current definition."""
     return all(
         s.stats is not None and s.stats_version == STATS_VERSION for s in cache.shards.values()
     )
@@ -76,6 +77,7 @@ class Baseline:
 
     @property
     def figure(self) -> str:
+        """The name of ``value``: the task's selection figure (val_acc or val_map)."""
         return self.task.select_by
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
@@ -117,7 +119,7 @@ def fit(cache: Cache, progress: bool = False) -> Baseline:
     return best
 
 
-def beside(cache: Cache, split: str, progress: bool = False) -> dict:
+def beside(cache: Cache, split: str) -> dict:
     """The baseline's figures on ``split``, for a report beside the model's (fitted from
     the stored statistics; a note instead when the cache has none)."""
     if not has_statistics(cache):
@@ -132,8 +134,19 @@ def beside(cache: Cache, split: str, progress: bool = False) -> dict:
 
 def report(b: Baseline, cache: Cache, index: SplitIndex,
            progress: bool = False) -> tuple[dict, np.ndarray]:  # fmt: skip
-    """The task's report of ``b`` on the tracks of ``index``, and its probabilities:
-    float32 [n, n_labels]."""
+    """The task's report of ``b`` on the tracks of ``index``, and its probabilities.
+
+    Multi-label thresholds are chosen on the cache's validation split (0.5 without one).
+
+    Args:
+        b: the fitted baseline.
+        cache: the cache ``index`` comes from (labels, validation split).
+        index: the tracks to report on.
+        progress: show a progress bar while statistics are computed from frames.
+
+    Returns:
+        (the report dict, probabilities float32 [n, n_labels]).
+    """
     probs = b.probabilities(statistics(index, progress))
     rep = b.task.report(index.label, probs, list(cache.labels), *_thresholds(b, cache))
     return rep, probs.astype(np.float32)

@@ -67,18 +67,21 @@ def _defined(y: np.ndarray, auc: bool = False) -> np.ndarray:
 
 
 def average_precisions(y: np.ndarray, probs: np.ndarray) -> list[float | None]:
+    """Per label, the average precision (PR-AUC) of probs [n, L] for y [n, L]; None if undefined."""
     ok = _defined(y)
     return [float(metrics.average_precision_score(y[:, j], probs[:, j])) if ok[j] else None
             for j in range(y.shape[1])]  # fmt: skip
 
 
 def roc_aucs(y: np.ndarray, probs: np.ndarray) -> list[float | None]:
+    """Per label, the ROC-AUC of probs [n, L] for y [n, L]; None if undefined."""
     ok = _defined(y, auc=True)
     return [float(metrics.roc_auc_score(y[:, j], probs[:, j])) if ok[j] else None
             for j in range(y.shape[1])]  # fmt: skip
 
 
 def mean_defined(values: list[float | None]) -> float | None:
+    """The mean of the values that are not None; None when all are."""
     kept = [v for v in values if v is not None]
     return float(np.mean(kept)) if kept else None
 
@@ -128,7 +131,18 @@ def validation_figures(y: np.ndarray, probs: np.ndarray) -> dict[str, float]:
 
 def multilabel_report(y: np.ndarray, probs: np.ndarray, thresholds: list[float],
                       labels: list[str]) -> dict:  # fmt: skip
-    """Every figure of a multi-label report (see mrnet.evaluate)."""
+    """Every figure of a multi-label report (see mrnet.evaluate).
+
+    Args:
+        y: uint8 [n, L] 0/1 truth.
+        probs: float [n, L] sigmoid probabilities.
+        thresholds: per label, the probability at or above which it is predicted.
+        labels: the L label names.
+
+    Returns:
+        The report dict: averages (None where undefined), n_tracks and per-label figures
+        (F1, precision and recall None for a label without positives).
+    """
     pred = (probs >= np.asarray(thresholds)[None, :]).astype(np.uint8)
     ap, auc = average_precisions(y, probs), roc_aucs(y, probs)
     with warnings.catch_warnings():

@@ -62,9 +62,22 @@ def plot_confusion(cm: np.ndarray, names: list[str], title: str) -> bytes:
 
 def plot_multilabel(rep: dict, y: np.ndarray, pred: np.ndarray, labels: list[str],
                     title: str) -> bytes:  # fmt: skip
-    """PNG, two panels: per-label average precision, sorted (undefined labels greyed), and a
-    label co-occurrence heat map of true (rows) against predicted (columns) label sets,
-    each row normalised by the tracks holding that true label."""
+    """PNG bytes of a multi-label report's figure, two panels.
+
+    Left: per-label average precision, sorted (undefined labels greyed). Right: a label
+    co-occurrence heat map of true (rows) against predicted (columns) label sets, each row
+    normalised by the tracks holding that true label.
+
+    Args:
+        rep: the multi-label report (its per_label average precisions).
+        y: uint8 [n, L] 0/1 true labels.
+        pred: uint8 [n, L] 0/1 predicted labels.
+        labels: the L label names.
+        title: the figure's title.
+
+    Returns:
+        The PNG's bytes.
+    """
     plt = _pyplot()
     k = len(labels)
     ap = [rep["per_label"][n]["average_precision"] for n in labels]
@@ -119,13 +132,23 @@ def plot_compare(figures, per, title: str) -> bytes:
 
 
 def plot_curves(history: list[dict], select_by: str, path: Path, rerun: str = AGAIN) -> None:
-    """RUN/curves.png: train/val loss, then accuracy (single-label) or validation mAP and
-    ROC-AUC (multi-label), then the learning rate, against epoch; a dotted line at the
-    epoch best.pt holds."""
+    """Write RUN/curves.png: loss, the task's score and the learning rate against epoch.
+
+    Panels: train/val loss, then accuracy (single-label) or validation mAP and ROC-AUC
+    (multi-label), then the learning rate; a dotted line at the epoch best.pt holds (the
+    first with the highest finite ``select_by``). Written atomically.
+
+    Args:
+        history: the metrics rows, one per epoch (keys as in metrics.csv).
+        select_by: the figure that picks best.pt ("val_acc" draws the accuracy panel).
+        path: where the PNG goes.
+        rerun: how a write error's message ends (pipeline.atomic).
+    """
     plt = _pyplot()
     epochs = [r["epoch"] for r in history]
 
     def series(key: str) -> list[float]:
+        """The ``key`` column of ``history``, NaN where a row lacks it."""
         return [float(r.get(key, np.nan)) for r in history]
 
     if select_by == "val_acc":

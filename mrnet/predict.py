@@ -42,6 +42,7 @@ class Prediction:
     labels: list[str] | None = None
 
     def top(self, k: int = 3) -> list[tuple[str, float]]:
+        """The ``k`` most probable labels, as (label, probability), highest first."""
         return list(self.probs.items())[:k]
 
     def chosen(self, k: int) -> list[tuple[str, float]]:
@@ -63,7 +64,21 @@ def predict_files(
 
     A file's features are what the checkpoint's cache held for it (its clip, or the
     whole file, streamed); longer than ``window_seconds`` they are scored as the mean
-    probability of windows (mrnet.scoring), ``batch_size`` windows per forward pass."""
+    probability of windows (mrnet.scoring). A file that cannot be read, or whose output
+    is not finite, gets a Prediction with ``error`` set.
+
+    Args:
+        ckpt: the checkpoint (feature settings, labels, task, thresholds).
+        model: its model; moved to ``device`` and put in eval mode.
+        files: the audio files.
+        device: where the model runs.
+        min_seconds: shorter files fail as too short.
+        window_seconds: window length (s); 0: every file whole.
+        batch_size: windows per forward pass.
+
+    Returns:
+        An iterator of Predictions, one per file.
+    """
     cfg = FeatureConfig.from_dict(ckpt.feature_config)
     names, task = list(ckpt.labels), TASKS[ckpt.task]
     forward = model_forward(model.to(device).eval(), device, task)
@@ -85,6 +100,7 @@ class Predicted:
     failed: int
 
     def summary(self) -> str:
+        """Nothing: every file had its line."""
         return ""  # every file had its line
 
 

@@ -27,6 +27,7 @@ class Evaluated:
     out: Path
 
     def summary(self) -> str:
+        """The report's table (`format_table`) and where its files were written."""
         files = TASKS[self.report["task"]].report_files
         return (f"{format_table(self.report)}\nreport written to {self.out}/ (report.json, "
                 f"{files}, predictions.csv)")  # fmt: skip
@@ -51,10 +52,22 @@ def format_table(rep: dict) -> str:
 
 def write_report(out: Path, split: str, rep: dict, cache: Cache, index: SplitIndex,
                  probs: np.ndarray) -> None:  # fmt: skip
-    """REPORT/ for ``rep``, report.json renamed into place last: a disk fault keeps the
-    previous report whole, never a report.json beside another run's predictions."""
+    """Write REPORT/ for ``rep``: the task's files, then report.json, renamed into place last.
+
+    A disk fault keeps the previous report whole, never a report.json beside another
+    run's predictions.
+
+    Args:
+        out: the report folder (created if missing).
+        split: the split reported on.
+        rep: the report dict (JSON-serialisable; no NaN).
+        cache: the cache, for the extra per-track columns preprocess stored.
+        index: the split's tracks, in the order of ``probs``.
+        probs: float32 [n, n_labels] per-track probabilities.
+    """
 
     def with_extra(pred: pd.DataFrame) -> pd.DataFrame:
+        """``pred`` joined (on track_id) with the cache's extra per-track columns, if any."""
         shown = [c for c in EXTRA_COLUMNS if c in cache.tracks.columns]  # from preprocess
         if not shown:
             return pred

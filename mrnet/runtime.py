@@ -57,6 +57,7 @@ class Torchrun:
 
     @property
     def main(self) -> bool:
+        """Whether this is rank 0 (the process that writes and prints)."""
         return self.rank == 0
 
 
@@ -85,6 +86,7 @@ def init_distributed(device: str) -> Torchrun:
 
 
 def collective_device() -> torch.device:
+    """Where tensors for collectives live: CUDA under NCCL, else the CPU (gloo)."""
     return torch.device("cuda") if dist.get_backend() == "nccl" else torch.device("cpu")
 
 

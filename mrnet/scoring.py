@@ -73,10 +73,22 @@ def count_windows(lengths: np.ndarray, window: int) -> int:
 
 def cache_windows(index: SplitIndex, window: int, max_frames: int,
                   crops: int = 0) -> Iterator[Windows]:  # fmt: skip
-    """Batches of the windows of every track of ``index`` (`window_starts`; with
-    ``crops``, `crop_starts` instead), grouped by length, shortest first; a batch of
-    length-m windows holds max(1, max_frames // m) of them. The rows say whose window
-    each is (a long track's windows follow one another)."""
+    """Batches of the windows of every track of ``index``, grouped by length, shortest first.
+
+    A long track's windows follow one another; the rows say whose window each is.
+
+    Args:
+        index: the cache split whose tracks are cut into windows.
+        window: window length (frames); 0: every track whole, in one window.
+        max_frames: frames per batch: a batch of length-m windows holds
+            max(1, max_frames // m) of them.
+        crops: when > 0, ``crops`` evenly spaced windows per track (`crop_starts`)
+            instead of every hop (`window_starts`).
+
+    Returns:
+        An iterator of (rows int64 [b]: track positions in ``index``,
+        x float32 [b, n_mels, m]: the windows, model layout).
+    """
     store = FrameStore(index.shards)
     groups: dict[int, list[tuple[int, int]]] = defaultdict(list)
     for t, n in enumerate(index.length.tolist()):
@@ -112,6 +124,7 @@ class WindowStream:
         self.emitted = 0  # windows returned so far
 
     def push(self, frames: np.ndarray) -> list[np.ndarray]:
+        """Add a chunk of frames; return the windows (float16 [window, n_mels]) it completes."""
         self.buf = frames if self.buf is None else np.concatenate([self.buf, frames])
         self.n += len(frames)
         out = []
@@ -125,6 +138,7 @@ class WindowStream:
         return out
 
     def finish(self) -> list[np.ndarray]:
+        """The remaining window: the whole track if none was returned, else one at its end."""
         if self.buf is None:
             return []
         if self.emitted == 0:  # at most one window long: the whole track
@@ -157,14 +171,25 @@ def track_means(
 def file_means(frames: Iterable[np.ndarray], window: int,
                forward: Callable[[torch.Tensor], np.ndarray],
                batch_size: int = 16) -> np.ndarray:  # fmt: skip
-    """Float64 [d]: the mean of ``forward`` over the windows of one track whose frames
-    (float16 [k, n_mels]) arrive in chunks (a file read by pipeline.extract.TrackFeatures),
-    ``batch_size`` windows per call; ``window`` 0: the whole track in one call."""
+    """The mean of ``forward`` over the windows of one track whose frames arrive in chunks.
+
+    Args:
+        frames: the track's frames, float16 [k, n_mels] chunks (a file read by
+            pipeline.extract.TrackFeatures).
+        window: window length (frames); 0: the whole track in one call.
+        forward: a window batch's outputs, float [b, d] (see `track_means`).
+        batch_size: windows per ``forward`` call.
+
+    Returns:
+        Float64 [d]: the track's mean output.
+    """
 
     def batch(windows: list[np.ndarray]) -> Windows:
+        """One window batch of the track (row 0 for every window)."""
         return np.zeros(len(windows), np.int64), to_model_layout(np.stack(windows))
 
     def batches() -> Iterator[Windows]:
+        """The track's window batches, as its frames arrive."""
         if window == 0:
             yield batch([np.concatenate(list(frames))])
             return
@@ -185,6 +210,7 @@ def model_forward(model: torch.nn.Module, device: torch.device, task: Task):
     """A `track_means` forward: a window batch's probabilities under ``model``."""
 
     def forward(x: torch.Tensor) -> np.ndarray:
+        """The task's probabilities for window batch ``x``."""
         with torch.no_grad(), autocast(device):
             logits = model(x.to(device)).float()
         return task.probabilities(logits)
@@ -197,6 +223,7 @@ def embedding_forward(model: torch.nn.Module, device: torch.device):
     float64 [b, d]; rows with a non-finite value are NaN."""
 
     def forward(x: torch.Tensor) -> np.ndarray:
+        """Embeddings, float64 [b, d], for window batch ``x``; non-finite rows become NaN."""
         with torch.no_grad(), autocast(device):
             e = model.embedding(x.to(device)).double().cpu()
         e[~torch.isfinite(e).all(dim=1)] = float("nan")
@@ -214,11 +241,23 @@ def cache_means(
     progress: Callable[[int], None] | None = None,
     crops: int = 0,
 ) -> np.ndarray:
-    """Float64 [len(index), d]: each track's mean ``forward`` output over its windows
-    (NaN rows where an output was not finite; ``index`` not empty). ``progress`` is
-    called with each batch's number of windows; ``crops``: see `cache_windows`."""
+    """Each track's mean ``forward`` output over its windows (`cache_windows`).
+
+    Args:
+        index: the cache split, not empty.
+        forward: a window batch's outputs, float [b, d] (see `track_means`).
+        window: window length (frames); 0: every track whole.
+        max_frames: frames per batch (see `cache_windows`).
+        progress: called with each batch's number of windows.
+        crops: see `cache_windows`.
+
+    Returns:
+        Float64 [len(index), d]; a track's row is not finite where one of its outputs was
+        not.
+    """
 
     def batches() -> Iterator[Windows]:
+        """`cache_windows`' batches, reporting each to ``progress``."""
         for rows, x in cache_windows(index, window, max_frames, crops):
             yield rows, x
             if progress:
@@ -237,8 +276,22 @@ def score(
     progress: Callable[[int], None] | None = None,
     crops: int = 0,
 ) -> np.ndarray:
-    """Float64 [len(index), n_labels]: each track's mean window probability (see
-    `cache_means`)."""
+    """Each track's mean window probability under ``model`` (put in eval mode); see
+    `cache_means`.
+
+    Args:
+        model: the classifier.
+        index: the cache split, not empty.
+        task: turns logits into probabilities.
+        device: where the model runs.
+        window: window length (frames); 0: every track whole.
+        max_frames: frames per batch (see `cache_windows`).
+        progress: called with each batch's number of windows.
+        crops: see `cache_windows`.
+
+    Returns:
+        Float64 [len(index), n_labels].
+    """
     model.eval()
     forward = model_forward(model, device, task)
     return cache_means(index, forward, window, max_frames, progress, crops)
@@ -253,9 +306,23 @@ def split_means(
     desc: str,
     progress: bool = True,
 ) -> np.ndarray:
-    """`cache_means` of a whole split for a command: ``batch_size`` windows' worth of
-    frames per forward pass, a progress bar counting windows, and BadInput naming the
-    tracks when an output (``what``: "outputs", "embeddings") is not finite."""
+    """`cache_means` of a whole split for a command, with a progress bar and a finiteness check.
+
+    Args:
+        index: the cache split, not empty.
+        forward: a window batch's outputs, float [b, d] (see `track_means`).
+        window: window length (frames); 0: every track whole.
+        batch_size: windows' worth of frames per forward pass (the longest window's).
+        what: what the outputs are, for the error ("outputs", "embeddings").
+        desc: the progress bar's label.
+        progress: show a progress bar (counting windows).
+
+    Returns:
+        Float64 [len(index), d]: each track's mean output, all finite.
+
+    Raises:
+        BadInput: naming (up to 10 of) the tracks whose output is not finite.
+    """
     from tqdm import tqdm
 
     from pipeline.errors import BadInput

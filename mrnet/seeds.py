@@ -14,6 +14,7 @@ import torch
 
 
 def seed_all(seed: int) -> None:
+    """Seed torch, numpy (``seed`` mod 2**32) and python's random with ``seed``."""
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
     random.seed(seed)
@@ -37,6 +38,7 @@ def rng_state() -> dict:
 
 
 def set_rng_state(s: dict) -> None:
+    """Restore the states `rng_state` returned (CUDA's only with as many devices as then)."""
     torch.set_rng_state(s["torch"])
     if s["cuda"] and torch.cuda.is_available() and len(s["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(s["cuda"])

@@ -39,40 +39,87 @@ class Task:
         """Int [L]: the tracks of ``labels`` that carry each label."""
         ...
 
-    def loss_weights(self, labels: np.ndarray, n_labels: int) -> np.ndarray: ...
+    def loss_weights(self, labels: np.ndarray, n_labels: int) -> np.ndarray:
+        """Float32 [L]: the loss's per-label weights, from the training tracks' ``labels``."""
+        ...
 
     def criterion(self, weight):
         """The training loss for logits and targets, given `loss_weights` (a tensor)."""
         ...
 
     def targets(self, y):
+        """The loss's targets for a batch's labels ``y`` (here ``y`` itself)."""
         return y
 
     def correct(self, logits, y):
         """How many predictions of a batch are right (None: not defined)."""
         return None
 
-    def probabilities(self, logits) -> np.ndarray: ...
+    def probabilities(self, logits) -> np.ndarray:
+        """Float64 [b, L] probabilities of a batch's logits; rows with a non-finite logit NaN."""
+        ...
 
     def validation(self, y: np.ndarray, probs: np.ndarray, weight: np.ndarray,
                    prior: np.ndarray) -> tuple[dict[str, float], list[float] | None]:  # fmt: skip
-        """(the validation figures of a metrics.csv row, the decision thresholds)."""
+        """The validation figures of a metrics.csv row, and the decision thresholds.
+
+        Args:
+            y: the validation tracks' labels (single int64 [n]; multi uint8 [n, L]).
+            probs: float [n, L]: each track's mean probability over its windows.
+            weight: float32 [L]: `loss_weights` of the training tracks.
+            prior: float [L]: each label's frequency among the training tracks.
+
+        Returns:
+            (figures: val_loss and the task's validation figures, per-label thresholds or
+            None when the task needs none).
+        """
         ...
 
     def report(self, y: np.ndarray, probs: np.ndarray, names: list[str],
                thresholds: list[float] | None = None,
-               source: str | None = None) -> dict: ...  # fmt: skip
+               source: str | None = None) -> dict:  # fmt: skip
+        """The report dict of a split: every figure of mrnet.metrics for the task.
+
+        Args:
+            y: the tracks' labels (single int64 [n]; multi uint8 [n, L]).
+            probs: float [n, L]: the tracks' probabilities.
+            names: the L label names.
+            thresholds: per-label decision thresholds (multi-label; required there).
+            source: where the thresholds come from, in words (multi-label).
+
+        Returns:
+            The report dict ("task" names the task).
+        """
+        ...
 
     def files(self, out: Path, split: str, rep: dict, index, probs: np.ndarray,
-              predictions) -> list[tuple[Path, str | bytes]]: ...  # fmt: skip
+              predictions) -> list[tuple[Path, str | bytes]]:  # fmt: skip
+        """The files of REPORT/ other than report.json, as (path, content), not yet written.
 
-    def table(self, rep: dict) -> str: ...
+        Args:
+            out: the report folder.
+            split: the split reported on (in the figure's title).
+            rep: the report dict (`report`).
+            index: the split's tracks (SplitIndex), in the order of ``probs``.
+            probs: float32 [n, L] per-track probabilities.
+            predictions: adds columns to the predictions table (DataFrame -> DataFrame).
+
+        Returns:
+            (path, text or PNG bytes) per file, predictions.csv among them.
+        """
+        ...
+
+    def table(self, rep: dict) -> str:
+        """The report as a table for the terminal."""
+        ...
 
     def headline(self, rep: dict) -> tuple[str, float | None]:
         """(the report's main figure in words, its value)."""
         ...
 
-    def per_label_f1(self, rep: dict) -> tuple[list[str], dict[str, float | None]]: ...
+    def per_label_f1(self, rep: dict) -> tuple[list[str], dict[str, float | None]]:
+        """(the label names, each label's F1 in the report; None where undefined)."""
+        ...
 
     def chosen(self, probs: np.ndarray, names: list[str],
                thresholds: list[float] | None) -> list[str] | None:  # fmt: skip
@@ -120,6 +167,8 @@ def _fmt(v: float | None, width: int) -> str:
 
 
 class SingleLabel(Task):
+    """One label per track: softmax, cross entropy, accuracy."""
+
     name = "single"
     select_by = "val_acc"
     figure = "accuracy"
@@ -132,6 +181,7 @@ class SingleLabel(Task):
     needs_every_label = True  # a class without training tracks is never predicted
 
     def label_counts(self, labels: np.ndarray, n_labels: int) -> np.ndarray:
+        """Int [L]: tracks per class (a bincount of the label indices)."""
         return np.bincount(labels, minlength=n_labels)
 
     def loss_weights(self, labels: np.ndarray, n_labels: int) -> np.ndarray:
@@ -140,28 +190,44 @@ class SingleLabel(Task):
         return np.where(counts > 0, counts.max() / np.maximum(counts, 1), 0.0).astype(np.float32)
 
     def criterion(self, weight):
+        """Class-weighted cross entropy (``weight``: float [L])."""
         from torch import nn
 
         return nn.CrossEntropyLoss(weight=weight)
 
     def correct(self, logits, y):
+        """How many tracks of the batch have their label as the highest logit (a tensor)."""
         return (logits.argmax(1) == y).sum()
 
     def probabilities(self, logits) -> np.ndarray:
+        """Float64 [b, L]: the softmax of the logits; rows with a non-finite logit NaN."""
         return _probabilities(logits, per_label=False)
 
     def validation(self, y, probs, weight, prior):
-        """Class-weighted cross entropy of each track's probability of its label (the
-        mean over its windows), and accuracy."""
+        """Class-weighted cross entropy and accuracy; no thresholds (None).
+
+        The loss is that of each track's probability of its label (the mean over its
+        windows); NaN when the weights sum to 0.
+
+        Args: as `Task.validation`.
+        """
         w = weight[y].astype(np.float64)
         p_true = np.maximum(probs[np.arange(len(y)), y], np.finfo(np.float64).tiny)
         loss = float((w * -np.log(p_true)).sum() / w.sum()) if w.sum() else math.nan
         return {"val_loss": loss, "val_acc": float((probs.argmax(1) == y).mean())}, None
 
     def report(self, y, probs, names, thresholds=None, source=None) -> dict:
+        """`metrics.single_label_report`; ``thresholds`` and ``source`` are ignored.
+
+        Args: as `Task.report`.
+        """
         return metrics.single_label_report(y, probs, names)
 
     def files(self, out, split, rep, index, probs, predictions):
+        """confusion.csv, per_genre.csv, predictions.csv (argmax) and confusion.png.
+
+        Args: as `Task.files`.
+        """
         import pandas as pd
 
         from mrnet.plots import plot_confusion
@@ -185,6 +251,7 @@ class SingleLabel(Task):
                 (out / "confusion.png", plot_confusion(cm, names, title))]  # fmt: skip
 
     def table(self, rep: dict) -> str:
+        """Per-genre precision, recall, F1 and support, the summary figures, most confused."""
         lines = [f"{'label':<20} {'precision':>9} {'recall':>7} {'f1':>6} {'support':>8}"]
         for g, m in rep["per_genre"].items():
             lines.append(f"{g:<20} {m['precision']:9.3f} {m['recall']:7.3f} {m['f1']:6.3f} "
@@ -201,35 +268,45 @@ class SingleLabel(Task):
         return "\n".join(lines)
 
     def headline(self, rep: dict) -> tuple[str, float | None]:
+        """("accuracy", the report's accuracy)."""
         return "accuracy", rep.get("accuracy")
 
     def per_label_f1(self, rep: dict) -> tuple[list[str], dict[str, float | None]]:
+        """The per_genre F1s, in the confusion matrix's label order."""
         names = list(rep["confusion"]["labels"])
         return names, {n: rep["per_genre"][n].get("f1") for n in names}
 
     def csv_header(self, names, top):
+        """genre_1, p_1, ..., genre_top, p_top."""
         return [f"{c}_{i}" for i in range(1, top + 1) for c in ("genre", "p")]
 
     def csv_cells(self, p, names, top):
+        """The ``top`` most probable genres and probabilities, padded with empty cells."""
         cells = [x for g, v in p.top(top) for x in (g, f"{v:.4f}")]
         return cells + [""] * (2 * top - len(cells))
 
     def json_fields(self, p, names, top):
+        """{"top": the ``top`` most probable (genre, probability) pairs}."""
         return {"top": p.top(top)}
 
     def line(self, p, top):
+        """The ``top`` most probable genres with their probabilities."""
         return ", ".join(f"{g} {v:.2f}" for g, v in p.top(top))
 
     def classifier(self, c: float):
+        """A (multinomial) LogisticRegression at ``C=c``."""
         from sklearn.linear_model import LogisticRegression
 
         return LogisticRegression(C=c, max_iter=2000)
 
     def score(self, y: np.ndarray, probs: np.ndarray) -> float:
+        """Accuracy of the argmax."""
         return float((probs.argmax(1) == y).mean())
 
 
 class MultiLabel(Task):
+    """A set of labels per track: a sigmoid per label, binary cross entropy, mAP."""
+
     name = "multi"
     select_by = "val_map"
     figure = "mAP"
@@ -242,6 +319,7 @@ class MultiLabel(Task):
     needs_every_label = False
 
     def label_counts(self, labels: np.ndarray, n_labels: int) -> np.ndarray:
+        """Int64 [L]: positives per label (column sums of the 0/1 matrix)."""
         return labels.sum(axis=0, dtype=np.int64)
 
     def loss_weights(self, labels: np.ndarray, n_labels: int) -> np.ndarray:
@@ -252,20 +330,28 @@ class MultiLabel(Task):
         return np.clip(w, 1e-3, POS_WEIGHT_CAP).astype(np.float32)
 
     def criterion(self, weight):
+        """Binary cross entropy per label, positives weighted by ``weight`` (float [L])."""
         from torch import nn
 
         return nn.BCEWithLogitsLoss(pos_weight=weight)
 
     def targets(self, y):
+        """The 0/1 labels as float (what BCEWithLogitsLoss takes)."""
         return y.float()
 
     def probabilities(self, logits) -> np.ndarray:
+        """Float64 [b, L]: a sigmoid per label; rows with a non-finite logit NaN."""
         return _probabilities(logits, per_label=True)
 
     def validation(self, y, probs, weight, prior):
-        """Positive-weighted binary cross entropy of the mean window probabilities, mAP
-        and macro ROC-AUC; thresholds of maximum F1 (``prior``: the labels' training
-        frequencies, for labels without validation positives)."""
+        """Positive-weighted binary cross entropy, mAP and macro ROC-AUC; F1 thresholds.
+
+        The loss is that of the mean window probabilities; the thresholds maximise F1
+        (``prior``: the labels' training frequencies, for labels without validation
+        positives; see `metrics.choose_thresholds`).
+
+        Args: as `Task.validation`.
+        """
         t = y.astype(np.float64)
         tiny = np.finfo(np.float64).tiny
         loss = -(weight[None, :] * t * np.log(np.maximum(probs, tiny))
@@ -274,11 +360,19 @@ class MultiLabel(Task):
         return figures, metrics.choose_thresholds(y, probs, prior)
 
     def report(self, y, probs, names, thresholds=None, source=None) -> dict:
+        """`metrics.multilabel_report`, with ``source`` as "thresholds_from".
+
+        Args: as `Task.report`.
+        """
         rep = metrics.multilabel_report(y, probs, thresholds, names)
         rep["thresholds_from"] = source
         return rep
 
     def files(self, out, split, rep, index, probs, predictions):
+        """per_label.csv, predictions.csv (labels at or above the thresholds) and labels.png.
+
+        Args: as `Task.files`.
+        """
         import pandas as pd
 
         from mrnet.plots import plot_multilabel
@@ -289,6 +383,7 @@ class MultiLabel(Task):
         pred = (probs >= thresholds[None, :]).astype(np.uint8)
 
         def joined(rows: np.ndarray) -> list[str]:
+            """Per row of a 0/1 matrix, its labels' names joined by "|"."""
             return ["|".join(names[j] for j in np.flatnonzero(r)) for r in rows]
 
         table = pd.DataFrame({"track_id": index.track_id, "true": joined(index.label),
@@ -304,6 +399,7 @@ class MultiLabel(Task):
                 (out / "labels.png", png)]  # fmt: skip
 
     def table(self, rep: dict) -> str:
+        """Per-label AP, ROC-AUC, F1, precision, recall, support, threshold; the averages."""
         lines = [f"{'label':<24} {'AP':>6} {'ROC-AUC':>7} {'f1':>6} {'prec':>6} {'recall':>6} "
                  f"{'support':>7} {'thresh':>6}"]  # fmt: skip
         for name, m in rep["per_label"].items():
@@ -321,39 +417,48 @@ class MultiLabel(Task):
         return "\n".join(lines)
 
     def headline(self, rep: dict) -> tuple[str, float | None]:
+        """("mAP", the report's mean average precision)."""
         return "mAP", rep.get("mean_average_precision")
 
     def per_label_f1(self, rep: dict) -> tuple[list[str], dict[str, float | None]]:
+        """The per_label F1s, in the report's label order."""
         names = list(rep["per_label"])
         return names, {n: rep["per_label"][n].get("f1") for n in names}
 
     def chosen(self, probs, names, thresholds):
+        """The labels at or above their thresholds (0.5 without), most probable first."""
         t = thresholds or [0.5] * len(names)
         order = np.argsort(probs)[::-1]
         return [names[i] for i in order if probs[i] >= t[i]]
 
     def csv_header(self, names, top):
+        """labels, then p_<label> for every label (``top`` is not used)."""
         return ["labels", *[f"p_{n}" for n in names]]
 
     def csv_cells(self, p, names, top):
+        """The chosen labels joined by "|", then every label's probability."""
         return ["|".join(p.labels or []), *[f"{p.probs[n]:.4f}" for n in names]]
 
     def json_fields(self, p, names, top):
+        """{"labels": the chosen (label, probability) pairs, "probabilities": all}."""
         return {"labels": p.chosen(len(names)), "probabilities": p.probs}
 
     def line(self, p, top):
+        """Up to ``top`` chosen labels with probabilities, or the most probable if none."""
         if p.labels:
             return ", ".join(f"{n} {v:.2f}" for n, v in p.chosen(top))
         name, value = p.top(1)[0]
         return f"no label reaches its threshold (highest: {name} {value:.2f})"
 
     def classifier(self, c: float):
+        """One-vs-rest LogisticRegressions at ``C=c``, one per label."""
         from sklearn.linear_model import LogisticRegression
         from sklearn.multiclass import OneVsRestClassifier
 
         return OneVsRestClassifier(LogisticRegression(C=c, max_iter=2000))
 
     def score(self, y: np.ndarray, probs: np.ndarray) -> float:
+        """mAP over the labels with positives (NaN when none has)."""
         return float(metrics.validation_figures(y, probs)["val_map"])
 
 

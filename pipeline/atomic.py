@@ -134,6 +134,7 @@ def remove_dead_temps(folder: Path) -> int:
 
 
 def fsync_path(path: Path) -> None:
+    """Flush the file at ``path`` to disk (fsync; it must be writable)."""
     with open(path, "rb+") as f:
         os.fsync(f.fileno())
 

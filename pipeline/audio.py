@@ -110,6 +110,7 @@ class Decoded:
 
     @property
     def seconds(self) -> float:
+        """Duration (s)."""
         return len(self.samples) / self.channels / self.sample_rate
 
 
@@ -124,6 +125,7 @@ class AudioFile:
     is_mp3: bool
 
     def reader(self) -> BinaryIO:
+        """A binary file object over the bytes, or the open file; the caller closes it."""
         return io.BytesIO(self.data) if self.data is not None else open(self.path, "rb")
 
     def source(self) -> str | io.BytesIO:
@@ -395,11 +397,21 @@ def load_audio(
     clip: str = "start",
     sha1: str | None = None,
 ) -> np.ndarray:
-    """Mono float32 [samples] at ``sample_rate``: the first (``clip`` "start") or middle
-    ("middle") ``max_seconds`` of the file, all of it when None or when it is shorter.
+    """Mono float32 [samples] at ``sample_rate``: a clip of the file, or all of it.
 
     Raises DecodeError, including reason "too_short" below ``min_seconds`` and
     "checksum_mismatch" when ``sha1`` is given and differs.
+
+    Args:
+        path: the audio file.
+        sample_rate: the rate (Hz) to resample to.
+        max_seconds: clip length (s); None (or 0): the whole file, as when it is shorter.
+        min_seconds: shorter decoded audio (s) fails as "too_short".
+        clip: which ``max_seconds`` to keep: "start" (the first) or "middle".
+        sha1: the file's expected SHA-1 (hex), checked before decoding.
+
+    Returns:
+        Float32 [samples], at most ``max_seconds * sample_rate`` of them.
     """
     af = open_audio(path, sha1)
     if clip == "middle" and max_seconds:
@@ -420,10 +432,21 @@ def stream_audio(
     chunk_seconds: float = 60.0,
     sha1: str | None = None,
 ) -> Iterator[np.ndarray]:
-    """A whole track as mono float32 chunks at ``sample_rate`` (about ``chunk_seconds``
-    each), decoded and resampled as a stream: memory does not grow with the track's
-    length. DecodeError may come before the first chunk (unreadable) or after the last
-    (an MP3 that stopped implausibly early): the caller drops what it took then."""
+    """A whole track as mono float32 chunks at ``sample_rate``, decoded and resampled as a
+    stream: memory does not grow with the track's length.
+
+    DecodeError may come before the first chunk (unreadable) or after the last (an MP3
+    that stopped implausibly early): the caller drops what it took then.
+
+    Args:
+        path: the audio file.
+        sample_rate: the rate (Hz) to resample to.
+        chunk_seconds: about how long (s) each decoded chunk is.
+        sha1: the file's expected SHA-1 (hex), checked before decoding.
+
+    Returns:
+        An iterator of float32 [k] chunks (the last one may be short or empty).
+    """
     af = open_audio(path, sha1)
     try:
         rate, _, _ = _info(af)

@@ -72,11 +72,25 @@ def build_shard(
     owner: Owner | None = None,
 ) -> ShardResult | None:
     """Write ``cache_dir / job.name``: every track that decodes into finite features,
-    the others as failures with their reason. Returns None (writing nothing) when the
-    run it serves has died or lost the cache."""
+    the others as failures with their reason.
+
+    A worker whose run has died exits (the run's own child processes watch it).
+
+    Args:
+        job: the shard's tracks, in order.
+        cache_dir: the cache folder.
+        cfg: the feature settings.
+        min_seconds: shorter tracks fail as too short.
+        owner: the run the job serves (None: no ownership checks, e.g. in-process).
+
+    Returns:
+        The shard's counts and failures, or None (writing nothing) when the run it
+        serves has died or lost the cache (its lock token changed).
+    """
     local = owner is not None and owner.children and os.getpid() != owner.pid
 
     def orphaned() -> bool:
+        """Whether this is the run's own worker and the run (its parent) is gone."""
         return local and os.getppid() != owner.pid
 
     if orphaned():  # a job handed out just before the run died
@@ -86,6 +100,7 @@ def build_shard(
     _keep_freed_memory()
 
     def still_wanted() -> bool:
+        """Whether the run is alive and still holds the cache's lock (commit checks)."""
         return not orphaned() and (owner is None or lock_token(cache_dir) == owner.token)
 
     global _writer
@@ -196,6 +211,7 @@ def _watch_parent(parent: int, interval: float = 0.2) -> None:
     _watching = parent
 
     def watch() -> None:
+        """Poll the parent every ``interval`` s; abandon the job once it is gone."""
         while os.getppid() == parent:
             time.sleep(interval)
         _abandon()

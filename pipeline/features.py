@@ -72,6 +72,7 @@ class FeatureConfig:
 
     @property
     def frames_per_second(self) -> float:
+        """Frames per second: sample_rate / hop_length (50 by default)."""
         return self.sample_rate / self.hop_length
 
     def n_frames(self, n_samples: int) -> int:
@@ -79,6 +80,7 @@ class FeatureConfig:
         return n_samples // self.hop_length + 1
 
     def to_dict(self) -> dict:
+        """The settings as a plain dict (what manifests and checkpoints record)."""
         return dataclasses.asdict(self)
 
     @property
@@ -88,6 +90,7 @@ class FeatureConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> FeatureConfig:
+        """The settings a dict records; unknown keys dropped, clip "start" when missing."""
         names = {f.name for f in dataclasses.fields(cls)}
         d = {"clip": "start", **d}  # recorded before clips could be taken from the middle
         return cls(**{k: v for k, v in d.items() if k in names})
@@ -223,6 +226,7 @@ class LogMelStream:
         self.samples = 0  # samples pushed so far
 
     def push(self, x: np.ndarray) -> np.ndarray:
+        """Add samples x [n]; return the float32 [frames, n_mels] frames they complete."""
         x = np.asarray(x, dtype=np.float32)
         self.samples += len(x)
         if self.head is not None or self.frames == 0 and len(self.buf) == 0:
@@ -324,6 +328,7 @@ class TrackStats:
             self.counts[kind] += len(v)
 
     def value(self) -> np.ndarray:
+        """Float32 [d]: the statistics of the frames pushed so far (0 means before any)."""
         out = []
         for kind, n in enumerate((self.n_mels, self.k, self.k)):
             count = max(int(self.counts[kind]), 1)

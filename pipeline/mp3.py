@@ -201,6 +201,7 @@ class FrameTable:
 
     @property
     def seconds(self) -> float:
+        """Duration (s): frames times samples per frame over the sample rate."""
         return len(self) * self.samples / self.sample_rate
 
 
@@ -259,6 +260,7 @@ class _FrameWalk:
         return i
 
     def table(self) -> FrameTable | None:
+        """The frames walked so far (the last one cut at the region's end); None if none."""
         if self.first is None:
             return None
         offsets = np.array([*self.offsets, min(self.after, self.end)], np.int64)

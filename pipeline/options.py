@@ -133,6 +133,8 @@ class PreprocessOptions:
         self.feature_config()
 
     def feature_config(self) -> FeatureConfig:
+        """The FeatureConfig these options describe (f_max 0: the Nyquist frequency);
+        BadInput when the settings are invalid."""
         try:
             return FeatureConfig(
                 sample_rate=self.sample_rate,

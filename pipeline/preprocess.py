@@ -218,6 +218,7 @@ class Preprocessed:
     manifest: Manifest
 
     def summary(self) -> str:
+        """`format_summary` of the cache's manifest."""
         return format_summary(self.manifest)
 
 
@@ -355,6 +356,7 @@ def _run(todo: list[ShardJob], jobs: list[ShardJob], opts: PreprocessOptions,
 
 
 def format_summary(m: Manifest) -> str:
+    """Two lines on a finished cache: tracks cached, failed, skipped; size and this run's speed."""
     s = m.summary
     reasons = ", ".join(f"{k} {v}" for k, v in s["failed_by_reason"].items()) or "none"
     skipped = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in m.skipped.items()) or "none"

@@ -38,6 +38,7 @@ class Registry:
     targets: dict[str, str] = field(default_factory=dict)
 
     def names(self) -> tuple[str, ...]:
+        """The valid names, in --help order."""
         return tuple(self.entries)
 
     def __contains__(self, name: object) -> bool:
@@ -58,6 +59,7 @@ class Registry:
         return getattr(importlib.import_module(module), attr)
 
     def help(self) -> str:
+        """The names with their descriptions, for --help: "name: description; ..."."""
         return "; ".join(f"{n}: {d}" if d else n for n, d in self.entries.items())
 
 
@@ -71,7 +73,22 @@ def setting(
     resume: str | None = None,
     legacy: Any = dataclasses.MISSING,
 ) -> Any:
-    """A dataclass field with its help and metadata (see the module docstring)."""
+    """A dataclass field with its help and metadata (see the module docstring).
+
+    A list, dict or set default becomes a default factory (each instance gets a copy).
+
+    Args:
+        default: the field's default; MISSING: a required field.
+        help: the --help text.
+        flag: a boolean's --flag form.
+        choices: the Registry its value must be in.
+        option: False: set only by a recipe or --set, not a command-line option.
+        resume: "keep": a resumed run keeps its recorded value.
+        legacy: the value records made before the setting existed imply.
+
+    Returns:
+        A dataclasses.Field with that metadata.
+    """
     meta = {"help": help, "flag": flag, "choices": choices, "option": option,
             "resume": resume, "legacy": legacy}  # fmt: skip
     if isinstance(default, (list, dict, set)):
@@ -80,6 +97,7 @@ def setting(
 
 
 def default_of(f: dataclasses.Field) -> Any:
+    """The field's default (a factory's made now), or dataclasses.MISSING for none."""
     if f.default is not dataclasses.MISSING:
         return f.default
     if f.default_factory is not dataclasses.MISSING:
@@ -94,6 +112,7 @@ def from_values(cls: type, values: dict) -> Any:
 
 
 def flag_of(name: str) -> str:
+    """The command-line flag of field ``name``: "--" and its dashed form."""
     return "--" + name.replace("_", "-")
 
 
@@ -108,6 +127,7 @@ def check_choices(obj: Any) -> None:
 
 
 def field_types(cls: type) -> dict[str, Any]:
+    """The resolved type hints of ``cls``'s fields, by name."""
     return typing.get_type_hints(cls)
 
 
@@ -124,6 +144,7 @@ def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
 
 
 def type_name(tp: Any) -> str:
+    """A type in words for messages ("path", "comma-separated ints", "... or none")."""
     inner, optional = _unwrap_optional(tp)
     origin = typing.get_origin(inner)
     if origin in (tuple, list):
@@ -190,9 +211,19 @@ def coerce(tp: Any, value: Any) -> Any:
 
 
 def apply(obj: Any, values: dict[str, Any], source: str, text: bool = False) -> Any:
-    """``obj`` with ``values`` (text from --set when ``text``, else recipe values) put
-    into its fields, each converted to its field's type; BadInput naming ``source`` for
-    an unknown key or a value of the wrong type."""
+    """``obj`` with ``values`` put into its fields, each converted to its field's type.
+
+    BadInput naming ``source`` for an unknown key or a value of the wrong type.
+
+    Args:
+        obj: a settings dataclass instance (not changed).
+        values: setting name -> value.
+        source: where the values come from, for the error (a recipe, --set).
+        text: the values are text from --set (`parse`), else recipe values (`coerce`).
+
+    Returns:
+        A copy of ``obj`` with the values set.
+    """
     types_ = field_types(type(obj))
     out = {}
     for key, value in values.items():

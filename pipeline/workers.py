@@ -22,6 +22,7 @@ BACKENDS = Registry(
 
 
 def local_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask)."""
     return len(os.sched_getaffinity(0))
 
 
@@ -57,8 +58,20 @@ def _backend(backend: str, scheduler: str | None) -> Iterator[None]:
 
 def run_jobs(fn: Callable, jobs: list, args: tuple, backend: str = "loky",
              n_jobs: int | None = None, scheduler: str | None = None) -> Iterator:  # fmt: skip
-    """Yield ``fn(job, *args)`` for every job as each finishes. ``n_jobs``: processes
-    (default: all local cores with loky, all of the cluster's workers with dask)."""
+    """Yield ``fn(job, *args)`` for every job as each finishes (in completion order).
+
+    Args:
+        fn: the work function, called as ``fn(job, *args)`` in a worker.
+        jobs: the jobs; none: nothing is started.
+        args: the arguments after the job, the same for every job.
+        backend: "loky" (local processes) or "dask" (a dask.distributed cluster).
+        n_jobs: processes, at most one per job (default: all local cores with loky, all
+            of the cluster's workers with dask).
+        scheduler: the dask scheduler's address (dask only).
+
+    Returns:
+        An iterator of ``fn``'s results.
+    """
     from joblib import Parallel, delayed
 
     if not jobs:

@@ -43,9 +43,19 @@ class Prepared:
 
 
 def prepare(cfg: TrainConfig, source: dict, torchrun: Torchrun, stack: ExitStack) -> Prepared:
-    """Run every check (see the module docstring); ``source``: the settings given
-    explicitly (a resumed run refuses those that differ from its own). The run
-    directory's lock joins ``stack``."""
+    """Run every check before training (see the module docstring); BadInput on a failure.
+
+    Args:
+        cfg: the run's settings (for --resume, overridden by those last.pt recorded).
+        source: the settings given explicitly (a resumed run refuses those that differ
+            from its own).
+        torchrun: this process's place among the torchrun processes.
+        stack: the run directory's lock (rank 0) joins it.
+
+    Returns:
+        The final settings (t0 defaulted to the epochs for a new run), the device, the
+        cache, its training and validation splits and last.pt to resume (None if new).
+    """
     out = cfg.out
     with same_outcome(torchrun):
         device = resolve_device(cfg.device, torchrun.local_rank)
@@ -87,8 +97,17 @@ def prepare(cfg: TrainConfig, source: dict, torchrun: Torchrun, stack: ExitStack
 
 
 def check_config(cfg: TrainConfig, n_train: int, world: int, cache: Path) -> None:
-    """The checks that need more than the settings: the training split's size, CUDA for
-    --sync-bn, torchaudio for SpecAugment."""
+    """The checks that need more than the settings; BadInput on a failure.
+
+    Checks: torchaudio loads for SpecAugment, CUDA for --sync-bn, and the batch
+    (``batch_size * world``) is no larger than the training split.
+
+    Args:
+        cfg: the run's settings.
+        n_train: training tracks.
+        world: torchrun processes.
+        cache: the cache's folder (named in the error).
+    """
     if cfg.specaugment:
         load_torchaudio("torchaudio.transforms")  # before any work: one line if it cannot load
     if cfg.sync_bn and not (cfg.device != "cpu" and torch.cuda.is_available()):
@@ -104,9 +123,17 @@ def check_config(cfg: TrainConfig, n_train: int, world: int, cache: Path) -> Non
 
 
 def check_labels(cache: Cache, train_idx: SplitIndex, task: Task, say: bool = True) -> None:
-    """Every label needs training tracks: a single-label class without any can never be
-    predicted (and would get class weight 0), so it is refused; a multi-label label
-    without a positive is noted (``say``)."""
+    """Check that every label has training tracks, as the task requires.
+
+    A single-label class without any can never be predicted (and would get class weight
+    0), so it is refused (BadInput); a multi-label label without a positive is noted.
+
+    Args:
+        cache: the cache (label names, root for the error).
+        train_idx: its training split.
+        task: decides whether a missing label is refused or noted.
+        say: print the note (multi-label).
+    """
     counts = task.label_counts(train_idx.label, len(cache.labels))
     missing = [name for name, n in zip(cache.labels, counts) if n == 0]
     if not missing:

@@ -20,8 +20,17 @@ FEW_STEPS = 500  # fewer optimiser steps in a whole run than this: warned
 
 
 def write_metrics(path: Path, history: list[dict], task: Task, rerun: str = RERUN) -> None:
-    """metrics.csv from the history: the task's metric columns, how validation scored,
-    then TIMING_COLUMNS."""
+    """Write metrics.csv (atomically) from the history, one row per epoch.
+
+    Columns: the task's metric columns, how validation scored (SCORING_COLUMN), then
+    TIMING_COLUMNS; other keys of a row are left out.
+
+    Args:
+        path: the CSV file.
+        history: the metrics rows, one per epoch.
+        task: decides the metric columns.
+        rerun: how a write error's message ends (pipeline.atomic).
+    """
     buf = io.StringIO()
     columns = [*task.metric_columns, SCORING_COLUMN, *TIMING_COLUMNS]
     w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
@@ -38,6 +47,7 @@ def validation_scoring(cfg: TrainConfig) -> str:
 
 
 def epoch_line(row: dict, epochs: int) -> str:
+    """The line printed after an epoch: losses, the task's figures, lr, speed, seconds."""
     if "val_map" in row:
         figures = (f"train loss {row['train_loss']:.4f}  val loss {row['val_loss']:.4f} "
                    f"mAP {row['val_map']:.3f} ROC-AUC {row['val_macro_auc']:.3f}")  # fmt: skip
@@ -91,6 +101,7 @@ class Trained:
     baseline: float | None = None
 
     def summary(self) -> str:
+        """The run's outcome, and how it compares with the baseline; "" off rank 0."""
         if not self.main:
             return ""
         figure = {"val_acc": "accuracy", "val_map": "mAP"}[self.select_by]
@@ -116,12 +127,25 @@ class Printed:
     text: str
 
     def summary(self) -> str:
+        """The recipe text."""
         return self.text.rstrip("\n")
 
 
 def summary(out: Path, history: list[dict], select_by: str, main: bool,
             baseline: float | None = None) -> Trained:  # fmt: skip
-    """The run's outcome from its history (see `Trained`)."""
+    """The run's outcome from its history (see `Trained`).
+
+    Args:
+        out: the run folder.
+        history: the metrics rows, one per epoch, from epoch 1.
+        select_by: the figure that picks best.pt.
+        main: whether this is the main (rank 0) process.
+        baseline: the built-in baseline's validation figure, if any.
+
+    Returns:
+        A Trained; best.pt's epoch is `best_epoch`'s (the last one when no epoch has a
+        finite ``select_by``), ``best`` NaN for an empty history.
+    """
     b = best_epoch(history, select_by)
     best_row = history[b - 1] if b else None
     return Trained(

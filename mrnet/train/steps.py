@@ -119,12 +119,30 @@ def validate(
     crops: int = 0,
     prior: np.ndarray | None = None,
 ) -> tuple[dict[str, float], list[float] | None]:
-    """The validation figures of the tracks of ``index`` (task.validation of each
-    track's mean window probability; `mrnet.scoring`, ``crops`` fixed crops of ``window``
-    frames or whole tracks in windows) and the task's decision thresholds. Under torchrun
-    each process scores its share and the probabilities are gathered, so every process
-    returns the whole split's figures. NaN figures for an empty split; BadInput when an
-    output is not finite. ``model`` is the plain module, the same on every process."""
+    """The validation figures of the tracks of ``index`` and the task's decision thresholds.
+
+    The figures are `Task.validation`'s of each track's mean window probability
+    (`mrnet.scoring`). Under torchrun each process scores its share (every world-th
+    track) and the probabilities are gathered, so every process returns the whole
+    split's figures. NaN figures (and no thresholds) for an empty split; BadInput when
+    an output is not finite.
+
+    Args:
+        model: the plain module (not DDP-wrapped), the same on every process.
+        task: the run's task.
+        index: the validation split.
+        weight: float32 [L]: the training loss weights (`Task.loss_weights`).
+        device: where the model runs.
+        window: window (or crop) length in frames; 0: whole tracks.
+        max_frames: frames per forward pass.
+        torchrun: this process's place among the torchrun processes.
+        crops: when > 0, that many fixed crops of ``window`` frames per track instead of
+            windows over the whole track.
+        prior: float [L]: the labels' training frequencies (multi-label thresholds).
+
+    Returns:
+        (the val_* figures of a metrics.csv row, per-label thresholds or None).
+    """
     n_labels = len(weight)
     if len(index) == 0:
         return {k: math.nan for k in task.metric_columns if k.startswith("val_")

@@ -66,6 +66,7 @@ class Trainer:
 
     @property
     def best_epoch(self) -> int | None:
+        """The epoch best.pt holds (`checkpoint.best_epoch` of the history); None before any."""
         return best_epoch(self.history, self.task.select_by)
 
     def restore(self, ck: Checkpoint) -> None:
@@ -105,7 +106,19 @@ class Trainer:
 
 def build(cfg: TrainConfig, torchrun: Torchrun, device: torch.device, cache: Cache,
           train_idx: SplitIndex, val_idx: SplitIndex) -> Trainer:  # fmt: skip
-    """A fresh run: seeded initial weights, optimizer, schedule, crops, loss."""
+    """A fresh run: seeded initial weights, optimizer, schedule, crops, loss.
+
+    Args:
+        cfg: the run's settings.
+        torchrun: this process's place among the torchrun processes (DDP when enabled).
+        device: where the model and the loss weights go.
+        cache: the cache (task, labels, feature settings).
+        train_idx: its training split (crops, loss weights).
+        val_idx: its validation split.
+
+    Returns:
+        A Trainer at epoch 0 with an empty history.
+    """
     task = TASKS[cache.manifest.task]
     frames = crop_frames(cfg.crop_seconds, cache.feature_config)
     model_config = cfg.model_config(train_idx.n_mels, len(cache.labels))

@@ -13,6 +13,8 @@ from pipeline.sources import SPLITS
 
 
 def describe_cache(path: Path) -> str:
+    """What `mrnet info` prints for a cache: source, features, shards, tracks per label
+    and split, failures; for an unfinished cache, how far it got."""
     m = Manifest.read(path)
     if m.status != "complete":
         done = len(list((path / SHARDS_DIR).glob("*.h5")))

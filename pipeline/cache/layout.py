@@ -69,10 +69,12 @@ class Manifest:
         return self.task == "multi"
 
     def write(self, cache_dir: Path) -> None:
+        """Write CACHE/manifest.json atomically."""
         write_atomic(cache_dir / MANIFEST, json.dumps(asdict(self), indent=2) + "\n")
 
     @classmethod
     def read(cls, cache_dir: Path) -> Manifest:
+        """Read CACHE/manifest.json (format 1 upgraded, unknown keys dropped); BadInput if bad."""
         path = Path(cache_dir) / MANIFEST
         try:
             d = json.loads(path.read_text())

@@ -48,17 +48,21 @@ class Cache:
 
     @property
     def labels(self) -> list[str]:
+        """The label names, in the order of the model's outputs (the manifest's)."""
         return self.manifest.labels
 
     @property
     def feature_config(self) -> dict:
+        """The feature settings the frames were computed with (the manifest's)."""
         return self.manifest.feature_config
 
     @property
     def fingerprint(self) -> str:
+        """The tracks' fingerprint: the manifest's, else computed from tracks.csv."""
         return self.manifest.tracks_fingerprint or tracks_fingerprint(self.tracks)
 
     def split(self, name: str) -> pd.DataFrame:
+        """The rows of tracks.csv in split ``name`` (maybe none)."""
         return self.tracks[self.tracks["split"] == name]
 
 
@@ -247,6 +251,7 @@ class FrameStore:
         return {"shards": self.shards, "_pid": None, "_mels": []}
 
     def mels(self) -> list[np.ndarray]:
+        """Each shard's float16 [frames, n_mels] memmap, (re)opened once per process."""
         if self._pid != os.getpid():
             # plain ndarray views: slicing a np.memmap subclass costs microseconds per item
             self._mels = [s.memmap().view(np.ndarray) for s in self.shards]
@@ -261,8 +266,19 @@ class FrameStore:
     def read(
         self, index: SplitIndex, tracks: np.ndarray, starts: np.ndarray, frames: int
     ) -> np.ndarray:
-        """Float16 [len(tracks), frames, n_mels]: frames from ``starts`` on, wrapping
-        around to a track's start when it is shorter."""
+        """Float16 [len(tracks), frames, n_mels]: each track's frames from its start on.
+
+        A crop that runs past a track's end wraps around to its start.
+
+        Args:
+            index: the split the tracks belong to.
+            tracks: int [b]: track positions in ``index``.
+            starts: int [b]: each crop's first frame within its track.
+            frames: crop length (frames).
+
+        Returns:
+            Float16 [b, frames, n_mels], a copy.
+        """
         mels = self.mels()
         out = np.empty((len(tracks), frames, index.n_mels), np.float16)
         for i, (t, s) in enumerate(zip(tracks.tolist(), starts.tolist())):

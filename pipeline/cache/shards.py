@@ -135,11 +135,19 @@ class ShardWriter:
 
     def add(self, track_id: int | str, label: int | tuple[int, ...], mel: np.ndarray,
             seconds: float) -> None:  # fmt: skip
-        """A whole track: mel [frames > 0, n_mels]."""
+        """Add a whole track: `append` its frames, then `end_track`.
+
+        Args:
+            track_id: the track's id (int, or str for datasets whose ids are names).
+            label: its label index, or the set of label indices in a multi-label shard.
+            mel: its frames, [frames > 0, n_mels], finite (stored as float16).
+            seconds: its decoded audio duration (s).
+        """
         self.append(mel)
         self.end_track(track_id, label, seconds)
 
     def fail(self, track_id: int | str, reason: str) -> None:
+        """Record a track of this shard that could not be cached, and why."""
         self._failed.append((_track_id(track_id), reason))
 
     def _index(self) -> dict[str, np.ndarray]:
@@ -313,6 +321,7 @@ class ShardIndex:
         return mel[self.offsets[i] : self.offsets[i + 1]]
 
     def index_arrays(self) -> dict[str, np.ndarray]:
+        """The shard's small datasets by name (everything but ``mel``), as the file holds them."""
         return {
             "offsets": self.offsets,
             "track_id": self.track_id,

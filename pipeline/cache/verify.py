@@ -11,7 +11,7 @@ rebuilds exactly them (and nothing reads the cache in between).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,9 +40,11 @@ class VerifyReport:
 
     @property
     def ok(self) -> bool:
+        """Whether no shard is damaged."""
         return not self.damaged
 
     def summary(self) -> str:
+        """The lines `mrnet verify` prints (`format_report`)."""
         return format_report(self)
 
     def failure(self) -> str | None:
@@ -52,7 +54,19 @@ class VerifyReport:
 
 def check_shard(root: Path, entry: dict, manifest: Manifest, expected_ids: np.ndarray | None
                 ) -> tuple[list[str], int, bool]:  # fmt: skip
-    """(problems, bytes read, had a checksum) for one manifest shard entry."""
+    """Check one manifest shard entry: header, checksum, finite frames, track ids.
+
+    Args:
+        root: the cache folder.
+        entry: the manifest's entry for the shard (its "name" and recorded settings).
+        manifest: the cache's manifest.
+        expected_ids: the shard's track ids as tracks.csv lists them (in row order);
+            None: not compared.
+
+    Returns:
+        (problems, in words (empty when sound); bytes of frames read (0 when the shard
+        cannot be opened); whether it had a checksum (True when it cannot be opened)).
+    """
     path = shard_path(root, entry["name"], str(root / MANIFEST))
     try:
         idx = read_shard(path)
@@ -72,9 +86,20 @@ def check_shard(root: Path, entry: dict, manifest: Manifest, expected_ids: np.nd
     return problems, idx.mel_shape[0] * idx.mel_shape[1] * 2, idx.checksum is not None
 
 
-def verify_cache(root: Path, repair: bool = False, progress: bool = True,
-                 log: Callable[[str], None] = print) -> VerifyReport:  # fmt: skip
-    """Check every shard of the cache at ``root``; with ``repair``, delete damaged ones."""
+def verify_cache(root: Path, repair: bool = False, progress: bool = True) -> VerifyReport:
+    """Check every shard of the cache at ``root``; with ``repair``, delete damaged ones.
+
+    Repairing marks the cache unfinished first (under its lock), so readers refuse it
+    and preprocess rebuilds the deleted shards.
+
+    Args:
+        root: the cache folder.
+        repair: delete the damaged shards.
+        progress: show a progress bar (shards).
+
+    Returns:
+        The VerifyReport: counts, seconds taken, the damaged shards' problems.
+    """
     t0 = time.perf_counter()
     cache = open_cache(root, check_shards=False)
     report = VerifyReport(root=Path(root))
@@ -130,6 +155,7 @@ def format_report(r: VerifyReport) -> str:
 
 
 def damaged_error(r: VerifyReport) -> BadInput:
+    """The BadInput for damaged shards: how many, and the commands that repair them."""
     return BadInput(
         f"{len(r.damaged)} of {r.shards} shards of {r.root} are damaged; run `mrnet verify "
         f"{r.root} --repair`, then rerun the same `mrnet preprocess` command to rebuild them"

@@ -87,10 +87,19 @@ class CacheWriter:
         extra: pd.DataFrame | None = None,
         processed: int = 0,
     ) -> Manifest:
-        """Index the shards ``names`` (in plan order) into tracks.csv and failures.csv and
-        complete the manifest. ``paths``: track id -> audio path (failures.csv);
-        ``extra``: columns of EXTRA_COLUMNS (artist, title) indexed by track id;
-        ``processed``: tracks this run decoded (for its tracks/s)."""
+        """Index the shards ``names`` into tracks.csv and failures.csv; complete the manifest.
+
+        The manifest (status "complete") is written last: the cache is whole from then on.
+
+        Args:
+            names: the shards (relative to the cache), in plan order.
+            paths: track id -> audio path (failures.csv's path column).
+            extra: columns of EXTRA_COLUMNS (artist, title) indexed by track id.
+            processed: tracks this run decoded (for its tracks/s).
+
+        Returns:
+            The completed manifest (splits, shards, fingerprint, summary).
+        """
         m = self.manifest
         parts, failed, shard_rows, hours = [], [], [], 0.0
         splits: dict[str, dict] = {}
@@ -167,8 +176,22 @@ def write_cache(
     shard_size: int = 128,
     **manifest: object,
 ) -> Manifest:
-    """A complete cache at ``root`` from in-memory tracks (tests, benchmarks): per split in
-    order of appearance, shards of ``shard_size`` tracks in the order given."""
+    """A complete cache at ``root`` from in-memory tracks (tests, benchmarks).
+
+    Each split's tracks go, in the order given, into shards of ``shard_size`` tracks
+    (SHARDS_DIR/<split>-00000.h5, ...).
+
+    Args:
+        root: the cache folder.
+        feature_config: the feature settings recorded in the manifest.
+        labels: the label names (indices in ``Track.label`` refer to them).
+        tracks: the tracks, each with its split.
+        shard_size: tracks per shard.
+        manifest: further Manifest fields (e.g. the task).
+
+    Returns:
+        The completed manifest.
+    """
     m = Manifest(feature_config=feature_config, labels=list(labels), plan={}, source={},
                  **manifest)  # fmt: skip
     names: list[str] = []

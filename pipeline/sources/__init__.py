@@ -75,6 +75,7 @@ class Selection:
 
     @property
     def multi_label(self) -> bool:
+        """Whether a track has a set of labels (task "multi") rather than one."""
         return self.task == "multi"
 
     def counts(self) -> pd.DataFrame:
@@ -138,5 +139,6 @@ def single_label_only(opts: PreprocessOptions) -> None:
 
 
 def no_folds(opts: PreprocessOptions, why: str) -> None:
+    """Refuse --folds/--fold (BadInput ending with ``why``) for a dataset without folds."""
     if opts.folds is not None or opts.fold is not None:
         raise BadInput(f"--folds/--fold are for gtzan and folder datasets; {why}")

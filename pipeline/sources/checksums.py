@@ -39,8 +39,18 @@ def read_checksums(path: Path) -> dict[str, str]:
 
 def expected_sha1s(paths: list[str], audio_dir: Path, sums: dict[str, str],
                    where: Path) -> list[str | None]:  # fmt: skip
-    """The listed SHA-1 of each file (None where the file is not listed); BadInput when
-    none of them is listed (a checksums file for other files)."""
+    """The listed SHA-1 of each file; BadInput when none of them is listed (a checksums
+    file for other files).
+
+    Args:
+        paths: the selected tracks' audio files.
+        audio_dir: the folder the listed paths are relative to.
+        sums: relative path ("000/000002.mp3") -> SHA-1 (lower-case hex), as read.
+        where: the checksums file, for the error.
+
+    Returns:
+        Per path, its SHA-1, or None where the file is not listed.
+    """
     prefix = str(Path(audio_dir)) + os.sep
     out = [sums.get(_relative(p, prefix)) for p in paths]
     if not any(out):

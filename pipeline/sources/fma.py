@@ -270,7 +270,17 @@ def select_multi(tracks: pd.DataFrame, subset: str, genres: pd.DataFrame, mode: 
     ``Selection.dropped_labels``). Tracks with an empty genres_all (no_genre), a
     malformed one (malformed_genres), an id genres.csv does not know (unknown_genre), no
     label left (no_label_left) or no known split (no_split) are skipped and counted.
-    Returns tracks with columns track_id, split, labels (sorted tuple of label indices).
+
+    Args:
+        tracks: FMA's tracks.csv (two-level columns), indexed by track id.
+        subset: "small", "medium", "large" or "full"; the tracks of it and smaller ones.
+        genres: genres.csv, indexed by genre id (title, top_level).
+        mode: "top-multi" or "all".
+        min_label_tracks: ``all``: fewest training tracks a label needs to be kept.
+
+    Returns:
+        A multi-label Selection: tracks with columns track_id, split, labels (sorted
+        tuple of label indices), in split then track id order; labels sorted by name.
     """
     level = tracks[("set", "subset")]
     if not (isinstance(level.dtype, pd.CategoricalDtype) and level.dtype == SUBSET_DTYPE):
@@ -342,10 +352,21 @@ def _unique_titles(genres: pd.DataFrame) -> dict[int, str]:
 
 def read_selection(metadata_dir: Path, subset: str, audio_dir: Path | None = None,
                    labels: str = "top", min_label_tracks: int = 50) -> Selection:  # fmt: skip
-    """The selection of ``subset`` for ``labels`` ("top": ``select``, single-label on
-    genre_top, checked against genres.csv when that file is present; "top-multi" or
-    "all": `select_multi`, which needs genres.csv); with ``audio_dir``, each track's audio
-    path and its artist and title (shown in reports) too."""
+    """The selection of ``subset`` for ``labels``, read from FMA's metadata.
+
+    Args:
+        metadata_dir: the fma_metadata folder (tracks.csv, genres.csv).
+        subset: "small", "medium", "large" or "full".
+        audio_dir: when given, each track's audio path and its artist and title (shown in
+            reports) are added.
+        labels: "top": `select`, single-label on genre_top, checked against genres.csv
+            when that file is present; "top-multi" or "all": `select_multi`, which needs
+            genres.csv.
+        min_label_tracks: ``all``: fewest training tracks a label needs to be kept.
+
+    Returns:
+        The Selection.
+    """
     columns = (("artist", "name"), ("track", "title")) if audio_dir is not None else ()
     if labels != "top":
         columns = (*columns, ("track", "genres_all"))

@@ -57,8 +57,18 @@ def split_layout(audio_dir: Path) -> dict[str, Path] | None:
 
 def read_selection(audio_dir: Path, seed: int = 0, folds: int | None = None,
                    fold: int | None = None) -> Selection:  # fmt: skip
-    """The tracks of the label folders under ``audio_dir`` (see the module docstring);
-    with ``folds``, fold ``fold`` of stratified cross-validation instead of 80/10/10."""
+    """The tracks of the label folders under ``audio_dir`` (see the module docstring).
+
+    Args:
+        audio_dir: the folder of label folders (or of train/ valid/ test/ folders).
+        seed: the seed of the stratified split (80/10/10 or folds).
+        folds: stratified cross-validation with this many folds instead of 80/10/10;
+            not used when ``audio_dir`` has split folders.
+        fold: the test fold (with ``folds``); the next one is the validation split.
+
+    Returns:
+        A single-label Selection (track_id, split, genre, label, path), labels sorted.
+    """
     audio_dir = Path(audio_dir)
     layout = split_layout(audio_dir)
     parts = layout.items() if layout else [(None, audio_dir)]

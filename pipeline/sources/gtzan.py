@@ -72,8 +72,19 @@ def filtered_split() -> dict[str, str]:
 
 def read_selection(audio_dir: Path, folds: int | None = None, fold: int | None = None,
                    seed: int = 0) -> Selection:  # fmt: skip
-    """The GTZAN tracks under ``audio_dir`` with the filtered split, or fold ``fold`` of
-    ``folds``-fold stratified cross-validation."""
+    """The GTZAN tracks under ``audio_dir`` with the filtered split, or a fold of
+    stratified cross-validation.
+
+    Args:
+        audio_dir: the folder holding the genre folders, or one of `find_root`'s parents.
+        folds: stratified cross-validation with this many folds instead of the filtered
+            split (which skips the tracks it does not list).
+        fold: the test fold (with ``folds``); the next one is the validation split.
+        seed: the seed of the folds (with ``folds``).
+
+    Returns:
+        A single-label Selection (track_id, split, genre, label, path).
+    """
     root = find_root(audio_dir)
     labels = sorted(g for g in GENRES if (root / g).is_dir())
     rows, skipped, unreadable = [], {}, []

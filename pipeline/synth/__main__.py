@@ -18,7 +18,16 @@ def synth(
     seed: int = typer.Option(0, help="Seed of the whole dataset."),
     quality: int = typer.Option(7, help="LAME quality: 2 (best) .. 7 (fastest)."),
 ) -> None:
-    """Write a miniature FMA: real MP3s, a real-layout tracks.csv and genres.csv."""
+    """Write a miniature FMA: real MP3s, a real-layout tracks.csv and genres.csv.
+    \f
+    Args:
+        out: the folder to write fma_metadata/ and fma_large/ into.
+        n_per_genre: fma_small tracks per genre (8 genres), 3 or more (else exit 2).
+        seconds: length of each clip (s).
+        jobs: parallel encoder processes.
+        seed: seed of the whole dataset.
+        quality: LAME quality, 2 (best) .. 7 (fastest).
+    """
     from pipeline.synth import generate
 
     if n_per_genre < 3:

@@ -203,8 +203,21 @@ def plan(
     n_multi: int = 0,
 ) -> list[TrackSpec]:
     """The tracks of the dataset, deterministic in ``seed``; sorted by track id.
-    ``n_multi``: extra large-subset tracks that mix two fma_small genres' recipes (genres
-    under two top-level genres, so no genre_top: FMA's multi-label tracks)."""
+
+    Args:
+        n_per_genre: fma_small tracks per genre, 3 or more (else ValueError); split
+            about 80/10/10 with at least one validation and one test track.
+        seconds: clip length (s).
+        sample_rate: the healthy tracks' rate (Hz); some variants use others.
+        channels: audio channels.
+        bitrate: MP3 bit rate (kbit/s); some variants use others.
+        seed: seed of the whole plan.
+        n_multi: extra large-subset tracks that mix two fma_small genres' recipes (genres
+            under two top-level genres, so no genre_top: FMA's multi-label tracks).
+
+    Returns:
+        One TrackSpec per track.
+    """
     if n_per_genre < 3:
         raise ValueError("n_per_genre must be at least 3 (one track per split)")
     rng = np.random.default_rng([seed, 0x46_4D_41])
@@ -212,6 +225,14 @@ def plan(
     artist = [0]
 
     def add_group(subset: str, split: str, genre_top: str | None, count: int) -> None:
+        """Add ``count`` track rows of one subset, split and genre, artists of 1-3 tracks.
+
+        Args:
+            subset: the FMA subset ("small", "medium", "large").
+            split: the track's split; an artist's tracks all share it.
+            genre_top: the top-level genre title (None: no genres).
+            count: how many tracks.
+        """
         left = count
         while left > 0:  # an artist has 1-3 tracks, all in one split (as in FMA)
             artist[0] += 1
@@ -461,11 +482,25 @@ def generate(
 ) -> SynthDataset:
     """Write the miniature FMA under ``out_dir`` (see the module docstring).
 
-    ``seconds``: clip length (FMA: 30); ``bitrate`` in kbit/s; ``jobs``: parallel
-    encoder processes (joblib); ``quality``: LAME's 2 (best) .. 7 (fastest);
-    ``n_multi``: two-genre tracks added to the large subset (for multi-label tasks).
     Files of a previous generation are overwritten, unless ``reuse`` and ``synth.json``
     says they were made with the same parameters (then nothing is rewritten).
+    synth.json is written last: the dataset is complete once it exists.
+
+    Args:
+        out_dir: the folder for fma_large/, fma_metadata/ and synth.json.
+        n_per_genre: fma_small tracks per genre (see `plan`).
+        seconds: clip length (s; FMA: 30).
+        sample_rate: the healthy tracks' rate (Hz).
+        channels: audio channels.
+        bitrate: MP3 bit rate (kbit/s).
+        seed: seed of the whole dataset.
+        jobs: parallel encoder processes (joblib).
+        quality: LAME's 2 (best) .. 7 (fastest).
+        reuse: keep a previous generation made with the same parameters.
+        n_multi: two-genre tracks added to the large subset (for multi-label tasks).
+
+    Returns:
+        The SynthDataset: its folders, track ids, broken tracks and track table.
     """
     from joblib import Parallel, delayed
 

@@ -30,8 +30,19 @@ def _write(path: Path, recipe: str, seconds: float, seed: int) -> None:
 
 def generate(out_dir: Path, n_per_label: int = 6, seconds: float = 4.0, seed: int = 0,
              splits: bool = False, labels: dict[str, str] = LABELS) -> dict[str, Path]:  # fmt: skip
-    """Write the dataset; returns track id (relative path without suffix) -> file. With
-    ``splits``, tracks go to train/ valid/ test/ (the last two get one per label)."""
+    """Write the dataset: stereo clips at SAMPLE_RATE, cycling through FORMATS.
+
+    Args:
+        out_dir: the dataset folder (created as needed).
+        n_per_label: tracks per label.
+        seconds: clip length (s).
+        seed: seed of the whole dataset.
+        splits: put tracks in train/ valid/ test/ (the last two get one per label).
+        labels: label folder name -> the recipe its tracks are rendered from.
+
+    Returns:
+        Track id (relative path without suffix, "/"-separated) -> file.
+    """
     out_dir = Path(out_dir)
     files: dict[str, Path] = {}
     seeds = iter(np.random.SeedSequence([seed, 0xF01D]).generate_state(len(labels) * n_per_label))

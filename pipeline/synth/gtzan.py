@@ -50,6 +50,7 @@ class GTZANDataset:
 
 
 def track_ids(n_per_genre: int, genres: tuple[str, ...] = GENRES) -> list[str]:
+    """GTZAN's track ids, "<genre>.00000" on, ``n_per_genre`` per genre in genre order."""
     return [f"{g}.{i:05d}" for g in genres for i in range(n_per_genre)]
 
 
@@ -68,8 +69,22 @@ def _write(args: tuple) -> None:
 def generate(out_dir: Path, layout: str = "original", n_per_genre: int = 100,
              seconds: float = 30.0, seed: int = 0, jobs: int = 1,
              genres: tuple[str, ...] = GENRES) -> GTZANDataset:  # fmt: skip
-    """Write ``n_per_genre`` clips of each genre (ids <genre>.00000 ...) under ``out_dir``
-    in ``layout`` ("original" or "kaggle")."""
+    """Write ``n_per_genre`` mono clips of each genre (ids <genre>.00000 ...) under
+    ``out_dir``.
+
+    Args:
+        out_dir: the dataset folder.
+        layout: "original" (genres/<genre>/*.au) or "kaggle"
+            (Data/genres_original/<genre>/*.wav, with BROKEN undecodable); else ValueError.
+        n_per_genre: clips per genre.
+        seconds: clip length (s).
+        seed: seed of the whole dataset.
+        jobs: parallel writer processes (joblib).
+        genres: the genres to write.
+
+    Returns:
+        The GTZANDataset: its folders, layout, files by track id and broken ids.
+    """
     from joblib import Parallel, delayed
 
     if layout not in ("original", "kaggle"):

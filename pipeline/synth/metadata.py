@@ -71,8 +71,18 @@ def full_size_specs(n_tracks: int = FMA_TRACKS, seed: int = 0) -> list[TrackSpec
 
 def full_size_metadata(out_dir: Path, n_tracks: int = FMA_TRACKS, seed: int = 0,
                        text_bytes: int = 2_000) -> list[TrackSpec]:  # fmt: skip
-    """Write ``out_dir``/tracks.csv and genres.csv for ``full_size_specs``; every row
-    carries about ``text_bytes`` of artist bio (real rows average ~2.3 KB)."""
+    """Write ``out_dir``/tracks.csv and genres.csv for ``full_size_specs`` (no audio).
+
+    Args:
+        out_dir: the metadata folder (created if missing).
+        n_tracks: tracks in the table (default: as many as FMA's).
+        seed: seed of the specs and the bios.
+        text_bytes: about how many bytes of artist bio each row carries (real rows average
+            ~2.3 KB); each is cut at a random length in [text_bytes / 2, 1.5 * text_bytes].
+
+    Returns:
+        The TrackSpecs written, sorted by track id.
+    """
     specs = full_size_specs(n_tracks, seed)
     table = tracks_table(specs, seed)
     rng = np.random.default_rng([seed, 0x7E47])

@@ -61,9 +61,11 @@ class _Ctx:
         self._notes: dict = {}
 
     def pos(self, beat: float) -> int:
+        """The sample index at which ``beat`` (counted from 0) starts."""
         return int(round(beat * self.spb))
 
     def noise_slice(self, length: int) -> np.ndarray:
+        """Float32 [length] of the noise bank, from a random start, repeated as needed."""
         start = int(self.rng.integers(self.sr))
         return np.tile(self.noise, (start + length) // self.sr + 1)[start : start + length]
 
@@ -75,8 +77,18 @@ class _Ctx:
         vib: tuple[float, float] = (0.0, 0.0),
         glide: float = 0.0,
     ) -> np.ndarray:
-        """Wavetable oscillator, float32 [length]; ``vib`` = (rate Hz, depth as a frequency
-        fraction); ``glide`` = pitch change in semitones over the note."""
+        """Wavetable oscillator, float32 [length], from a random phase.
+
+        Args:
+            name: the wavetable's name.
+            freq: the fundamental (Hz); harmonics stay below 0.45 * sample rate.
+            length: samples.
+            vib: vibrato (rate Hz, depth as a fraction of the frequency).
+            glide: pitch change in semitones over the note.
+
+        Returns:
+            Float32 [length].
+        """
         top = freq * (1 + vib[1]) * 2 ** (max(glide, 0.0) / 12)  # highest fundamental
         kmax = int(max(1, min(32, 0.45 * self.sr / max(top, 1.0))))
         kmax = 1 << (kmax.bit_length() - 1)  # few distinct tables
@@ -104,7 +116,23 @@ class _Ctx:
         vib: tuple[float, float] = (0.0, 0.0),
         glide: float = 0.0,
     ) -> np.ndarray:
-        """One enveloped note (cached per parameters within the track)."""
+        """One enveloped note (cached per parameters within the track, up to 512 notes).
+
+        Args:
+            name: the oscillator's wavetable.
+            midi: pitch as a MIDI note number (69: 440 Hz; fractions allowed).
+            seconds: duration (s); at least 8 samples.
+            env: "pluck" (exponential decay) or anything else for "pad" (linear attack,
+                sustain, release over the last 20 %).
+            tau: "pluck": the decay's time constant (s).
+            attack: "pad": attack time (s).
+            vib: vibrato (rate Hz, depth as a fraction of the frequency); see `osc`.
+            glide: pitch change in semitones over the note.
+
+        Returns:
+            Float32 [max(8, seconds * sample rate)], ending in a 5-ms fade; the cached
+            array itself (callers must not modify it).
+        """
         key = (name, round(midi, 2), round(seconds, 3), env, tau, attack, vib, glide)
         if key in self._notes:
             return self._notes[key]
@@ -547,6 +575,7 @@ def _rock(c: _Ctx) -> list[np.ndarray]:
     ch = _progression(c, MAJOR, prog, 40)
 
     def power(beat: float) -> list[int]:
+        """A power chord on the chord root at ``beat``: root, fifth, octave (MIDI)."""
         r = ch(beat)[0]
         return [r, r + 7, r + 12]
 
@@ -591,8 +620,19 @@ BORROWED: dict[str, Callable[[_Ctx], np.ndarray]] = {
 
 def render(recipe: str, seconds: float, sample_rate: int, channels: int, seed: int,
            tempo: tuple[float, float] | None = None) -> np.ndarray:  # fmt: skip
-    """Synthesise one clip: float32 [frames, channels] in [-1, 1], deterministic in seed.
-    ``tempo``: a BPM range other than the recipe's own (variants of one recipe)."""
+    """Synthesise one clip, deterministic in ``seed``.
+
+    Args:
+        recipe: the genre recipe (a key of RECIPES).
+        seconds: clip length (s).
+        sample_rate: rate (Hz).
+        channels: 1 for mono (the mean of both sides); any other value gives stereo.
+        seed: seed of the clip.
+        tempo: a BPM range other than the recipe's own (variants of one recipe).
+
+    Returns:
+        Float32 [frames, 1 or 2]; the stereo peak is in [0.25, 0.95].
+    """
     rng = np.random.default_rng(seed)
     n = max(1, int(round(seconds * sample_rate)))
     (lo, hi), fn = RECIPES[recipe]

@@ -3,8 +3,8 @@
 A torchaudio wheel loads only beside the exact torch release it was built for and does
 not declare that pin, so a later torchaudio next to an older torch fails deep inside its
 import (an OSError from its compiled library). mrnet imports torchaudio only where it is
-used (SpecAugment masks in `mrnet train --specaugment`); preprocess, evaluate and predict
-never load it.
+used (SpecAugment masks in `mrnet train`, on by default; `--no-specaugment` runs without
+it); preprocess, evaluate and predict never load it.
 """
 
 from __future__ import annotations

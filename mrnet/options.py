@@ -8,7 +8,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from mrnet.model import ARCHITECTURES, INPUT_NORMS, ModelConfig
+from mrnet.model import ARCHITECTURES, INPUT_NORMS, LEGACY_INPUT_NORM, ModelConfig
 from pipeline.errors import BadInput
 from pipeline.settings import Registry, flag_of, setting
 
@@ -55,7 +55,7 @@ class TrainConfig:
     cache: Path | None = setting(None, "Cache directory written by `mrnet preprocess`.")
     out: Path | None = setting(None, "Run directory: last.pt, best.pt, metrics.csv, tb/.")
     arch: str = setting("mrnet", "Model.", choices=ARCHITECTURES, resume="keep")
-    epochs: int = setting(30, "Epochs in total (a resumed run continues up to this).")
+    epochs: int = setting(20, "Epochs in total (a resumed run continues up to this).")
     batch_size: int = setting(
         48, "Crops per step (per process under torchrun).", resume="keep"
     )
@@ -76,11 +76,12 @@ class TrainConfig:
         _MODEL.channels, "MRNet width C (unused by cnn; the paper's is 512).", resume="keep"
     )
     input_norm: str = setting(
-        _MODEL.input_norm, "MRNet's first layer.", choices=INPUT_NORMS, resume="keep"
-    )
+        _MODEL.input_norm, "MRNet's first layer.", choices=INPUT_NORMS, resume="keep",
+        legacy=LEGACY_INPUT_NORM,
+    )  # fmt: skip
     crop_seconds: float = setting(6.0, "Length of the random training crops, s.", resume="keep")
     min_steps: int = setting(
-        100,
+        50,
         "Optimiser steps an epoch makes at least: its crops visit every training track as "
         "many times as that takes (once on a large dataset); 0: one crop per track.",
         resume="keep", legacy=0,
@@ -92,10 +93,10 @@ class TrainConfig:
         resume="keep", legacy=0,
     )  # fmt: skip
     mixup: float = setting(
-        0.0,
+        0.4,
         "mixup alpha: each batch mixes its crops and targets pairwise with a Beta(alpha, "
         "alpha) weight; 0: off.",
-        option=False, resume="keep", legacy=0.0,
+        resume="keep", legacy=0.0,
     )  # fmt: skip
     workers: int = setting(2, "DataLoader worker processes (0: the main process).")
     device: str = _device()
@@ -105,8 +106,9 @@ class TrainConfig:
         False, "Hold the training features in device memory (no loader).", flag="--data-on-gpu"
     )
     specaugment: bool = setting(
-        False, "Add SpecAugment frequency and time masks.", flag="--specaugment", resume="keep"
-    )
+        True, "SpecAugment frequency and time masks on the training crops (torchaudio).",
+        resume="keep", legacy=False,
+    )  # fmt: skip
     freq_mask: int = setting(
         16, "SpecAugment: the widest of 2 frequency masks, mel bands.", option=False,
         resume="keep",

@@ -114,9 +114,12 @@ def reference_crop(track: np.ndarray, start: int, frames: int) -> np.ndarray:
 
 
 def tiny(cache: Path, out: Path, **kw) -> TrainConfig:
+    """A small, fast run for tests of the mechanics: one crop per track an epoch, whole
+    validation tracks, no mixup or SpecAugment (so a dozen steps visibly learn)."""
     base = dict(
         arch="mrnet", channels=16, epochs=1, batch_size=6, lr=3e-3, crop_seconds=2.0,
-        workers=0, device="cpu", progress=False, min_steps=0, val_crops=0,
+        workers=0, device="cpu", progress=False, min_steps=0, val_crops=0, mixup=0.0,
+        specaugment=False,
     )  # fmt: skip
     return TrainConfig(cache=cache, out=out, **{**base, **kw})
 

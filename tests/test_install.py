@@ -106,8 +106,8 @@ def test_mismatched_torchaudio_is_one_line_and_only_where_needed(tmp_path, broke
         "--no-progress",
     ]
 
-    # SpecAugment needs torchaudio: refused before anything is written
-    p = mrnet(broken_site, "train", *common, "--out", str(tmp_path / "aug"), "--specaugment")
+    # SpecAugment (on by default) needs torchaudio: refused before anything is written
+    p = mrnet(broken_site, "train", *common, "--out", str(tmp_path / "aug"))
     lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
     assert p.returncode == 2 and len(lines) == 1 and "Traceback" not in p.stderr, p.stderr
     pair = f"pip install '{requirements()['torch']}' '{requirements()['torchaudio']}'"
@@ -117,7 +117,7 @@ def test_mismatched_torchaudio_is_one_line_and_only_where_needed(tmp_path, broke
 
     # everything else runs with the broken torchaudio in place
     run = tmp_path / "run"
-    p = mrnet(broken_site, "train", *common, "--out", str(run))
+    p = mrnet(broken_site, "train", *common, "--out", str(run), "--no-specaugment")
     assert p.returncode == 0, p.stderr
     p = mrnet(
         broken_site,

@@ -56,9 +56,10 @@ def test_cnn_handles_128_mels_without_resize() -> None:
 
 def test_full_size_parameter_count() -> None:
     # documented in the MRNet docstring; equals the authors' MLFANet (+ CCE head)
-    assert n_params(MRNet(ModelConfig("mrnet", 128, 8, channels=512))) == 19_112_607
-    assert n_params(MRNet(ModelConfig("mrnet", 128, 16, channels=512))) == 19_113_655
-    assert n_params(build_model("mrnet", 128, 8)) == 19_112_607
+    authors = dict(channels=512, input_norm="instance")
+    assert n_params(MRNet(ModelConfig("mrnet", 128, 8, **authors))) == 19_112_607
+    assert n_params(MRNet(ModelConfig("mrnet", 128, 16, **authors))) == 19_113_655
+    assert n_params(build_model("mrnet", 128, 8)) == 19_112_607 + 2 * 128  # batch norm
 
 
 def test_route_structure() -> None:

@@ -178,7 +178,7 @@ def test_checkpoint_plain_and_loadable(trained, cache_dir):
         assert resuming <= set(ckpt) or name == "best.pt"
         assert ckpt["model_config"] == {
             "arch": "mrnet", "n_mels": 16, "n_classes": 3, "channels": 16, "embed_dim": 128,
-            "dilations": [2, 3, 4], "scale": 8, "dropout": 0.5, "input_norm": "instance",
+            "dilations": [2, 3, 4], "scale": 8, "dropout": 0.5, "input_norm": "batch",
         }  # fmt: skip
         assert not any(k.startswith(("_orig_mod.", "module.")) for k in ckpt["model"])
     ckpt = load_checkpoint(out / "last.pt")

@@ -178,11 +178,12 @@ class AttentiveStatsPool(nn.Module):
 class MRNet(nn.Module):
     """Multi-Route Neural Network. [B, n_mels, T] float -> logits [B, n_classes].
 
-    With n_mels=128, channels=512, embed_dim=128 it has 19,111,559 + 131 *
-    n_classes parameters: 19,112,607 for 8 classes (fma_small), 19,113,655 for
-    16. That is exactly the authors' MLFANet with a 128-channel input, minus its
-    one WavLM layer weight, plus their CCE head (checked by loading their
-    weights into this module: same outputs to ~1e-7).
+    With n_mels=128, channels=512, embed_dim=128 and the authors' instance input norm
+    it has 19,111,559 + 131 * n_classes parameters: 19,112,607 for 8 classes
+    (fma_small), 19,113,655 for 16. That is exactly the authors' MLFANet with a
+    128-channel input, minus its one WavLM layer weight, plus their CCE head (checked
+    by loading their weights into this module: same outputs to ~1e-7). The batch input
+    norm (the default) adds 2 * n_mels.
     Works for any T (>= ~20 frames is sensible); training mode needs B >= 2
     because of the BatchNorm1d layers after pooling.
 

@@ -73,8 +73,7 @@ def interrupted(e: KeyboardInterrupt, what: str) -> NoReturn:
     raise typer.Exit(143 if isinstance(e, Terminated) else 130)
 
 
-def run_guarded(fn, *args, interrupted_hint: str | Callable[[], str] = NOTHING_CHANGED,
-                **kwargs):  # fmt: skip
+def run_guarded(fn, *args, interrupted_hint: str | Callable[[], str] = NOTHING_CHANGED, **kwargs):
     """Call ``fn``; BadInput and environment faults (a full disk, a read-only or
     forbidden path) become a one-line error, exit 2; Ctrl-C or SIGTERM one line saying
     ``interrupted_hint`` (or what it returns then), exit 130 or 143."""

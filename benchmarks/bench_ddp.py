@@ -66,10 +66,24 @@ def main() -> None:
     torchrun = [str(BIN / "torchrun"), "--standalone", "--nproc-per-node", str(args.nproc)]
     with tempfile.TemporaryDirectory() as tmp:
         cache = synthetic_cache(Path(tmp) / "cache", args.tracks, n_val=8)
-        common = ["--cache", str(cache), "--arch", args.arch, "--channels", str(args.channels),
-                  "--epochs", str(args.epochs), "--batch-size", str(args.batch),
-                  "--workers", str(args.workers), "--device", args.device,
-                  "--no-progress", *extra]  # fmt: skip
+        common = [
+            "--cache",
+            str(cache),
+            "--arch",
+            args.arch,
+            "--channels",
+            str(args.channels),
+            "--epochs",
+            str(args.epochs),
+            "--batch-size",
+            str(args.batch),
+            "--workers",
+            str(args.workers),
+            "--device",
+            args.device,
+            "--no-progress",
+            *extra,
+        ]
         runs = {
             "plain": [mrnet, "train"],
             f"torchrun x{args.nproc}": [*torchrun, "--no-python", mrnet, "train"],

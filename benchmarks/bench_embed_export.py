@@ -62,29 +62,53 @@ def main() -> None:
     ds = synth.generate(root / "fma", a.n_per_genre, 30.0, jobs=cores, reuse=True)
     cache_dir = root / "cache"
     if not (cache_dir / "tracks.csv").exists():
-        run_preprocess(PreprocessOptions(audio_dir=ds.audio_dir, metadata_dir=ds.metadata_dir,
-                                         out=cache_dir, progress=False))  # fmt: skip
+        run_preprocess(
+            PreprocessOptions(
+                audio_dir=ds.audio_dir, metadata_dir=ds.metadata_dir, out=cache_dir, progress=False
+            )
+        )
     cache = open_cache(cache_dir)
     n = len(cache.tracks)
-    print(f"{n} cached 30-s tracks; torch {torch.__version__}, {torch.get_num_threads()} "
-          f"threads, {cores} cores")  # fmt: skip
+    print(
+        f"{n} cached 30-s tracks; torch {torch.__version__}, {torch.get_num_threads()} "
+        f"threads, {cores} cores"
+    )
     import onnxruntime as ort
 
     for channels in (64, 512):
         ck = checkpoint(cache, channels, root / f"c{channels}.pt")
-        run_embed(EmbedOptions(checkpoint=ck, out=root / "warm", cache=cache_dir,
-                               split="test", device="cpu", progress=False))  # fmt: skip
+        run_embed(
+            EmbedOptions(
+                checkpoint=ck,
+                out=root / "warm",
+                cache=cache_dir,
+                split="test",
+                device="cpu",
+                progress=False,
+            )
+        )
         t = time.perf_counter()
-        done = run_embed(EmbedOptions(checkpoint=ck, out=root / f"emb{channels}",
-                                      cache=cache_dir, device="cpu", progress=False))  # fmt: skip
+        done = run_embed(
+            EmbedOptions(
+                checkpoint=ck,
+                out=root / f"emb{channels}",
+                cache=cache_dir,
+                device="cpu",
+                progress=False,
+            )
+        )
         s = time.perf_counter() - t
-        print(f"\nC={channels}: mrnet embed, {len(done.embeddings)} tracks in {s:.2f} s = "
-              f"{len(done.embeddings) / s:.1f} tracks/s (CPU)")  # fmt: skip
+        print(
+            f"\nC={channels}: mrnet embed, {len(done.embeddings)} tracks in {s:.2f} s = "
+            f"{len(done.embeddings) / s:.1f} tracks/s (CPU)"
+        )
         onnx_path = root / f"c{channels}.onnx"
         t = time.perf_counter()
         export(ExportOptions(checkpoint=ck, out=onnx_path))
-        print(f"  mrnet export: {time.perf_counter() - t:.1f} s, "
-              f"{onnx_path.stat().st_size / 1e6:.1f} MB")  # fmt: skip
+        print(
+            f"  mrnet export: {time.perf_counter() - t:.1f} s, "
+            f"{onnx_path.stat().st_size / 1e6:.1f} MB"
+        )
         from mrnet.checkpoint import load, load_model
 
         model = load_model(load(ck))
@@ -101,8 +125,10 @@ def main() -> None:
             session.run(["logits"], {"log_mel": x})
 
         a_ms, b_ms = median_ms(run_torch), median_ms(run_ort)
-        print(f"  one 30-s track (batch 1, 1,501 frames), median of 20: torch {a_ms:.1f} ms, "
-              f"onnxruntime {b_ms:.1f} ms ({a_ms / b_ms:.2f}x)")  # fmt: skip
+        print(
+            f"  one 30-s track (batch 1, 1,501 frames), median of 20: torch {a_ms:.1f} ms, "
+            f"onnxruntime {b_ms:.1f} ms ({a_ms / b_ms:.2f}x)"
+        )
 
 
 if __name__ == "__main__":

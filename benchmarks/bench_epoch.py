@@ -43,16 +43,40 @@ def child(argv: list[str]) -> None:
 
 
 def measure(cache: Path, channels: int, extra: list[str], out: Path) -> dict:
-    argv = ["--cache", str(cache), "--out", str(out), "--channels", str(channels), "--epochs",
-            "1", "--workers", "0", "--device", "cpu", "--no-progress", *extra]  # fmt: skip
-    p = subprocess.run([sys.executable, __file__, "--child", *argv], cwd=ROOT,
-                       capture_output=True, text=True, check=True)  # fmt: skip
+    argv = [
+        "--cache",
+        str(cache),
+        "--out",
+        str(out),
+        "--channels",
+        str(channels),
+        "--epochs",
+        "1",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--no-progress",
+        *extra,
+    ]
+    p = subprocess.run(
+        [sys.executable, __file__, "--child", *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     peak = float(p.stdout.split("PEAK_MIB")[-1].split()[0])
     m = pd.read_csv(out / "metrics.csv").iloc[0]
     train_s = m["train_samples"] / m["samples_per_s"]
-    return {"samples": int(m["train_samples"]),
-            "epoch_s": m["seconds"], "train_s": train_s, "val_s": m["seconds"] - train_s,
-            "peak_mib": peak, "val_scoring": m["val_scoring"]}  # fmt: skip
+    return {
+        "samples": int(m["train_samples"]),
+        "epoch_s": m["seconds"],
+        "train_s": train_s,
+        "val_s": m["seconds"] - train_s,
+        "peak_mib": peak,
+        "val_scoring": m["val_scoring"],
+    }
 
 
 def main() -> None:
@@ -71,18 +95,22 @@ def main() -> None:
                 extra = extra or ["--min-steps", str(a.min_steps)]
                 r = measure(a.cache, c, extra, Path(tmp) / f"{c}-{len(rows)}")
                 rows.append({"channels": c, "rules": name, **r})
-                print(f"C={c:4d} {name:50s} samples {r['samples']:5d}  epoch "
-                      f"{r['epoch_s']:7.1f} s (training {r['train_s']:6.1f} s, validation "
-                      f"{r['val_s']:6.1f} s)  peak {r['peak_mib']:6.0f} MiB  [{r['val_scoring']}]",
-                      flush=True)  # fmt: skip
+                print(
+                    f"C={c:4d} {name:50s} samples {r['samples']:5d}  epoch "
+                    f"{r['epoch_s']:7.1f} s (training {r['train_s']:6.1f} s, validation "
+                    f"{r['val_s']:6.1f} s)  peak {r['peak_mib']:6.0f} MiB  [{r['val_scoring']}]",
+                    flush=True,
+                )
     table = pd.DataFrame(rows)
     for c, part in table.groupby("channels"):
         old, new = part.iloc[0], part.iloc[1]
-        print(f"C={c}: validation {old['val_s']:.1f} s -> {new['val_s']:.1f} s "
-              f"({new['val_s'] / old['val_s']:.2f}x); peak memory {old['peak_mib']:.0f} -> "
-              f"{new['peak_mib']:.0f} MiB; training per sample "
-              f"{old['train_s'] / old['samples']:.3f} -> "
-              f"{new['train_s'] / new['samples']:.3f} s")  # fmt: skip
+        print(
+            f"C={c}: validation {old['val_s']:.1f} s -> {new['val_s']:.1f} s "
+            f"({new['val_s'] / old['val_s']:.2f}x); peak memory {old['peak_mib']:.0f} -> "
+            f"{new['peak_mib']:.0f} MiB; training per sample "
+            f"{old['train_s'] / old['samples']:.3f} -> "
+            f"{new['train_s'] / new['samples']:.3f} s"
+        )
 
 
 if __name__ == "__main__":

@@ -61,8 +61,14 @@ def main() -> None:
         root = Path(tmp) / "cache"
         synthetic_cache(root, 16, n_val=a.tracks)  # the scored split: "validation"
         ck = checkpoint(Path(tmp) / "best.pt", root, a.channels)
-        opts = EvalOptions(checkpoint=ck, cache=root, out=Path(tmp) / "rep", split="validation",
-                           device="cpu", progress=False)  # fmt: skip
+        opts = EvalOptions(
+            checkpoint=ck,
+            cache=root,
+            out=Path(tmp) / "rep",
+            split="validation",
+            device="cpu",
+            progress=False,
+        )
         gb = sum(s.mel_shape[0] * s.mel_shape[1] * 2 for s in verify_shards(root)) / 1e9
         timed(opts, True)  # warm the page cache and torch
         with_check, without = [], []
@@ -70,10 +76,14 @@ def main() -> None:
             with_check.append(timed(opts, True))
             without.append(timed(opts, False))
         w, wo = min(with_check), min(without)
-        print(f"evaluate {a.tracks} x 30-s tracks ({gb:.2f} GB of frames), MRNet C={a.channels}, "
-              f"CPU, {torch.get_num_threads()} threads")  # fmt: skip
-        print(f"with the checksum check {w:.1f} s, without {wo:.1f} s: the check costs "
-              f"{w - wo:.1f} s, {100 * (w - wo) / wo:.1f} % ({w / wo:.3f}x)")  # fmt: skip
+        print(
+            f"evaluate {a.tracks} x 30-s tracks ({gb:.2f} GB of frames), MRNet C={a.channels}, "
+            f"CPU, {torch.get_num_threads()} threads"
+        )
+        print(
+            f"with the checksum check {w:.1f} s, without {wo:.1f} s: the check costs "
+            f"{w - wo:.1f} s, {100 * (w - wo) / wo:.1f} % ({w / wo:.3f}x)"
+        )
         t = time.perf_counter()
         verify.check_checksums(root, verify_shards(root))
         verify._sound.clear()

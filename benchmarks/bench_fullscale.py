@@ -36,10 +36,17 @@ def preprocess_seconds(ds, jobs: int, audio_dir: Path | None = None, **opts) -> 
     with tempfile.TemporaryDirectory() as out:
 
         def run(name: str):
-            return run_preprocess(PreprocessOptions(
-                audio_dir=audio_dir or ds.audio_dir, metadata_dir=ds.metadata_dir,
-                out=Path(out) / name, subset="small", jobs=jobs, progress=False, **opts,
-            )).manifest  # fmt: skip
+            return run_preprocess(
+                PreprocessOptions(
+                    audio_dir=audio_dir or ds.audio_dir,
+                    metadata_dir=ds.metadata_dir,
+                    out=Path(out) / name,
+                    subset="small",
+                    jobs=jobs,
+                    progress=False,
+                    **opts,
+                )
+            ).manifest
 
         run("warm")
         t = time.perf_counter()
@@ -61,12 +68,16 @@ def clips(ds30, ds300, jobs: int) -> None:
     p30 = [audio_path(ds30.audio_dir, t) for t in ds30.ids("small", healthy=True)][:24]
     p300 = [audio_path(ds300.audio_dir, t) for t in ds300.ids("small", healthy=True)][:24]
     a, b, c = decode_ms(p30), decode_ms(p300, clip="middle"), decode_ms(p300, clip="start")
-    print(f"one core, decode+resample per file: 30-s file {a:.1f} ms; 5-min file, middle "
-          f"30 s {b:.1f} ms ({b / a:.2f}x; target <= 2x); 5-min file, first 30 s {c:.1f} ms")
+    print(
+        f"one core, decode+resample per file: 30-s file {a:.1f} ms; 5-min file, middle "
+        f"30 s {b:.1f} ms ({b / a:.2f}x; target <= 2x); 5-min file, first 30 s {c:.1f} ms"
+    )
     rows = []
-    for name, ds, opts in (("30-s MP3s", ds30, {}),
-                           ("5-min MP3s, --clip middle", ds300, {"clip": "middle"}),
-                           ("5-min MP3s, --clip start", ds300, {"clip": "start"})):  # fmt: skip
+    for name, ds, opts in (
+        ("30-s MP3s", ds30, {}),
+        ("5-min MP3s, --clip middle", ds300, {"clip": "middle"}),
+        ("5-min MP3s, --clip start", ds300, {"clip": "start"}),
+    ):
         s, n = preprocess_seconds(ds, jobs, **opts)
         rows.append((name, n / s))
         print(f"preprocess {name:<28} {n} tracks in {s:.2f} s = {n / s:.1f} tracks/s")
@@ -78,8 +89,10 @@ def write_checksums(ds, where: Path) -> None:
     for tid in ds.ids("small"):
         p = audio_path(ds.audio_dir, tid)
         if p.exists():
-            lines.append(f"{hashlib.sha1(p.read_bytes()).hexdigest()}  "
-                         f"{p.relative_to(ds.audio_dir).as_posix()}")  # fmt: skip
+            lines.append(
+                f"{hashlib.sha1(p.read_bytes()).hexdigest()}  "
+                f"{p.relative_to(ds.audio_dir).as_posix()}"
+            )
     where.write_text("\n".join(lines) + "\n")
 
 
@@ -90,8 +103,10 @@ def checksum_overhead(ds30, ds300, jobs: int) -> None:
         write_checksums(ds, sums)
         s0, n = preprocess_seconds(ds, jobs)
         s1, _ = preprocess_seconds(ds, jobs, verify_checksums=True, checksums=sums)
-        print(f"{name:<26} without {n / s0:6.1f} tracks/s, with --verify-checksums "
-              f"{n / s1:6.1f} tracks/s ({s1 / s0 - 1:+.1%} time)")
+        print(
+            f"{name:<26} without {n / s0:6.1f} tracks/s, with --verify-checksums "
+            f"{n / s1:6.1f} tracks/s ({s1 / s0 - 1:+.1%} time)"
+        )
 
 
 def long_mp3(five_minutes: Path, hours: float, out: Path) -> Path:
@@ -117,8 +132,9 @@ def worker_memory(path: Path, max_seconds: float, clip: str = "middle") -> tuple
         "assert r.tracks == 1, r\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter() - t)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                         text=True, check=True).stdout.split()  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
     return int(out[-2]) / 1024, float(out[-1])
 
 
@@ -130,9 +146,11 @@ def five_hours(ds300, tmp: Path) -> None:
     base, _ = worker_memory(src, 30.0)
     whole, s = worker_memory(big, 0.0)
     middle, s2 = worker_memory(big, 30.0)
-    print(f"peak RSS: 5-min track, 30-s clip {base:.0f} MB; 5-h track whole (--max-seconds 0)"
-          f" {whole:.0f} MB in {s:.0f} s ({5 * 3600 / s:.0f}x real time); 5-h track, middle "
-          f"30 s {middle:.0f} MB in {s2:.2f} s  (limit 500 MB)")
+    print(
+        f"peak RSS: 5-min track, 30-s clip {base:.0f} MB; 5-h track whole (--max-seconds 0)"
+        f" {whole:.0f} MB in {s:.0f} s ({5 * 3600 / s:.0f}x real time); 5-h track, middle "
+        f"30 s {middle:.0f} MB in {s2:.2f} s  (limit 500 MB)"
+    )
     big.unlink()
 
 
@@ -159,24 +177,72 @@ def evaluate_memory(ds30, ds300, tmp: Path) -> None:
         shutil.copytree(ds30.audio_dir, audio)
         long_mp3(src, hours, audio_path(audio, tid))
         caches[hours] = tmp / f"cache{hours:.2f}"
-        run_preprocess(PreprocessOptions(audio_dir=audio, metadata_dir=ds30.metadata_dir,
-                                         out=caches[hours], subset="small", max_seconds=0,
-                                         progress=False))  # fmt: skip
+        run_preprocess(
+            PreprocessOptions(
+                audio_dir=audio,
+                metadata_dir=ds30.metadata_dir,
+                out=caches[hours],
+                subset="small",
+                max_seconds=0,
+                progress=False,
+            )
+        )
     run = tmp / "run"
-    subprocess.run([*cli, "train", "--cache", str(caches[5 / 60]), "--out", str(run),
-                    "--epochs", "1", "--channels", "64", "--batch-size", "8", "--workers", "0",
-                    "--device", "cpu", "--no-progress"],
-                   cwd=ROOT, check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [
+            *cli,
+            "train",
+            "--cache",
+            str(caches[5 / 60]),
+            "--out",
+            str(run),
+            "--epochs",
+            "1",
+            "--channels",
+            "64",
+            "--batch-size",
+            "8",
+            "--workers",
+            "0",
+            "--device",
+            "cpu",
+            "--no-progress",
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
     for hours, window in ((5 / 60, "30"), (1.0, "30"), (1.0, "0")):
-        r = subprocess.run([sys.executable, "-c", EVAL_CODE, "evaluate", "--checkpoint",
-                            str(run / "best.pt"), "--cache", str(caches[hours]), "--split",
-                            split, "--out", str(tmp / "eval"), "--window", window,
-                            "--device", "cpu", "--no-progress"],
-                           cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                EVAL_CODE,
+                "evaluate",
+                "--checkpoint",
+                str(run / "best.pt"),
+                "--cache",
+                str(caches[hours]),
+                "--split",
+                split,
+                "--out",
+                str(tmp / "eval"),
+                "--window",
+                window,
+                "--device",
+                "cpu",
+                "--no-progress",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
         rss, secs = r.stderr.split()[-2:]
         longest = "1-h" if hours == 1.0 else "5-min"
-        print(f"evaluate --split {split} (with a {longest} track), --window {window:>2}: "
-              f"peak RSS {int(rss) / 1024:.0f} MB, {float(secs):.1f} s")
+        print(
+            f"evaluate --split {split} (with a {longest} track), --window {window:>2}: "
+            f"peak RSS {int(rss) / 1024:.0f} MB, {float(secs):.1f} s"
+        )
 
 
 def main() -> None:
@@ -184,8 +250,9 @@ def main() -> None:
     ap.add_argument("--n-per-genre", type=int, default=6)
     ap.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)))
     ap.add_argument("--data", type=Path, help="keep the datasets here (default: a temp dir)")
-    ap.add_argument("--only", default="clips,5h,evaluate,checksums",
-                    help="sections to run, comma-separated")  # fmt: skip
+    ap.add_argument(
+        "--only", default="clips,5h,evaluate,checksums", help="sections to run, comma-separated"
+    )
     a = ap.parse_args()
     only = set(a.only.split(","))
     root = a.data or Path(tempfile.mkdtemp(prefix="mrnet-bench-full-"))

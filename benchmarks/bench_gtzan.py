@@ -30,8 +30,9 @@ from pipeline.synth import gtzan  # noqa: E402
 
 
 def run(audio_dir: Path, jobs: int, out: Path) -> float:
-    opts = PreprocessOptions(audio_dir=audio_dir, out=out, dataset="gtzan", folds=5, fold=0,
-                             jobs=jobs, progress=False)  # fmt: skip
+    opts = PreprocessOptions(
+        audio_dir=audio_dir, out=out, dataset="gtzan", folds=5, fold=0, jobs=jobs, progress=False
+    )
     t = time.perf_counter()
     run_preprocess(opts)
     return time.perf_counter() - t
@@ -40,8 +41,21 @@ def run(audio_dir: Path, jobs: int, out: Path) -> float:
 def whole(audio_dir: Path, out: Path) -> float:
     import subprocess
 
-    cmd = [sys.executable, str(ROOT / "cli.py"), "preprocess", "--dataset", "gtzan",
-           "--audio-dir", str(audio_dir), "--out", str(out), "--folds", "5", "--fold", "0"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "cli.py"),
+        "preprocess",
+        "--dataset",
+        "gtzan",
+        "--audio-dir",
+        str(audio_dir),
+        "--out",
+        str(out),
+        "--folds",
+        "5",
+        "--fold",
+        "0",
+    ]
     t = time.perf_counter()
     subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
     return time.perf_counter() - t

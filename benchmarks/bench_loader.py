@@ -61,8 +61,7 @@ def synthetic_cache(
                 yield Track(tid, split, tid % n_classes, mel, seconds)
                 tid += 1
 
-    write_cache(root, fc, [f"g{c}" for c in range(n_classes)], tracks(), shard_size,
-                subset="small")  # fmt: skip
+    write_cache(root, fc, [f"g{c}" for c in range(n_classes)], tracks(), shard_size, subset="small")
     return root
 
 

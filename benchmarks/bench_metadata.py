@@ -80,8 +80,9 @@ def link_audio(audio: Path, ids, source: Path) -> None:
 
 def cli(*argv: str) -> tuple[float, subprocess.CompletedProcess]:
     t = time.perf_counter()
-    r = subprocess.run([sys.executable, str(ROOT / "cli.py"), *argv], cwd=ROOT,
-                       capture_output=True, text=True)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "cli.py"), *argv], cwd=ROOT, capture_output=True, text=True
+    )
     return time.perf_counter() - t, r
 
 
@@ -95,18 +96,22 @@ def main() -> None:
     t = time.perf_counter()
     specs = full_size_metadata(meta, a.tracks)
     size = (meta / "tracks.csv").stat().st_size
-    print(f"tracks.csv: {a.tracks} rows, 52 columns, {size / 1e6:.0f} MB "
-          f"(written in {time.perf_counter() - t:.0f} s)")  # fmt: skip
+    print(
+        f"tracks.csv: {a.tracks} rows, 52 columns, {size / 1e6:.0f} MB "
+        f"(written in {time.perf_counter() - t:.0f} s)"
+    )
     clip = tmp / "clip.mp3"
     rng = np.random.default_rng(0)
-    clip.write_bytes(encode_mp3((rng.standard_normal((66150, 2)) * 0.1).astype(np.float32),
-                                44100, 128))  # fmt: skip
+    clip.write_bytes(
+        encode_mp3((rng.standard_normal((66150, 2)) * 0.1).astype(np.float32), 44100, 128)
+    )
 
     # 1. the steps before decoding, one by one
     audio = tmp / "fma_large"
     with clock("metadata load (tracks.csv, genres.csv)"):
-        tracks = fma.load_tracks(meta, columns=(*fma.REQUIRED_COLUMNS, ("artist", "name"),
-                                                ("track", "title")))  # fmt: skip
+        tracks = fma.load_tracks(
+            meta, columns=(*fma.REQUIRED_COLUMNS, ("artist", "name"), ("track", "title"))
+        )
         genres = fma.load_genres(meta)
     with clock("selection (--subset large, genre_top)"):
         fma.check_genre_titles(tracks, genres, meta / "tracks.csv")
@@ -119,11 +124,15 @@ def main() -> None:
     with clock("file presence, 300 of the files there"):
         present, _ = pre._file_presence(paths)
     with clock("plan (shard jobs + fingerprint)"):
-        pre._plan(PreprocessOptions(audio_dir=audio, out=tmp / "x", metadata_dir=meta),
-                  PreprocessOptions(audio_dir=audio, out=tmp / "x").feature_config(), sel,
-                  pre.auto_shard_size(n))  # fmt: skip
-    sums = {Path(p).relative_to(audio).as_posix(): hashlib.sha1(p.encode()).hexdigest()
-            for p in paths}  # fmt: skip
+        pre._plan(
+            PreprocessOptions(audio_dir=audio, out=tmp / "x", metadata_dir=meta),
+            PreprocessOptions(audio_dir=audio, out=tmp / "x").feature_config(),
+            sel,
+            pre.auto_shard_size(n),
+        )
+    sums = {
+        Path(p).relative_to(audio).as_posix(): hashlib.sha1(p.encode()).hexdigest() for p in paths
+    }
     where = tmp / "checksums"
     where.write_text("".join(f"{v}  {k}\n" for k, v in sums.items()))
     with clock("checksums file read + lookup"):
@@ -132,11 +141,22 @@ def main() -> None:
 
     # 2. the wrong subset: refused before starting
     out = tmp / "cache"
-    common = ["--audio-dir", str(audio), "--metadata-dir", str(meta), "--out", str(out),
-              "--jobs", str(a.jobs), "--no-progress"]  # fmt: skip
+    common = [
+        "--audio-dir",
+        str(audio),
+        "--metadata-dir",
+        str(meta),
+        "--out",
+        str(out),
+        "--jobs",
+        str(a.jobs),
+        "--no-progress",
+    ]
     secs, r = cli("preprocess", "--subset", "large", *common)
-    print(f"2. --subset large over 300 files: exit {r.returncode} after {secs:.1f} s "
-          f"(whole process): {r.stderr.strip().splitlines()[-1]}")
+    print(
+        f"2. --subset large over 300 files: exit {r.returncode} after {secs:.1f} s "
+        f"(whole process): {r.stderr.strip().splitlines()[-1]}"
+    )
 
     # 3. a full run: every selected track has a file
     link_audio(audio, [s.track_id for s in specs if s.genre_top][300:], clip)
@@ -145,14 +165,17 @@ def main() -> None:
     timed(pre, "_plan", "plan")
     timed(pre, "_run", "decoding (jobs, 1.5-s tracks)")
     timed(CacheWriter, "finish", "finish (tracks.csv, failures.csv, manifest)")
-    opts = PreprocessOptions(audio_dir=audio, metadata_dir=meta, out=out, subset="large",
-                             jobs=a.jobs, progress=False)  # fmt: skip
+    opts = PreprocessOptions(
+        audio_dir=audio, metadata_dir=meta, out=out, subset="large", jobs=a.jobs, progress=False
+    )
     t = time.perf_counter()
     m = pre.run(opts).manifest
     total = time.perf_counter() - t
     decoding = PHASES["decoding (jobs, 1.5-s tracks)"]
-    report(f"3. full run, {m.summary['cached']} tracks cached in {len(m.shards)} shards: "
-           f"{total:.1f} s, of which fixed {total - decoding:.1f} s")
+    report(
+        f"3. full run, {m.summary['cached']} tracks cached in {len(m.shards)} shards: "
+        f"{total:.1f} s, of which fixed {total - decoding:.1f} s"
+    )
 
     # 4. reading it back, and a rerun that finds every shard done
     secs, r = cli("info", str(out))
@@ -163,13 +186,17 @@ def main() -> None:
     report("   opening the cache as train/evaluate do:")
     secs, r = cli("preprocess", "--subset", "large", *common)
     assert r.returncode == 0 and "nothing to do" in r.stderr, r.stderr
-    print(f"   rerun of the finished run (whole process): {secs:.1f} s: "
-          f"{r.stderr.strip().splitlines()[0]}")
+    print(
+        f"   rerun of the finished run (whole process): {secs:.1f} s: "
+        f"{r.stderr.strip().splitlines()[0]}"
+    )
     (out / "tracks.csv").unlink()  # as if killed right before its finish
     secs, r = cli("preprocess", "--subset", "large", *common)
     assert r.returncode == 0, r.stderr
-    print(f"   rerun after a kill before the finish (every shard done): {secs:.1f} s: "
-          f"{[x for x in r.stderr.splitlines() if 'resuming' in x][0]}")
+    print(
+        f"   rerun after a kill before the finish (every shard done): {secs:.1f} s: "
+        f"{[x for x in r.stderr.splitlines() if 'resuming' in x][0]}"
+    )
     subprocess.run(["rm", "-rf", str(tmp)], check=True)
 
 

@@ -59,8 +59,9 @@ def mfcc_features(path: Path) -> np.ndarray:
     """Mean and std over time of 20 MFCCs and their deltas (80 numbers)."""
     x, sr = middle_clip(path)
     y = librosa.resample(x, orig_sr=sr, target_sr=SAMPLE_RATE, res_type="soxr_hq")
-    mfcc = librosa.feature.mfcc(y=y, sr=SAMPLE_RATE, n_mfcc=N_MFCC, n_fft=1024,
-                                hop_length=320, n_mels=128)  # fmt: skip
+    mfcc = librosa.feature.mfcc(
+        y=y, sr=SAMPLE_RATE, n_mfcc=N_MFCC, n_fft=1024, hop_length=320, n_mels=128
+    )
     both = np.vstack([mfcc, librosa.feature.delta(mfcc)])
     return np.concatenate([both.mean(axis=1), both.std(axis=1)]).astype(np.float32)
 
@@ -136,28 +137,48 @@ def run_fold(x: np.ndarray, y: np.ndarray, fold_of: np.ndarray, k: int, n_folds:
 
 def report(name: str, results: list[dict]) -> list[str]:
     """The per-fold table, mean ± std, and the test recall per style over all folds."""
-    lines = [f"MFCC(20)+delta mean/std -> logistic regression, {name}",
-             f"{'fold':<5}{'train':>6}{'valid':>6}{'test':>6}{'C':>7}{'valid':>8}{'test':>8}"
-             f"{'bal.':>8}{'major.':>8}"]  # fmt: skip
+    lines = [
+        f"MFCC(20)+delta mean/std -> logistic regression, {name}",
+        f"{'fold':<5}{'train':>6}{'valid':>6}{'test':>6}{'C':>7}{'valid':>8}{'test':>8}"
+        f"{'bal.':>8}{'major.':>8}",
+    ]
     for r in results:
-        lines.append(f"{r['fold']:<5}{r['n_train']:>6}{r['n_valid']:>6}{r['n_test']:>6}"
-                     f"{r['C']:>7g}{r['valid_acc']:>8.3f}{r['test_acc']:>8.3f}"
-                     f"{r['test_balanced_acc']:>8.3f}{r['majority_acc']:>8.3f}")  # fmt: skip
-    for key, label in (("test_acc", "test accuracy"), ("test_balanced_acc", "balanced acc."),
-                       ("majority_acc", "majority class")):  # fmt: skip
+        lines.append(
+            f"{r['fold']:<5}{r['n_train']:>6}{r['n_valid']:>6}{r['n_test']:>6}"
+            f"{r['C']:>7g}{r['valid_acc']:>8.3f}{r['test_acc']:>8.3f}"
+            f"{r['test_balanced_acc']:>8.3f}{r['majority_acc']:>8.3f}"
+        )
+    for key, label in (
+        ("test_acc", "test accuracy"),
+        ("test_balanced_acc", "balanced acc."),
+        ("majority_acc", "majority class"),
+    ):
         v = np.array([r[key] for r in results])
         lines.append(f"{label:<15} {v.mean():.3f} ± {v.std(ddof=1):.3f} (mean ± sample std)")
     true = np.concatenate([r["true"] for r in results])
     pred = np.concatenate([r["pred"] for r in results])
-    lines.append("test recall per style (all folds): " + ", ".join(
-        f"{s} {(pred[true == s] == s).mean():.2f} ({(true == s).sum()})"
-        for s in np.unique(true)))  # fmt: skip
+    lines.append(
+        "test recall per style (all folds): "
+        + ", ".join(
+            f"{s} {(pred[true == s] == s).mean():.2f} ({(true == s).sum()})"
+            for s in np.unique(true)
+        )
+    )
     return lines
 
 
 def write_csv(path: Path, name: str, results: list[dict]) -> None:
-    keys = ["fold", "n_train", "n_valid", "n_test", "C", "valid_acc", "test_acc",
-            "test_balanced_acc", "majority_acc"]  # fmt: skip
+    keys = [
+        "fold",
+        "n_train",
+        "n_valid",
+        "n_test",
+        "C",
+        "valid_acc",
+        "test_acc",
+        "test_balanced_acc",
+        "majority_acc",
+    ]
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["dataset", *keys])

@@ -31,27 +31,49 @@ def main() -> None:
     ap.add_argument("--demo", type=Path, default=Path("demo-multi"))
     a = ap.parse_args()
     if not (a.demo / "run" / "best.pt").exists():
-        subprocess.run([sys.executable, str(ROOT / "cli.py"), "demo", "--labels", "top-multi",
-                        "--out", str(a.demo)], cwd=ROOT, check=True)  # fmt: skip
+        subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "cli.py"),
+                "demo",
+                "--labels",
+                "top-multi",
+                "--out",
+                str(a.demo),
+            ],
+            cwd=ROOT,
+            check=True,
+        )
     from mrnet.evaluate import evaluate
 
     cache = open_cache(a.demo / "cache")
     train = split_index(cache, "training").label
     freq = train.mean(axis=0)
-    print(f"{len(cache.labels)} labels, {len(train)} training tracks "
-          f"({(train.sum(axis=1) > 1).mean():.0%} with two or more labels)")  # fmt: skip
+    print(
+        f"{len(cache.labels)} labels, {len(train)} training tracks "
+        f"({(train.sum(axis=1) > 1).mean():.0%} with two or more labels)"
+    )
     for split in ("validation", "test"):
         y = split_index(cache, split).label
         with tempfile.TemporaryDirectory() as tmp:
-            rep = evaluate(EvalOptions(checkpoint=a.demo / "run" / "best.pt", cache=cache.root,
-                                       out=Path(tmp), split=split, device="cpu",
-                                       progress=False))  # fmt: skip
+            rep = evaluate(
+                EvalOptions(
+                    checkpoint=a.demo / "run" / "best.pt",
+                    cache=cache.root,
+                    out=Path(tmp),
+                    split=split,
+                    device="cpu",
+                    progress=False,
+                )
+            )
         const = np.broadcast_to(freq, y.shape)
         base_map = mean_defined(average_precisions(y, const))
         base_auc = mean_defined(roc_aucs(y, const))
-        print(f"{split:<10} ({len(y)} tracks): MRNet mAP {rep['mean_average_precision']:.3f}, "
-              f"macro ROC-AUC {rep['macro_roc_auc']:.3f} | label-frequency baseline mAP "
-              f"{base_map:.3f}, macro ROC-AUC {base_auc:.3f}")  # fmt: skip
+        print(
+            f"{split:<10} ({len(y)} tracks): MRNet mAP {rep['mean_average_precision']:.3f}, "
+            f"macro ROC-AUC {rep['macro_roc_auc']:.3f} | label-frequency baseline mAP "
+            f"{base_map:.3f}, macro ROC-AUC {base_auc:.3f}"
+        )
 
 
 if __name__ == "__main__":

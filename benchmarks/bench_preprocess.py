@@ -95,9 +95,18 @@ def whole_process(ds, *extra: str) -> float:
     times = []
     for _ in range(2):
         with tempfile.TemporaryDirectory() as out:
-            cmd = [sys.executable, str(ROOT / "cli.py"), "preprocess", "--audio-dir",
-                   str(ds.audio_dir), "--metadata-dir", str(ds.metadata_dir), "--out",
-                   str(Path(out) / "c"), *extra]  # fmt: skip
+            cmd = [
+                sys.executable,
+                str(ROOT / "cli.py"),
+                "preprocess",
+                "--audio-dir",
+                str(ds.audio_dir),
+                "--metadata-dir",
+                str(ds.metadata_dir),
+                "--out",
+                str(Path(out) / "c"),
+                *extra,
+            ]
             t = time.perf_counter()
             subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
             times.append(time.perf_counter() - t)

@@ -71,11 +71,20 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)))
     a = ap.parse_args()
     t0 = time.perf_counter()
-    ds = synth.generate(a.out / "fma", n_per_genre=a.n_per_genre, seconds=30.0, jobs=a.jobs,
-                        reuse=True)  # fmt: skip
+    ds = synth.generate(
+        a.out / "fma", n_per_genre=a.n_per_genre, seconds=30.0, jobs=a.jobs, reuse=True
+    )
     cache = a.out / "cache"
-    mrnet("preprocess", "--audio-dir", str(ds.audio_dir), "--metadata-dir",
-          str(ds.metadata_dir), "--out", str(cache), "--no-progress")  # fmt: skip
+    mrnet(
+        "preprocess",
+        "--audio-dir",
+        str(ds.audio_dir),
+        "--metadata-dir",
+        str(ds.metadata_dir),
+        "--out",
+        str(cache),
+        "--no-progress",
+    )
     tracks = json.loads((cache / "manifest.json").read_text())["splits"]
     print({k: v["tracks"] for k, v in tracks.items()})
     results = {}
@@ -85,10 +94,31 @@ def main() -> None:
             run, report = a.out / f"run-{norm}-{seed}", a.out / f"report-{norm}-{seed}"
             if not (report / "report.json").exists():
                 resume = ["--resume"] if (run / "last.pt").exists() else []
-                mrnet("train", "--cache", str(cache), "--out", str(run), "--seed", seed,
-                      "--input-norm", norm, *DEMO_TRAIN, *resume)  # fmt: skip
-                mrnet("evaluate", "--checkpoint", str(run / "best.pt"), "--cache", str(cache),
-                      "--out", str(report), "--device", "cpu", "--no-progress")  # fmt: skip
+                mrnet(
+                    "train",
+                    "--cache",
+                    str(cache),
+                    "--out",
+                    str(run),
+                    "--seed",
+                    seed,
+                    "--input-norm",
+                    norm,
+                    *DEMO_TRAIN,
+                    *resume,
+                )
+                mrnet(
+                    "evaluate",
+                    "--checkpoint",
+                    str(run / "best.pt"),
+                    "--cache",
+                    str(cache),
+                    "--out",
+                    str(report),
+                    "--device",
+                    "cpu",
+                    "--no-progress",
+                )
             reports.append(str(report))
         print(mrnet("compare", *reports, "--out", str(a.out / f"compare-{norm}")))
         acc = [json.loads((Path(r) / "report.json").read_text())["accuracy"] for r in reports]
@@ -97,8 +127,10 @@ def main() -> None:
     for norm, (mean, std, acc) in results.items():
         each = ", ".join(f"{x:.3f}" for x in acc)
         print(f"  --input-norm {norm:<8} {mean:.3f} ± {std:.3f}   ({each})")
-    print(f"  reference: logistic regression on per-band mean and std: "
-          f"{band_statistics_baseline(cache):.3f}")  # fmt: skip
+    print(
+        f"  reference: logistic regression on per-band mean and std: "
+        f"{band_statistics_baseline(cache):.3f}"
+    )
     print(f"({time.perf_counter() - t0:.0f} s)")
 
 

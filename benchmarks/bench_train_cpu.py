@@ -45,10 +45,17 @@ def main() -> None:
         cache = synthetic_cache(Path(tmp) / "cache", args.tracks, n_val=16)
         for arch, channels, spec in configs:
             cfg = TrainConfig(
-                cache=cache, out=Path(tmp) / f"run-{arch}-{channels}-{spec}", arch=arch,
-                channels=channels or 512, epochs=args.epochs, batch_size=args.batch,
-                workers=args.workers, device="cpu", specaugment=spec, progress=False,
-            )  # fmt: skip
+                cache=cache,
+                out=Path(tmp) / f"run-{arch}-{channels}-{spec}",
+                arch=arch,
+                channels=channels or 512,
+                epochs=args.epochs,
+                batch_size=args.batch,
+                workers=args.workers,
+                device="cpu",
+                specaugment=spec,
+                progress=False,
+            )
             t0 = time.perf_counter()
             s = train(cfg)
             name = f"{arch} C={channels}" if channels else arch

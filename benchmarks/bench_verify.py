@@ -51,8 +51,10 @@ def main() -> None:
     cold = time.perf_counter() - t
     print(f"cache: {r.tracks} tracks in {r.shards} shards, {gb:.2f} GB; all sound: {r.ok}")
     print(f"header checks (open_cache: headers, checksum records, labels): {header:.2f} s")
-    print(f"full pass (checksums + finite frames), warm page cache: {warm:.1f} s "
-          f"({gb / warm:.2f} GB/s)")  # fmt: skip
+    print(
+        f"full pass (checksums + finite frames), warm page cache: {warm:.1f} s "
+        f"({gb / warm:.2f} GB/s)"
+    )
     print(f"full pass, cold (after fadvise DONTNEED): {cold:.1f} s ({gb / cold:.2f} GB/s)")
     if tmp is not None:
         tmp.cleanup()

@@ -43,8 +43,14 @@ class Augment(nn.Module):
     @classmethod
     def from_config(cls, cfg: TrainConfig) -> Augment:
         """The augmentation a run's settings describe."""
-        return cls(cfg.noise_prob, cfg.noise_mean, cfg.noise_std, cfg.specaugment,
-                   cfg.freq_mask, cfg.time_mask)  # fmt: skip
+        return cls(
+            cfg.noise_prob,
+            cfg.noise_mean,
+            cfg.noise_std,
+            cfg.specaugment,
+            cfg.freq_mask,
+            cfg.time_mask,
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Augment a batch x [B, n_mels, frames]: additive noise, then SpecAugment masks."""

@@ -24,9 +24,12 @@ class Fitted:
 
     def summary(self) -> str:
         """The report's table and files, after a note when the statistics were computed."""
-        note = ("note: this cache holds no track statistics (made by mrnet 0.2): they were "
-                "computed from its frames; nothing was written into the cache\n"
-                if self.computed else "")  # fmt: skip
+        note = (
+            "note: this cache holds no track statistics (made by mrnet 0.2): they were "
+            "computed from its frames; nothing was written into the cache\n"
+            if self.computed
+            else ""
+        )
         return note + Evaluated(self.report, self.out).summary()
 
 

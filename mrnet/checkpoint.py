@@ -174,8 +174,13 @@ class Checkpoint:
             t = d.get(name)
             if t is not None and (not isinstance(t, list) or len(t) != len(labels)):
                 raise ValueError(f"{name} do not fit the {len(labels)} labels")
-        for name, kind in (("optimizer", dict), ("scheduler", dict), ("rng", dict),
-                           ("train_config", dict), ("history", list)):  # fmt: skip
+        for name, kind in (
+            ("optimizer", dict),
+            ("scheduler", dict),
+            ("rng", dict),
+            ("train_config", dict),
+            ("history", list),
+        ):
             if d.get(name) is not None and not isinstance(d[name], kind):
                 raise ValueError(f"{name} is not a {kind.__name__}")
         known = {f.name for f in fields(cls)}
@@ -261,12 +266,12 @@ def _corrupt(path: Path, e: BaseException) -> str:
     other file is not a checkpoint at all."""
     with open(path, "rb") as f:
         zipped = f.read(4) == b"PK\x03\x04"
-    what = "is truncated or corrupt (an incomplete zip archive)" if zipped else (
-        "is not a PyTorch checkpoint file")  # fmt: skip
-    return (
-        f"checkpoint {path} {what}; pass RUN/best.pt or RUN/last.pt of an mrnet run, or "
-        "retrain"
+    what = (
+        "is truncated or corrupt (an incomplete zip archive)"
+        if zipped
+        else ("is not a PyTorch checkpoint file")
     )
+    return f"checkpoint {path} {what}; pass RUN/best.pt or RUN/last.pt of an mrnet run, or retrain"
 
 
 def save(ckpt: Checkpoint, path: Path, rerun: str = RERUN) -> None:

@@ -75,8 +75,10 @@ def _report(path: Path) -> Entry:
             source.get("feature_config", {}),
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise BadInput(f"{path} is not a report of `mrnet evaluate` ({type(e).__name__}: "
-                       f"{str(e)[:80]}); rerun mrnet evaluate") from None  # fmt: skip
+        raise BadInput(
+            f"{path} is not a report of `mrnet evaluate` ({type(e).__name__}: "
+            f"{str(e)[:80]}); rerun mrnet evaluate"
+        ) from None
     name = str(path.parent if path.name == "report.json" else path)
     return Entry(name, "report", task.name, split, labels, figures, f1, n_tracks, settings)
 
@@ -88,8 +90,16 @@ def _run(path: Path) -> Entry:
     row = ck.history[ck.epoch - 1] if 0 < ck.epoch <= len(ck.history) else {}
     figures = {k: _number(row.get(k)) for k in TASKS[ck.task].run_figures}
     settings = _settings(ck.train_config, ck.model_config.to_dict(), ck.feature_config)
-    return Entry(str(path), "run", ck.task, "validation", list(ck.labels), figures,
-                 n_tracks=row.get("val_tracks"), settings=settings)  # fmt: skip
+    return Entry(
+        str(path),
+        "run",
+        ck.task,
+        "validation",
+        list(ck.labels),
+        figures,
+        n_tracks=row.get("val_tracks"),
+        settings=settings,
+    )
 
 
 # settings that say where or how a run ran, not what it computed (the seed is what
@@ -130,15 +140,23 @@ def check_comparable(entries: list[Entry]) -> None:
     """One line naming the first input that differs from the first one."""
     first = entries[0]
     for e in entries[1:]:
-        for what, a, b in (("task", first.task, e.task), ("split", first.split, e.split),
-                           ("labels", first.labels, e.labels)):  # fmt: skip
+        for what, a, b in (
+            ("task", first.task, e.task),
+            ("split", first.split, e.split),
+            ("labels", first.labels, e.labels),
+        ):
             if a != b:
-                shown = (f"{len(a)} vs {len(b)} labels" if what == "labels" and len(a) != len(b)
-                         else f"{a} vs {b}" if what != "labels" else "another label order")
+                shown = (
+                    f"{len(a)} vs {len(b)} labels"
+                    if what == "labels" and len(a) != len(b)
+                    else f"{a} vs {b}"
+                    if what != "labels"
+                    else "another label order"
+                )
                 raise BadInput(
                     f"{e.name} and {first.name} differ in {what} ({shown}); compare runs "
                     "of one task, scored on the same split with the same labels"
-                )  # fmt: skip
+                )
 
 
 def _mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
@@ -175,8 +193,9 @@ def format_tables(figures: pd.DataFrame, per: pd.DataFrame, split: str) -> str:
     """The two tables for the terminal; mean ± std in the last row/column."""
     runs = figures.drop(index=["mean", "std"])
     shown = runs.map(lambda v: "-" if math.isnan(v) else f"{v:.3f}")
-    shown.loc["mean ± std"] = [_pm(figures.loc["mean", c], figures.loc["std", c])
-                               for c in figures.columns]  # fmt: skip
+    shown.loc["mean ± std"] = [
+        _pm(figures.loc["mean", c], figures.loc["std", c]) for c in figures.columns
+    ]
     lines = [f"{split} figures of {len(runs)} inputs:", shown.to_string()]
     if len(per.columns):
         cols = [c for c in per.columns if c not in ("mean", "std")]
@@ -216,9 +235,7 @@ def compare(paths: list[Path], out: Path | None = None) -> tuple[str, list[Entry
     for p, e in zip(paths, entries):
         key = Path(e.name).resolve()
         if key in seen:
-            raise BadInput(
-                f"{p} and {seen[key]} are the same input; pass each report or run once"
-            )
+            raise BadInput(f"{p} and {seen[key]} are the same input; pass each report or run once")
         seen[key] = Path(p)
     check_comparable(entries)
     figures, per = tables(entries)
@@ -235,8 +252,12 @@ def compare(paths: list[Path], out: Path | None = None) -> tuple[str, list[Entry
         from mrnet.plots import plot_compare
 
         png = plot_compare(figures, per, f"{entries[0].split} split, {len(entries)} inputs")
-        write_together([(out / "per_label.csv", per.to_csv(float_format="%.6g")),
-                        (out / "compare.png", png),
-                        (out / "compare.csv", figures.to_csv(float_format="%.6g"))],
-                       rerun=AGAIN)  # fmt: skip
+        write_together(
+            [
+                (out / "per_label.csv", per.to_csv(float_format="%.6g")),
+                (out / "compare.png", png),
+                (out / "compare.csv", figures.to_csv(float_format="%.6g")),
+            ],
+            rerun=AGAIN,
+        )
     return text, entries

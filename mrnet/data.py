@@ -106,8 +106,16 @@ class CropPlan:
 
     def epoch(self, epoch: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """This rank's (tracks, starts) batches for ``epoch``: `crop_plan` with these settings."""
-        return crop_plan(self.lengths, self.frames, self.batch_size, self.seed, epoch,
-                         self.rank, self.world, self.passes)  # fmt: skip
+        return crop_plan(
+            self.lengths,
+            self.frames,
+            self.batch_size,
+            self.seed,
+            epoch,
+            self.rank,
+            self.world,
+            self.passes,
+        )
 
     @property
     def steps(self) -> int:
@@ -163,8 +171,9 @@ def _leave_signals_to_the_trainer(worker_id: int) -> None:
 class MemmapCrops:
     """Training batches read from memmapped shards by a DataLoader (``workers`` processes)."""
 
-    def __init__(self, index: SplitIndex, plan: CropPlan, workers: int = 0,
-                 pin_memory: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self, index: SplitIndex, plan: CropPlan, workers: int = 0, pin_memory: bool = False
+    ) -> None:
         self.plan = plan
         self.sampler = CropPlanSampler(plan)
         self.loader = DataLoader(

@@ -33,8 +33,9 @@ def resolved(opts: DemoOptions) -> DemoOptions:
     )
 
 
-def stage_options(opts: DemoOptions, audio_dir, metadata_dir, train_tracks: int | None = None
-                  ) -> tuple[PreprocessOptions, TrainConfig, EvalOptions]:  # fmt: skip
+def stage_options(
+    opts: DemoOptions, audio_dir, metadata_dir, train_tracks: int | None = None
+) -> tuple[PreprocessOptions, TrainConfig, EvalOptions]:
     """The options of the three stages the demo runs, all under ``opts.out``.
 
     Training comes from recipes/demo.toml, with --epochs and --channels over it; it
@@ -50,8 +51,13 @@ def stage_options(opts: DemoOptions, audio_dir, metadata_dir, train_tracks: int 
         (preprocess options, training config, evaluation options).
     """
     cache, run, report = opts.out / "cache", opts.out / "run", opts.out / "report"
-    pre = PreprocessOptions(audio_dir=audio_dir, metadata_dir=metadata_dir, out=cache,
-                            jobs=opts.jobs, progress=opts.progress)  # fmt: skip
+    pre = PreprocessOptions(
+        audio_dir=audio_dir,
+        metadata_dir=metadata_dir,
+        out=cache,
+        jobs=opts.jobs,
+        progress=opts.progress,
+    )
     if opts.dataset == "gtzan":
         folds = 5 if opts.n_per_genre < 100 else None  # the filtered split needs all names
         pre = dataclasses.replace(pre, dataset="gtzan", folds=folds, fold=0 if folds else None)
@@ -63,11 +69,20 @@ def stage_options(opts: DemoOptions, audio_dir, metadata_dir, train_tracks: int 
     if train_tracks is not None and train.batch_size > train_tracks:
         given["batch_size"] = train_tracks
     train = dataclasses.replace(
-        train, **given, cache=cache, out=run, resume=(run / "last.pt").exists(),
+        train,
+        **given,
+        cache=cache,
+        out=run,
+        resume=(run / "last.pt").exists(),
         progress=opts.progress,
-    )  # fmt: skip
-    evaluate = EvalOptions(checkpoint=run / "best.pt", cache=cache, out=report,
-                           device=train.device, progress=opts.progress)  # fmt: skip
+    )
+    evaluate = EvalOptions(
+        checkpoint=run / "best.pt",
+        cache=cache,
+        out=report,
+        device=train.device,
+        progress=opts.progress,
+    )
     return pre, train, evaluate
 
 
@@ -131,8 +146,14 @@ def run(opts: DemoOptions, echo: Callable[[str], None] = print) -> Demoed:
         audio_dir, metadata_dir = ds.audio_dir, None
     else:
         n_multi = 4 * opts.n_per_genre if opts.labels != "top" else 0  # two-genre tracks
-        ds = synth.generate(data, n_per_genre=opts.n_per_genre, seconds=opts.seconds,
-                            jobs=jobs, reuse=True, n_multi=n_multi)  # fmt: skip
+        ds = synth.generate(
+            data,
+            n_per_genre=opts.n_per_genre,
+            seconds=opts.seconds,
+            jobs=jobs,
+            reuse=True,
+            n_multi=n_multi,
+        )
         audio_dir, metadata_dir = ds.audio_dir, ds.metadata_dir
     pre, _, _ = stage_options(opts, audio_dir, metadata_dir)
     echo(f"[2/4] {command_line('preprocess', pre)}")
@@ -150,7 +171,8 @@ def run(opts: DemoOptions, echo: Callable[[str], None] = print) -> Demoed:
     name, value = task.headline(rep)
     base = rep.get("baseline", {}).get(task.report_figures[0])
     figure = f"test {name} {value:.3f}" + (
-        f" (the built-in baseline's: {base:.3f})" if base is not None else "")  # fmt: skip
+        f" (the built-in baseline's: {base:.3f})" if base is not None else ""
+    )
     files = task.report_files
     echo(
         f"\ndemo finished in {time.perf_counter() - t0:.0f} s; {figure}\n"

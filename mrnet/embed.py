@@ -47,12 +47,16 @@ class Embedded:
 
     def summary(self) -> str:
         """A line per unreadable file, then what was written where."""
-        lines = [f"{path}: cannot read ({reason})" for path, reason in
-                 self.failures.itertuples(index=False)]  # fmt: skip
+        lines = [
+            f"{path}: cannot read ({reason})"
+            for path, reason in self.failures.itertuples(index=False)
+        ]
         n, d = self.embeddings.shape
         failed = f"; {len(self.failures)} unreadable, in failures.csv" if len(self.failures) else ""
-        lines.append(f"{n} embeddings of {d} values written to {self.out}/ (embeddings.npy, "
-                     f"index.csv){failed}")  # fmt: skip
+        lines.append(
+            f"{n} embeddings of {d} values written to {self.out}/ (embeddings.npy, "
+            f"index.csv){failed}"
+        )
         return "\n".join(lines)
 
 
@@ -76,21 +80,31 @@ def run(opts: EmbedOptions) -> Embedded:
 
 def _from_cache(opts: EmbedOptions, ckpt, forward, window: int):
     cache = open_cache(opts.cache)
-    ckpt.check_cache(cache, f"checkpoint {opts.checkpoint}",
-                     fix="embed a cache built with the same settings")  # fmt: skip
+    ckpt.check_cache(
+        cache, f"checkpoint {opts.checkpoint}", fix="embed a cache built with the same settings"
+    )
     present = [s for s in cache.manifest.splits if not cache.split(s).empty]
     if opts.split is not None and opts.split not in present:
-        raise BadInput(f"split {opts.split!r} of cache {opts.cache} has no tracks; use one "
-                       f"of {present}")  # fmt: skip
+        raise BadInput(
+            f"split {opts.split!r} of cache {opts.cache} has no tracks; use one of {present}"
+        )
     parts, rows = [], []
     for split in [opts.split] if opts.split else present:
         index = split_index(cache, split)
         check_checksums(cache.root, index.shards, opts.progress)
-        emb = split_means(index, forward, window, opts.batch_size, "embeddings",
-                          f"embed {split}", opts.progress)  # fmt: skip
+        emb = split_means(
+            index, forward, window, opts.batch_size, "embeddings", f"embed {split}", opts.progress
+        )
         parts.append(emb)
-        rows.append(pd.DataFrame({"track_id": index.track_id, "split": split,
-                                  "label": _label_names(index.label, ckpt.labels)}))  # fmt: skip
+        rows.append(
+            pd.DataFrame(
+                {
+                    "track_id": index.track_id,
+                    "split": split,
+                    "label": _label_names(index.label, ckpt.labels),
+                }
+            )
+        )
     table = pd.concat(rows, ignore_index=True)
     table.insert(0, "row", np.arange(len(table)))
     return np.concatenate(parts).astype(np.float32), table, pd.DataFrame(columns=["path", "reason"])

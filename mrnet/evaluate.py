@@ -33,9 +33,16 @@ def run(opts: EvalOptions) -> Evaluated:
     return Evaluated(evaluate(opts), opts.out)
 
 
-def score_split(model: torch.nn.Module, index: SplitIndex, task: Task, device: torch.device,
-                batch_size: int, window: int, desc: str = "evaluate",
-                progress: bool = True) -> np.ndarray:  # fmt: skip
+def score_split(
+    model: torch.nn.Module,
+    index: SplitIndex,
+    task: Task,
+    device: torch.device,
+    batch_size: int,
+    window: int,
+    desc: str = "evaluate",
+    progress: bool = True,
+) -> np.ndarray:
     """Probabilities for the tracks of ``index``, in its order, averaged over their windows.
 
     Windows of equal length go through together, so memory does not grow with track
@@ -66,8 +73,11 @@ def evaluate(opts: EvalOptions) -> dict:
     device = resolve_device(opts.device)
     ckpt = checkpoint.load(opts.checkpoint)
     cache = open_cache(opts.cache)
-    ckpt.check_cache(cache, f"checkpoint {opts.checkpoint}",
-                     fix="evaluate on a cache built with the same settings and subset")  # fmt: skip
+    ckpt.check_cache(
+        cache,
+        f"checkpoint {opts.checkpoint}",
+        fix="evaluate on a cache built with the same settings and subset",
+    )
     if cache.split(opts.split).empty:
         known = sorted(set(cache.tracks["split"]))
         raise BadInput(
@@ -78,8 +88,9 @@ def evaluate(opts: EvalOptions) -> dict:
     index = split_index(cache, opts.split)
     check_checksums(cache.root, index.shards, opts.progress)  # figures only from sound bytes
     window = window_frames(opts.window, cache.feature_config)
-    probs = score_split(model, index, task, device, opts.batch_size, window,
-                        f"evaluate {opts.split}", opts.progress)  # fmt: skip
+    probs = score_split(
+        model, index, task, device, opts.batch_size, window, f"evaluate {opts.split}", opts.progress
+    )
     thresholds, source = None, None
     if task.thresholded:
         thresholds, source = _thresholds(model, cache, opts, device, window)
@@ -99,14 +110,23 @@ def evaluate(opts: EvalOptions) -> dict:
     return rep
 
 
-def _thresholds(model, cache: Cache, opts: EvalOptions, device,
-                window: int) -> tuple[list[float], str]:  # fmt: skip
+def _thresholds(
+    model, cache: Cache, opts: EvalOptions, device, window: int
+) -> tuple[list[float], str]:
     """Per-label thresholds chosen on the validation split (0.5 when it is empty)."""
     val = split_index(cache, "validation")
     if len(val) == 0:
         return [0.5] * len(cache.labels), "none (no validation split): 0.5"
     check_checksums(cache.root, val.shards, opts.progress)
-    probs = score_split(model, val, TASKS[cache.manifest.task], device, opts.batch_size, window,
-                        "thresholds (validation)", opts.progress)  # fmt: skip
+    probs = score_split(
+        model,
+        val,
+        TASKS[cache.manifest.task],
+        device,
+        opts.batch_size,
+        window,
+        "thresholds (validation)",
+        opts.progress,
+    )
     prior = split_index(cache, "training").label.mean(axis=0)
     return choose_thresholds(val.label, probs, prior), "the validation split (maximum F1)"

@@ -70,8 +70,10 @@ class Exported:
     def summary(self) -> str:
         """What was written: the file, its input and output, its labels."""
         labels = ", ".join(json.loads(self.metadata["mrnet.labels"]))
-        return (f"wrote {self.out}: input log_mel [batch, n_mels, frames], output logits over "
-                f"{labels}; feature settings and labels in its metadata")  # fmt: skip
+        return (
+            f"wrote {self.out}: input log_mel [batch, n_mels, frames], output logits over "
+            f"{labels}; feature settings and labels in its metadata"
+        )
 
 
 def run(opts: ExportOptions) -> Exported:
@@ -88,16 +90,24 @@ def export(opts: ExportOptions) -> dict[str, str]:
     with writing(opts.out, rerun=AGAIN):  # before the export's seconds of work
         opts.out.parent.mkdir(parents=True, exist_ok=True)
     if not os.access(opts.out.parent, os.W_OK):
-        raise BadInput(f"cannot write into {opts.out.parent} (read-only or not yours); pass "
-                       "an --out you may write")  # fmt: skip
+        raise BadInput(
+            f"cannot write into {opts.out.parent} (read-only or not yours); pass "
+            "an --out you may write"
+        )
     n_mels = ckpt.model_config.n_mels
     example = torch.zeros(2, n_mels, 300)
     dims = {0: torch.export.Dim("batch", min=1), 2: torch.export.Dim("frames", min=16)}
     with _quiet():
         program = torch.onnx.export(
-            model, (example,), input_names=["log_mel"], output_names=["logits"],
-            dynamic_shapes=(dims,), dynamo=True, opset_version=OPSET, verbose=False,
-        )  # fmt: skip
+            model,
+            (example,),
+            input_names=["log_mel"],
+            output_names=["logits"],
+            dynamic_shapes=(dims,),
+            dynamo=True,
+            opset_version=OPSET,
+            verbose=False,
+        )
     proto = program.model_proto
     meta = metadata(ckpt)
     for key, value in meta.items():

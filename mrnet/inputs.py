@@ -75,5 +75,3 @@ def file_outputs(
             yield path, None, "non_finite_output"
             continue
         yield path, out, None
-
-

@@ -48,8 +48,9 @@ def statistics(index: SplitIndex, progress: bool = False) -> np.ndarray:
         return stored
     store = FrameStore(index.shards)
     rows = []
-    for t in tqdm(range(len(index)), desc="track statistics", unit="track", leave=False,
-                  disable=not progress):  # fmt: skip
+    for t in tqdm(
+        range(len(index)), desc="track statistics", unit="track", leave=False, disable=not progress
+    ):
         acc = TrackStats(index.n_mels)
         acc.push(store.track(index, t))
         rows.append(acc.value())
@@ -123,17 +124,19 @@ def beside(cache: Cache, split: str) -> dict:
     """The baseline's figures on ``split``, for a report beside the model's (fitted from
     the stored statistics; a note instead when the cache has none)."""
     if not has_statistics(cache):
-        return {"note": "the cache holds no track statistics (made by mrnet 0.2); "
-                "`mrnet baseline` computes them from the frames"}  # fmt: skip
+        return {
+            "note": "the cache holds no track statistics (made by mrnet 0.2); "
+            "`mrnet baseline` computes them from the frames"
+        }
     b = fit(cache)
     rep, _ = report(b, cache, split_index(cache, split))
-    keep = ("accuracy", "balanced_accuracy", "macro_f1", "mean_average_precision",
-            "macro_roc_auc")  # fmt: skip
+    keep = ("accuracy", "balanced_accuracy", "macro_f1", "mean_average_precision", "macro_roc_auc")
     return {"model": DESCRIPTION, "C": b.c, **{k: rep[k] for k in keep if k in rep}}
 
 
-def report(b: Baseline, cache: Cache, index: SplitIndex,
-           progress: bool = False) -> tuple[dict, np.ndarray]:  # fmt: skip
+def report(
+    b: Baseline, cache: Cache, index: SplitIndex, progress: bool = False
+) -> tuple[dict, np.ndarray]:
     """The task's report of ``b`` on the tracks of ``index``, and its probabilities.
 
     Multi-label thresholds are chosen on the cache's validation split (0.5 without one).

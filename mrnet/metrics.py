@@ -69,15 +69,19 @@ def _defined(y: np.ndarray, auc: bool = False) -> np.ndarray:
 def average_precisions(y: np.ndarray, probs: np.ndarray) -> list[float | None]:
     """Per label, the average precision (PR-AUC) of probs [n, L] for y [n, L]; None if undefined."""
     ok = _defined(y)
-    return [float(metrics.average_precision_score(y[:, j], probs[:, j])) if ok[j] else None
-            for j in range(y.shape[1])]  # fmt: skip
+    return [
+        float(metrics.average_precision_score(y[:, j], probs[:, j])) if ok[j] else None
+        for j in range(y.shape[1])
+    ]
 
 
 def roc_aucs(y: np.ndarray, probs: np.ndarray) -> list[float | None]:
     """Per label, the ROC-AUC of probs [n, L] for y [n, L]; None if undefined."""
     ok = _defined(y, auc=True)
-    return [float(metrics.roc_auc_score(y[:, j], probs[:, j])) if ok[j] else None
-            for j in range(y.shape[1])]  # fmt: skip
+    return [
+        float(metrics.roc_auc_score(y[:, j], probs[:, j])) if ok[j] else None
+        for j in range(y.shape[1])
+    ]
 
 
 def mean_defined(values: list[float | None]) -> float | None:
@@ -94,8 +98,9 @@ def micro_auc(y: np.ndarray, probs: np.ndarray) -> float | None:
     return float(metrics.roc_auc_score(flat, probs.ravel()))
 
 
-def choose_thresholds(y: np.ndarray, probs: np.ndarray,
-                      prior: np.ndarray | None = None) -> list[float]:  # fmt: skip
+def choose_thresholds(
+    y: np.ndarray, probs: np.ndarray, prior: np.ndarray | None = None
+) -> list[float]:
     """Per label, a probability threshold that maximises F1 on (y, probs). Chosen on the
     validation split and applied to others, so it lies halfway between the best cut's
     score and the next lower score seen (the same F1 here, with a margin) rather than on
@@ -125,12 +130,15 @@ def validation_figures(y: np.ndarray, probs: np.ndarray) -> dict[str, float]:
     """What training logs per epoch: mAP (macro PR-AUC) and macro ROC-AUC (NaN when
     undefined, e.g. no validation split)."""
     ap, auc = mean_defined(average_precisions(y, probs)), mean_defined(roc_aucs(y, probs))
-    return {"val_map": float("nan") if ap is None else ap,
-            "val_macro_auc": float("nan") if auc is None else auc}  # fmt: skip
+    return {
+        "val_map": float("nan") if ap is None else ap,
+        "val_macro_auc": float("nan") if auc is None else auc,
+    }
 
 
-def multilabel_report(y: np.ndarray, probs: np.ndarray, thresholds: list[float],
-                      labels: list[str]) -> dict:  # fmt: skip
+def multilabel_report(
+    y: np.ndarray, probs: np.ndarray, thresholds: list[float], labels: list[str]
+) -> dict:
     """Every figure of a multi-label report (see mrnet.evaluate).
 
     Args:

@@ -56,48 +56,56 @@ class TrainConfig:
     out: Path | None = setting(None, "Run directory: last.pt, best.pt, metrics.csv, tb/.")
     arch: str = setting("mrnet", "Model.", choices=ARCHITECTURES, resume="keep")
     epochs: int = setting(20, "Epochs in total (a resumed run continues up to this).")
-    batch_size: int = setting(
-        48, "Crops per step (per process under torchrun).", resume="keep"
-    )
+    batch_size: int = setting(48, "Crops per step (per process under torchrun).", resume="keep")
     lr: float = setting(1e-3, "Peak learning rate (AdamW, cosine warm restarts).", resume="keep")
     lr_min: float = setting(
         5e-4, "Floor of the cosine schedule (the MRNet authors').", option=False, resume="keep"
     )
     t0: int = setting(
-        0, "Epochs of the first cosine cycle; 0: all epochs (fixed at the run's start).",
-        option=False, resume="keep",
-    )  # fmt: skip
-    t_mult: int = setting(
-        2, "Each cosine cycle is this many times longer than the last.", option=False,
+        0,
+        "Epochs of the first cosine cycle; 0: all epochs (fixed at the run's start).",
+        option=False,
         resume="keep",
-    )  # fmt: skip
+    )
+    t_mult: int = setting(
+        2,
+        "Each cosine cycle is this many times longer than the last.",
+        option=False,
+        resume="keep",
+    )
     weight_decay: float = setting(1e-4, "AdamW weight decay.", option=False, resume="keep")
     channels: int = setting(
         _MODEL.channels, "MRNet width C (unused by cnn; the paper's is 512).", resume="keep"
     )
     input_norm: str = setting(
-        _MODEL.input_norm, "MRNet's first layer.", choices=INPUT_NORMS, resume="keep",
+        _MODEL.input_norm,
+        "MRNet's first layer.",
+        choices=INPUT_NORMS,
+        resume="keep",
         legacy=LEGACY_INPUT_NORM,
-    )  # fmt: skip
+    )
     crop_seconds: float = setting(6.0, "Length of the random training crops, s.", resume="keep")
     min_steps: int = setting(
         50,
         "Optimiser steps an epoch makes at least: its crops visit every training track as "
         "many times as that takes (once on a large dataset); 0: one crop per track.",
-        resume="keep", legacy=0,
-    )  # fmt: skip
+        resume="keep",
+        legacy=0,
+    )
     val_crops: int = setting(
         3,
         "Validation during training scores each track as the mean of this many evenly "
         "spaced crops of --crop-seconds; 0: whole tracks in windows, as evaluate does.",
-        resume="keep", legacy=0,
-    )  # fmt: skip
+        resume="keep",
+        legacy=0,
+    )
     mixup: float = setting(
         0.4,
         "mixup alpha: each batch mixes its crops and targets pairwise with a Beta(alpha, "
         "alpha) weight; 0: off.",
-        resume="keep", legacy=0.0,
-    )  # fmt: skip
+        resume="keep",
+        legacy=0.0,
+    )
     workers: int = setting(2, "DataLoader worker processes (0: the main process).")
     device: str = _device()
     seed: int = setting(0, "Seed of initialisation, crops and augmentation.", resume="keep")
@@ -106,28 +114,38 @@ class TrainConfig:
         False, "Hold the training features in device memory (no loader).", flag="--data-on-gpu"
     )
     specaugment: bool = setting(
-        True, "SpecAugment frequency and time masks on the training crops (torchaudio).",
-        resume="keep", legacy=False,
-    )  # fmt: skip
-    freq_mask: int = setting(
-        16, "SpecAugment: the widest of 2 frequency masks, mel bands.", option=False,
+        True,
+        "SpecAugment frequency and time masks on the training crops (torchaudio).",
         resume="keep",
-    )  # fmt: skip
+        legacy=False,
+    )
+    freq_mask: int = setting(
+        16,
+        "SpecAugment: the widest of 2 frequency masks, mel bands.",
+        option=False,
+        resume="keep",
+    )
     time_mask: int = setting(
         30, "SpecAugment: the widest of 2 time masks, frames.", option=False, resume="keep"
     )
     noise_prob: float = setting(
-        0.7, "Probability that a crop gets additive Gaussian noise (the authors').",
-        option=False, resume="keep",
-    )  # fmt: skip
+        0.7,
+        "Probability that a crop gets additive Gaussian noise (the authors').",
+        option=False,
+        resume="keep",
+    )
     noise_mean: tuple[float, float] = setting(
-        (-0.03, 0.03), "Range of the noise's mean, log-mel units (drawn per crop).",
-        option=False, resume="keep",
-    )  # fmt: skip
+        (-0.03, 0.03),
+        "Range of the noise's mean, log-mel units (drawn per crop).",
+        option=False,
+        resume="keep",
+    )
     noise_std: tuple[float, float] = setting(
-        (0.05, 0.1), "Range of the noise's standard deviation (drawn per crop).",
-        option=False, resume="keep",
-    )  # fmt: skip
+        (0.05, 0.1),
+        "Range of the noise's standard deviation (drawn per crop).",
+        option=False,
+        resume="keep",
+    )
     grad_clip: float = setting(
         5.0, "Largest global gradient norm; 0: no clipping.", option=False, resume="keep"
     )
@@ -161,8 +179,7 @@ class TrainConfig:
         }
 
     def model_config(self, n_mels: int, n_classes: int) -> ModelConfig:
-        return ModelConfig(self.arch, n_mels, n_classes, self.channels,
-                           input_norm=self.input_norm)  # fmt: skip
+        return ModelConfig(self.arch, n_mels, n_classes, self.channels, input_norm=self.input_norm)
 
     def check(self) -> None:
         """Every check that needs nothing but the settings; BadInput in one line."""
@@ -189,13 +206,15 @@ class RecipeArgs:
     command-line flags < --set (under --resume the run's recorded settings win)."""
 
     config: Path | None = setting(
-        None, "A TOML recipe of training settings: a file, or a name in recipes/ (demo, "
+        None,
+        "A TOML recipe of training settings: a file, or a name in recipes/ (demo, "
         "fma_small, gtzan, ...).",
-    )  # fmt: skip
+    )
     set: list[str] = setting(
-        [], "KEY=VALUE: any training setting, the last word (repeatable; tuples "
+        [],
+        "KEY=VALUE: any training setting, the last word (repeatable; tuples "
         "comma-separated, e.g. noise_std=0.05,0.1; none for no value).",
-    )  # fmt: skip
+    )
     print_config: bool = setting(
         False, "Print the resolved settings as a recipe (TOML) and exit.", flag="--print-config"
     )
@@ -334,8 +353,10 @@ DEMO_DATASETS = Registry(
 )
 DEMO_LABELS = Registry(
     "demo label scheme",
-    {"top": "one genre per track",
-     "top-multi": "multi-label: FMA's large subset with two-genre tracks added"},  # fmt: skip
+    {
+        "top": "one genre per track",
+        "top-multi": "multi-label: FMA's large subset with two-genre tracks added",
+    },
 )
 
 

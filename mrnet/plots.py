@@ -60,8 +60,9 @@ def plot_confusion(cm: np.ndarray, names: list[str], title: str) -> bytes:
     return _png(fig)
 
 
-def plot_multilabel(rep: dict, y: np.ndarray, pred: np.ndarray, labels: list[str],
-                    title: str) -> bytes:  # fmt: skip
+def plot_multilabel(
+    rep: dict, y: np.ndarray, pred: np.ndarray, labels: list[str], title: str
+) -> bytes:
     """PNG bytes of a multi-label report's figure, two panels.
 
     Left: per-label average precision, sorted (undefined labels greyed). Right: a label
@@ -86,10 +87,16 @@ def plot_multilabel(rep: dict, y: np.ndarray, pred: np.ndarray, labels: list[str
     norm = co / np.maximum(y.sum(axis=0)[:, None], 1)
     size = max(5.0, 0.45 * k + 3.0)
     fig, (a, b) = plt.subplots(1, 2, figsize=(2 * size, size * 0.9), dpi=100)
-    a.barh(range(k), [ap[j] or 0.0 for j in order],
-           color=["lightgrey" if ap[j] is None else "tab:blue" for j in order])  # fmt: skip
-    a.set_yticks(range(k), [labels[j] + (" (no positives)" if ap[j] is None else "")
-                            for j in order], fontsize=8)  # fmt: skip
+    a.barh(
+        range(k),
+        [ap[j] or 0.0 for j in order],
+        color=["lightgrey" if ap[j] is None else "tab:blue" for j in order],
+    )
+    a.set_yticks(
+        range(k),
+        [labels[j] + (" (no positives)" if ap[j] is None else "") for j in order],
+        fontsize=8,
+    )
     a.set_xlim(0, 1)
     a.set_xlabel("average precision")
     a.set_title("per-label average precision", fontsize=10)
@@ -115,12 +122,24 @@ def plot_compare(figures, per, title: str) -> bytes:
         cols = [c for c in per.columns if c not in ("mean", "std")]
         panels.append(("F1", per[cols], per["mean"], per["std"]))
     widths = [max(3.0, 0.5 * len(p[1]) + 1.5) for p in panels]
-    fig, axes = plt.subplots(1, len(panels), figsize=(sum(widths) + 1, 4.5), dpi=100,
-                             squeeze=False, gridspec_kw={"width_ratios": widths})  # fmt: skip
+    fig, axes = plt.subplots(
+        1,
+        len(panels),
+        figsize=(sum(widths) + 1, 4.5),
+        dpi=100,
+        squeeze=False,
+        gridspec_kw={"width_ratios": widths},
+    )
     for ax, (ylabel, values, mean, std) in zip(axes[0], panels):
         x = np.arange(len(values))
-        ax.bar(x, mean.fillna(0).to_numpy(), yerr=std.fillna(0).to_numpy(), capsize=3,
-               color="tab:blue", alpha=0.6)  # fmt: skip
+        ax.bar(
+            x,
+            mean.fillna(0).to_numpy(),
+            yerr=std.fillna(0).to_numpy(),
+            capsize=3,
+            color="tab:blue",
+            alpha=0.6,
+        )
         for j in range(values.shape[1]):
             ax.plot(x, values.iloc[:, j].to_numpy(), "o", color="black", markersize=3)
         ax.set_xticks(x, [str(i) for i in values.index], rotation=45, ha="right", fontsize=8)
@@ -155,9 +174,11 @@ def plot_curves(history: list[dict], select_by: str, path: Path, rerun: str = AG
         score = [("train_acc", "train accuracy"), ("val_acc", "validation accuracy")]
     else:
         score = [("val_map", "validation mAP"), ("val_macro_auc", "validation ROC-AUC")]
-    panels = [("loss", [("train_loss", "train"), ("val_loss", "validation")]),
-              ("accuracy" if select_by == "val_acc" else "score", score),
-              ("learning rate", [("lr", "lr")])]  # fmt: skip
+    panels = [
+        ("loss", [("train_loss", "train"), ("val_loss", "validation")]),
+        ("accuracy" if select_by == "val_acc" else "score", score),
+        ("learning rate", [("lr", "lr")]),
+    ]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), dpi=100)
     scored = [(e, v) for e, v in zip(epochs, series(select_by)) if np.isfinite(v)]
     best = max(scored, key=lambda ev: ev[1])[0] if scored else None  # first of the best
@@ -171,7 +192,8 @@ def plot_curves(history: list[dict], select_by: str, path: Path, rerun: str = AG
         if len(lines) > 1:
             ax.legend(fontsize=8)
     axes[1].set_ylim(0, 1.02)
-    fig.suptitle(f"{len(epochs)} epochs" + (f"; best.pt: epoch {best}" if best else ""),
-                 fontsize=10)  # fmt: skip
+    fig.suptitle(
+        f"{len(epochs)} epochs" + (f"; best.pt: epoch {best}" if best else ""), fontsize=10
+    )
     fig.tight_layout()
     write_atomic(path, _png(fig), rerun=rerun)

@@ -129,8 +129,11 @@ def run(opts: PredictOptions, echo: Callable[[str], None] = print) -> Predicted:
             row = {"path": str(p.path), **task.json_fields(p, names, top), "error": p.error}
             echo(json.dumps(row, allow_nan=False))
         elif opts.csv:
-            cells = task.csv_cells(p, names, top) if p.error is None else (
-                [""] * len(task.csv_header(names, top)))  # fmt: skip
+            cells = (
+                task.csv_cells(p, names, top)
+                if p.error is None
+                else ([""] * len(task.csv_header(names, top)))
+            )
             echo(_csv_row([str(p.path), *cells, p.error or ""]))
         elif p.error:
             echo(f"{p.path}: cannot read ({p.error})")

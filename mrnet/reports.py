@@ -29,8 +29,10 @@ class Evaluated:
     def summary(self) -> str:
         """The report's table (`format_table`) and where its files were written."""
         files = TASKS[self.report["task"]].report_files
-        return (f"{format_table(self.report)}\nreport written to {self.out}/ (report.json, "
-                f"{files}, predictions.csv)")  # fmt: skip
+        return (
+            f"{format_table(self.report)}\nreport written to {self.out}/ (report.json, "
+            f"{files}, predictions.csv)"
+        )
 
 
 def format_table(rep: dict) -> str:
@@ -46,12 +48,15 @@ def format_table(rep: dict) -> str:
     if ours is None or theirs is None:
         return f"{table}\nbaseline ({base['model']}): {figure} undefined on this split"
     verdict = "above" if ours > theirs else "not above"
-    return (f"{table}\nbaseline ({base['model']}, C={base['C']:g}): {figure} {theirs:.3f}; "
-            f"the model's {ours:.3f} is {verdict} it")  # fmt: skip
+    return (
+        f"{table}\nbaseline ({base['model']}, C={base['C']:g}): {figure} {theirs:.3f}; "
+        f"the model's {ours:.3f} is {verdict} it"
+    )
 
 
-def write_report(out: Path, split: str, rep: dict, cache: Cache, index: SplitIndex,
-                 probs: np.ndarray) -> None:  # fmt: skip
+def write_report(
+    out: Path, split: str, rep: dict, cache: Cache, index: SplitIndex, probs: np.ndarray
+) -> None:
     """Write REPORT/ for ``rep``: the task's files, then report.json, renamed into place last.
 
     A disk fault keeps the previous report whole, never a report.json beside another

@@ -1,10 +1,10 @@
 """Where a model runs: the device, this process's place in a torchrun job, autocast.
 
-    resolve_device   --device auto|cpu|cuda -> torch.device (the GPU of this local rank)
-    Torchrun         this process's place in a torchrun job (rank 0 of 1 without one)
-    init_distributed join torchrun's process group: NCCL on GPUs, gloo on the CPU
-    same_outcome     BadInput in any process is raised in all (none waits in a collective)
-    autocast         bf16 autocast on CUDA, plain fp32 elsewhere: the one definition
+resolve_device   --device auto|cpu|cuda -> torch.device (the GPU of this local rank)
+Torchrun         this process's place in a torchrun job (rank 0 of 1 without one)
+init_distributed join torchrun's process group: NCCL on GPUs, gloo on the CPU
+same_outcome     BadInput in any process is raised in all (none waits in a collective)
+autocast         bf16 autocast on CUDA, plain fp32 elsewhere: the one definition
 """
 
 from __future__ import annotations

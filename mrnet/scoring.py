@@ -71,8 +71,9 @@ def count_windows(lengths: np.ndarray, window: int) -> int:
     return int((-(-over // max(1, window // 2)) + 1).sum())
 
 
-def cache_windows(index: SplitIndex, window: int, max_frames: int,
-                  crops: int = 0) -> Iterator[Windows]:  # fmt: skip
+def cache_windows(
+    index: SplitIndex, window: int, max_frames: int, crops: int = 0
+) -> Iterator[Windows]:
     """Batches of the windows of every track of ``index``, grouped by length, shortest first.
 
     A long track's windows follow one another; the rows say whose window each is.
@@ -168,9 +169,12 @@ def track_means(
         return sums / counts[:, None]
 
 
-def file_means(frames: Iterable[np.ndarray], window: int,
-               forward: Callable[[torch.Tensor], np.ndarray],
-               batch_size: int = 16) -> np.ndarray:  # fmt: skip
+def file_means(
+    frames: Iterable[np.ndarray],
+    window: int,
+    forward: Callable[[torch.Tensor], np.ndarray],
+    batch_size: int = 16,
+) -> np.ndarray:
     """The mean of ``forward`` over the windows of one track whose frames arrive in chunks.
 
     Args:
@@ -329,8 +333,9 @@ def split_means(
 
     longest = int(index.length.max())
     per_pass = batch_size * (min(longest, window) if window else longest)
-    with tqdm(total=count_windows(index.length, window), unit="window", desc=desc,
-              disable=not progress) as bar:  # fmt: skip
+    with tqdm(
+        total=count_windows(index.length, window), unit="window", desc=desc, disable=not progress
+    ) as bar:
         means = cache_means(index, forward, window, per_pass, bar.update)
     bad = ~np.isfinite(means).all(axis=1)
     if bad.any():

@@ -59,8 +59,9 @@ class Task:
         """Float64 [b, L] probabilities of a batch's logits; rows with a non-finite logit NaN."""
         ...
 
-    def validation(self, y: np.ndarray, probs: np.ndarray, weight: np.ndarray,
-                   prior: np.ndarray) -> tuple[dict[str, float], list[float] | None]:  # fmt: skip
+    def validation(
+        self, y: np.ndarray, probs: np.ndarray, weight: np.ndarray, prior: np.ndarray
+    ) -> tuple[dict[str, float], list[float] | None]:
         """The validation figures of a metrics.csv row, and the decision thresholds.
 
         Args:
@@ -75,9 +76,14 @@ class Task:
         """
         ...
 
-    def report(self, y: np.ndarray, probs: np.ndarray, names: list[str],
-               thresholds: list[float] | None = None,
-               source: str | None = None) -> dict:  # fmt: skip
+    def report(
+        self,
+        y: np.ndarray,
+        probs: np.ndarray,
+        names: list[str],
+        thresholds: list[float] | None = None,
+        source: str | None = None,
+    ) -> dict:
         """The report dict of a split: every figure of mrnet.metrics for the task.
 
         Args:
@@ -92,8 +98,9 @@ class Task:
         """
         ...
 
-    def files(self, out: Path, split: str, rep: dict, index, probs: np.ndarray,
-              predictions) -> list[tuple[Path, str | bytes]]:  # fmt: skip
+    def files(
+        self, out: Path, split: str, rep: dict, index, probs: np.ndarray, predictions
+    ) -> list[tuple[Path, str | bytes]]:
         """The files of REPORT/ other than report.json, as (path, content), not yet written.
 
         Args:
@@ -121,8 +128,9 @@ class Task:
         """(the label names, each label's F1 in the report; None where undefined)."""
         ...
 
-    def chosen(self, probs: np.ndarray, names: list[str],
-               thresholds: list[float] | None) -> list[str] | None:  # fmt: skip
+    def chosen(
+        self, probs: np.ndarray, names: list[str], thresholds: list[float] | None
+    ) -> list[str] | None:
         """The labels a prediction names (multi-label: those above their thresholds)."""
         return None
 
@@ -172,8 +180,16 @@ class SingleLabel(Task):
     name = "single"
     select_by = "val_acc"
     figure = "accuracy"
-    metric_columns = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr",
-                      "train_samples", "val_tracks")  # fmt: skip
+    metric_columns = (
+        "epoch",
+        "train_loss",
+        "train_acc",
+        "val_loss",
+        "val_acc",
+        "lr",
+        "train_samples",
+        "val_tracks",
+    )
     report_figures = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "top2_accuracy")
     run_figures = ("val_acc", "val_loss")
     report_files = "confusion.csv, confusion.png, per_genre.csv"
@@ -236,33 +252,40 @@ class SingleLabel(Task):
         cm = np.array(rep["confusion"]["matrix"])
         confusion = pd.DataFrame(cm, index=pd.Index(names, name="true"), columns=names)
         per = pd.DataFrame.from_dict(rep["per_genre"], orient="index").rename_axis("genre")
-        table = pd.DataFrame({
-            "track_id": index.track_id,
-            "true": [names[i] for i in index.label],
-            "predicted": [names[i] for i in probs.argmax(1)],
-            "confidence": probs.max(1),
-        })  # fmt: skip
+        table = pd.DataFrame(
+            {
+                "track_id": index.track_id,
+                "true": [names[i] for i in index.label],
+                "predicted": [names[i] for i in probs.argmax(1)],
+                "confidence": probs.max(1),
+            }
+        )
         for i, g in enumerate(names):
             table[f"p_{g}"] = probs[:, i]
         csv = predictions(table).to_csv(index=False, float_format="%.6f")
         title = f"{split}: accuracy {rep['accuracy']:.3f}, {len(index)} tracks"
-        return [(out / "confusion.csv", confusion.to_csv()), (out / "per_genre.csv", per.to_csv()),
-                (out / "predictions.csv", csv),
-                (out / "confusion.png", plot_confusion(cm, names, title))]  # fmt: skip
+        return [
+            (out / "confusion.csv", confusion.to_csv()),
+            (out / "per_genre.csv", per.to_csv()),
+            (out / "predictions.csv", csv),
+            (out / "confusion.png", plot_confusion(cm, names, title)),
+        ]
 
     def table(self, rep: dict) -> str:
         """Per-genre precision, recall, F1 and support, the summary figures, most confused."""
         lines = [f"{'label':<20} {'precision':>9} {'recall':>7} {'f1':>6} {'support':>8}"]
         for g, m in rep["per_genre"].items():
-            lines.append(f"{g:<20} {m['precision']:9.3f} {m['recall']:7.3f} {m['f1']:6.3f} "
-                         f"{m['support']:8d}")  # fmt: skip
+            lines.append(
+                f"{g:<20} {m['precision']:9.3f} {m['recall']:7.3f} {m['f1']:6.3f} {m['support']:8d}"
+            )
         lines.append(
             f"accuracy {rep['accuracy']:.3f}  balanced {rep['balanced_accuracy']:.3f}  "
             f"macro F1 {rep['macro_f1']:.3f}  weighted F1 {rep['weighted_f1']:.3f}  "
             f"top-2 {rep['top2_accuracy']:.3f}  ({rep['n_tracks']} tracks)"
         )
-        pairs = metrics.most_confused(np.array(rep["confusion"]["matrix"]),
-                                      rep["confusion"]["labels"])  # fmt: skip
+        pairs = metrics.most_confused(
+            np.array(rep["confusion"]["matrix"]), rep["confusion"]["labels"]
+        )
         if pairs:
             lines.append("most confused: " + "; ".join(f"{a} -> {b} ({n})" for a, b, n in pairs))
         return "\n".join(lines)
@@ -310,8 +333,16 @@ class MultiLabel(Task):
     name = "multi"
     select_by = "val_map"
     figure = "mAP"
-    metric_columns = ("epoch", "train_loss", "val_loss", "val_map", "val_macro_auc", "lr",
-                      "train_samples", "val_tracks")  # fmt: skip
+    metric_columns = (
+        "epoch",
+        "train_loss",
+        "val_loss",
+        "val_map",
+        "val_macro_auc",
+        "lr",
+        "train_samples",
+        "val_tracks",
+    )
     report_figures = ("mean_average_precision", "macro_roc_auc", "micro_roc_auc", "sample_f1")
     run_figures = ("val_map", "val_macro_auc", "val_loss")
     report_files = "labels.png, per_label.csv"
@@ -354,8 +385,10 @@ class MultiLabel(Task):
         """
         t = y.astype(np.float64)
         tiny = np.finfo(np.float64).tiny
-        loss = -(weight[None, :] * t * np.log(np.maximum(probs, tiny))
-                 + (1 - t) * np.log(np.maximum(1 - probs, tiny))).mean()  # fmt: skip
+        loss = -(
+            weight[None, :] * t * np.log(np.maximum(probs, tiny))
+            + (1 - t) * np.log(np.maximum(1 - probs, tiny))
+        ).mean()
         figures = {"val_loss": float(loss), **metrics.validation_figures(y, probs)}
         return figures, metrics.choose_thresholds(y, probs, prior)
 
@@ -386,22 +419,32 @@ class MultiLabel(Task):
             """Per row of a 0/1 matrix, its labels' names joined by "|"."""
             return ["|".join(names[j] for j in np.flatnonzero(r)) for r in rows]
 
-        table = pd.DataFrame({"track_id": index.track_id, "true": joined(index.label),
-                              "predicted": joined(pred)})  # fmt: skip
+        table = pd.DataFrame(
+            {"track_id": index.track_id, "true": joined(index.label), "predicted": joined(pred)}
+        )
         for j, name in enumerate(names):
             table[f"p_{name}"] = probs[:, j]
         csv = predictions(table).to_csv(index=False, float_format="%.9g")
-        shown = "-" if rep["mean_average_precision"] is None else (
-            f"{rep['mean_average_precision']:.3f}")  # fmt: skip
-        png = plot_multilabel(rep, index.label, pred, names,
-                              f"{split}: mAP {shown}, {len(index)} tracks")  # fmt: skip
-        return [(out / "per_label.csv", per.to_csv()), (out / "predictions.csv", csv),
-                (out / "labels.png", png)]  # fmt: skip
+        shown = (
+            "-"
+            if rep["mean_average_precision"] is None
+            else (f"{rep['mean_average_precision']:.3f}")
+        )
+        png = plot_multilabel(
+            rep, index.label, pred, names, f"{split}: mAP {shown}, {len(index)} tracks"
+        )
+        return [
+            (out / "per_label.csv", per.to_csv()),
+            (out / "predictions.csv", csv),
+            (out / "labels.png", png),
+        ]
 
     def table(self, rep: dict) -> str:
         """Per-label AP, ROC-AUC, F1, precision, recall, support, threshold; the averages."""
-        lines = [f"{'label':<24} {'AP':>6} {'ROC-AUC':>7} {'f1':>6} {'prec':>6} {'recall':>6} "
-                 f"{'support':>7} {'thresh':>6}"]  # fmt: skip
+        lines = [
+            f"{'label':<24} {'AP':>6} {'ROC-AUC':>7} {'f1':>6} {'prec':>6} {'recall':>6} "
+            f"{'support':>7} {'thresh':>6}"
+        ]
         for name, m in rep["per_label"].items():
             lines.append(
                 f"{name[:24]:<24} {_fmt(m['average_precision'], 6)} {_fmt(m['roc_auc'], 7)} "

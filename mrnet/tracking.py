@@ -25,15 +25,15 @@ def require_wandb() -> None:
     try:
         import wandb  # noqa: F401
     except ImportError:
-        raise BadInput(f"--wandb needs the wandb client, which is not installed: {EXTRA}") \
-            from None  # fmt: skip
+        raise BadInput(f"--wandb needs the wandb client, which is not installed: {EXTRA}") from None
 
 
 class Trackers:
     """TensorBoard and/or W&B for one run (each only when asked for)."""
 
-    def __init__(self, out: Path, config: dict, run_id: str, first_epoch: int,
-                 stack: ExitStack) -> None:  # fmt: skip
+    def __init__(
+        self, out: Path, config: dict, run_id: str, first_epoch: int, stack: ExitStack
+    ) -> None:
         self.tb = self.wandb = None
         if config.get("tensorboard"):
             from torch.utils.tensorboard import SummaryWriter
@@ -44,10 +44,13 @@ class Trackers:
             import wandb
 
             self.wandb = wandb.init(
-                project=config["wandb"], name=config.get("wandb_name"), id=run_id,
-                resume="allow", config=config,
+                project=config["wandb"],
+                name=config.get("wandb_name"),
+                id=run_id,
+                resume="allow",
+                config=config,
                 dir=None if os.environ.get("WANDB_DIR") else str(out),  # it adds wandb/
-            )  # fmt: skip
+            )
             run = self.wandb
             # a run that stops on an error (NaN loss, Ctrl-C, a kill) is marked failed
             stack.push(lambda kind, *_: run.finish(exit_code=1 if kind else 0))
@@ -60,8 +63,9 @@ class Trackers:
                 self.tb.add_scalar(k, row[k], epoch)
             self.tb.flush()
         if self.wandb is not None:
-            self.wandb.log({k: v for k, v in row.items() if k != "epoch"} | {"epoch": epoch},
-                           step=epoch)  # fmt: skip
+            self.wandb.log(
+                {k: v for k, v in row.items() if k != "epoch"} | {"epoch": epoch}, step=epoch
+            )
 
     def best(self, row: dict | None) -> None:
         """The figures of the epoch best.pt holds, as the W&B run's summary."""

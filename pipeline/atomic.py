@@ -166,8 +166,9 @@ def write_atomic(path: Path, data: Data, rerun: str = RERUN) -> None:
         os.replace(tmp, path)
 
 
-def write_together(files: list[tuple[Path, Data]], stale: tuple[Path, ...] = (),
-                   rerun: str = RERUN) -> None:  # fmt: skip
+def write_together(
+    files: list[tuple[Path, Data]], stale: tuple[Path, ...] = (), rerun: str = RERUN
+) -> None:
     """Replace several files that make one result, the last of ``files`` marking it
     complete. Every file is first written whole under a temporary name: a disk fault
     there leaves the old result as it was. Then the old marker and ``stale`` files go,

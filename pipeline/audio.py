@@ -52,10 +52,17 @@ def _readable_suffixes() -> tuple[str, ...]:
     """The file suffixes some decoder here reads: miniaudio's (MP3, FLAC, WAV, Ogg Vorbis)
     and those of the formats this libsndfile build lists (Opus when it has the codec)."""
     by_format = {
-        "WAV": (".wav",), "WAVEX": (".wav",), "AIFF": (".aiff", ".aif", ".aifc"),
-        "AU": (".au", ".snd"), "FLAC": (".flac",), "OGG": (".ogg", ".oga"), "MP3": (".mp3",),
-        "CAF": (".caf",), "W64": (".w64",), "RF64": (".rf64",),
-    }  # fmt: skip
+        "WAV": (".wav",),
+        "WAVEX": (".wav",),
+        "AIFF": (".aiff", ".aif", ".aifc"),
+        "AU": (".au", ".snd"),
+        "FLAC": (".flac",),
+        "OGG": (".ogg", ".oga"),
+        "MP3": (".mp3",),
+        "CAF": (".caf",),
+        "W64": (".w64",),
+        "RF64": (".rf64",),
+    }
     formats = soundfile.available_formats()
     found = {".mp3", ".flac", ".wav", ".ogg"}  # miniaudio
     found.update(x for name, suffixes in by_format.items() if name in formats for x in suffixes)
@@ -93,7 +100,6 @@ def unsupported_note(files: list[Path]) -> str:
         f"skipped {len(files)} files of formats no decoder here reads ({shown}); convert them "
         "to FLAC, WAV, MP3 or Ogg to use them"
     )
-
 
 
 class DecodeError(TrackFailed):
@@ -175,8 +181,12 @@ def _info(af: AudioFile) -> tuple[int, int, float]:
 
 
 def _memory_info(data: bytes) -> miniaudio.SoundFileInfo:
-    for get in (miniaudio.mp3_get_info, miniaudio.flac_get_info, miniaudio.wav_get_info,
-                miniaudio.vorbis_get_info):  # fmt: skip
+    for get in (
+        miniaudio.mp3_get_info,
+        miniaudio.flac_get_info,
+        miniaudio.wav_get_info,
+        miniaudio.vorbis_get_info,
+    ):
         try:
             return get(data)
         except miniaudio.MiniaudioError:
@@ -313,8 +323,7 @@ def _middle_mp3(af: AudioFile, seconds: float, mono: bool) -> Decoded | None:
         return _middle_of(table, f, seconds, mono)
 
 
-def _middle_of(table: mp3.FrameTable, f: BinaryIO, seconds: float, mono: bool
-               ) -> Decoded | None:  # fmt: skip
+def _middle_of(table: mp3.FrameTable, f: BinaryIO, seconds: float, mono: bool) -> Decoded | None:
     spf, rate = table.samples, table.sample_rate
     total, want = len(table) * spf, int(seconds * rate)
     if total <= 2 * want:
@@ -366,8 +375,11 @@ def _middle(af: AudioFile, seconds: float, mono: bool) -> Decoded:
     if n <= want:
         return full
     a = (n - want) // 2
-    return Decoded(full.samples[a * full.channels : (a + want) * full.channels],
-                   full.sample_rate, full.channels)  # fmt: skip
+    return Decoded(
+        full.samples[a * full.channels : (a + want) * full.channels],
+        full.sample_rate,
+        full.channels,
+    )
 
 
 def to_mono(d: Decoded) -> np.ndarray:
@@ -451,15 +463,20 @@ def stream_audio(
     try:
         rate, _, _ = _info(af)
         fmt = dict(output_format=_F32, nchannels=1, sample_rate=rate)
-        blocks = (np.frombuffer(c, dtype=np.float32)
-                  for c in _miniaudio_stream(af, fmt, int(chunk_seconds * rate)))  # fmt: skip
+        blocks = (
+            np.frombuffer(c, dtype=np.float32)
+            for c in _miniaudio_stream(af, fmt, int(chunk_seconds * rate))
+        )
         first = next(blocks, None)
     except miniaudio.MiniaudioError:
         rate, first, blocks = _soundfile_blocks(af, chunk_seconds)
     if first is None or not len(first):
         raise DecodeError("no_audio", str(path))
-    stream = soxr.ResampleStream(rate, sample_rate, 1, dtype="float32", quality="HQ") \
-        if rate != sample_rate else None  # fmt: skip
+    stream = (
+        soxr.ResampleStream(rate, sample_rate, 1, dtype="float32", quality="HQ")
+        if rate != sample_rate
+        else None
+    )
     decoded = 0
     for block in _chain(first, blocks):
         decoded += len(block)
@@ -476,10 +493,15 @@ def _soundfile_blocks(af: AudioFile, chunk_seconds: float):
     try:
         with _quiet_stderr():
             info = soundfile.info(af.source())
-        blocks = (to_mono(Decoded(b.reshape(-1), info.samplerate, info.channels))
-                  for b in soundfile.blocks(af.source(), blocksize=int(chunk_seconds *
-                                                                       info.samplerate),
-                                            dtype="float32", always_2d=True))  # fmt: skip
+        blocks = (
+            to_mono(Decoded(b.reshape(-1), info.samplerate, info.channels))
+            for b in soundfile.blocks(
+                af.source(),
+                blocksize=int(chunk_seconds * info.samplerate),
+                dtype="float32",
+                always_2d=True,
+            )
+        )
         return info.samplerate, next(blocks, None), blocks
     except (soundfile.LibsndfileError, RuntimeError, ValueError) as e:
         raise DecodeError("undecodable", f"{af.path}: {e}".replace("\n", " ")) from None

@@ -143,16 +143,22 @@ class TrackFeatures:
     Preprocess workers and `mrnet predict` both read tracks through this, so a file gives
     the same features in either."""
 
-    def __init__(self, path: str | os.PathLike, cfg: FeatureConfig, min_seconds: float = 0.0,
-                 sha1: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        cfg: FeatureConfig,
+        min_seconds: float = 0.0,
+        sha1: str | None = None,
+    ) -> None:
         self.path, self.cfg, self.min_seconds, self.sha1 = path, cfg, min_seconds, sha1
         self.seconds = 0.0
 
     def __iter__(self) -> Iterator[np.ndarray]:
         cfg = self.cfg
         if not cfg.whole:
-            x = load_audio(self.path, cfg.sample_rate, cfg.max_seconds, self.min_seconds,
-                           cfg.clip, self.sha1)  # fmt: skip
+            x = load_audio(
+                self.path, cfg.sample_rate, cfg.max_seconds, self.min_seconds, cfg.clip, self.sha1
+            )
             mel = cached_log_mel(x, cfg)
             self.seconds = len(x) / cfg.sample_rate
             yield mel

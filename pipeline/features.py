@@ -26,8 +26,10 @@ from pipeline.settings import Registry
 
 CLIPS = Registry(
     "clip",
-    {"middle": "the --max-seconds around a track's middle (as FMA cut its 30-s clips)",
-     "start": "a track's first --max-seconds"},  # fmt: skip
+    {
+        "middle": "the --max-seconds around a track's middle (as FMA cut its 30-s clips)",
+        "start": "a track's first --max-seconds",
+    },
 )
 
 
@@ -55,8 +57,9 @@ class FeatureConfig:
         if self.n_fft < 16:
             raise ValueError(f"n_fft {self.n_fft} is too small; use 256 or more")
         if not self.max_seconds >= 0:
-            raise ValueError(f"max_seconds must be 0 (whole tracks) or more (got "
-                             f"{self.max_seconds})")  # fmt: skip
+            raise ValueError(
+                f"max_seconds must be 0 (whole tracks) or more (got {self.max_seconds})"
+            )
         if self.clip not in CLIPS:
             raise ValueError(f"clip must be one of {', '.join(CLIPS)} (got {self.clip!r})")
         if self.f_max > self.sample_rate / 2:
@@ -285,8 +288,12 @@ def stats_dim(n_mels: int) -> int:
 def stats_names(n_mels: int) -> list[str]:
     """The names of `TrackStats`' values, in order (what the baseline's inputs are)."""
     k = min(N_MFCC, n_mels)
-    return [f"{stat}_{kind}{i}" for kind, n in (("band", n_mels), ("mfcc", k), ("dmfcc", k))
-            for stat in ("mean", "std") for i in range(n)]  # fmt: skip
+    return [
+        f"{stat}_{kind}{i}"
+        for kind, n in (("band", n_mels), ("mfcc", k), ("dmfcc", k))
+        for stat in ("mean", "std")
+        for i in range(n)
+    ]
 
 
 class TrackStats:

@@ -31,9 +31,10 @@ class PreprocessOptions:
     )
     subset: str = setting("small", "FMA subset (they nest).", choices=SUBSETS)
     labels: str = setting(
-        "top", "Labels (FMA: the last two read genres_all and need genres.csv).",
+        "top",
+        "Labels (FMA: the last two read genres_all and need genres.csv).",
         choices=LABEL_SCHEMES,
-    )  # fmt: skip
+    )
     min_label_tracks: int = setting(
         50, "With --labels all: drop labels with fewer training tracks than this."
     )
@@ -50,9 +51,7 @@ class PreprocessOptions:
     sample_rate: int = setting(_FEATURES.sample_rate, "Target sample rate in Hz.")
     n_mels: int = setting(_FEATURES.n_mels, "Mel bands.")
     n_fft: int = setting(_FEATURES.n_fft, "FFT size in samples.")
-    hop_length: int = setting(
-        _FEATURES.hop_length, "Hop in samples (320 at 16 kHz = 50 frames/s)."
-    )
+    hop_length: int = setting(_FEATURES.hop_length, "Hop in samples (320 at 16 kHz = 50 frames/s).")
     f_max: float = setting(0.0, "Highest mel frequency in Hz; 0 = sample_rate / 2.")
     max_seconds: float = setting(
         _FEATURES.max_seconds,

@@ -60,27 +60,36 @@ def plan_shards(selection: Selection, shard_size: int) -> list[ShardJob]:
         ids = part["track_id"].tolist()
         labels = [tuple(x) for x in part["labels"]] if multi else [int(x) for x in part["label"]]
         paths = part["path"].tolist()
-        sums = [x if isinstance(x, str) else None for x in part["sha1"]] \
-            if "sha1" in part else None  # fmt: skip
+        sums = [x if isinstance(x, str) else None for x in part["sha1"]] if "sha1" in part else None
         for k, a in enumerate(range(0, len(ids), shard_size)):
             b = a + shard_size
             name = f"{SHARDS_DIR}/{split}-{k:05d}.h5"
-            jobs.append(ShardJob(name, split, tuple(ids[a:b]), tuple(labels[a:b]),
-                                 tuple(paths[a:b]), n_labels,
-                                 tuple(sums[a:b]) if sums else None))  # fmt: skip
+            jobs.append(
+                ShardJob(
+                    name,
+                    split,
+                    tuple(ids[a:b]),
+                    tuple(labels[a:b]),
+                    tuple(paths[a:b]),
+                    n_labels,
+                    tuple(sums[a:b]) if sums else None,
+                )
+            )
     return jobs
 
 
 def _fingerprint(jobs: list[ShardJob]) -> str:
     """Hash of the plan's content: which track (and file name), with which label, lands
     in which shard. A changed tracks.csv or audio folder changes it."""
-    rows = [[j.name, list(j.track_ids), list(j.labels), [Path(p).name for p in j.paths]]
-            for j in jobs]  # fmt: skip
+    rows = [
+        [j.name, list(j.track_ids), list(j.labels), [Path(p).name for p in j.paths]] for j in jobs
+    ]
     return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
 
 
-def _plan(opts: PreprocessOptions, cfg: FeatureConfig, selection: Selection,
-          shard_size: int) -> tuple[list[ShardJob], dict]:  # fmt: skip
+def _plan(
+    opts: PreprocessOptions, cfg: FeatureConfig, selection: Selection, shard_size: int
+) -> tuple[list[ShardJob], dict]:
     """The shard jobs, and every argument that decides the cache's content."""
     jobs = plan_shards(selection, shard_size)
     plan = {
@@ -259,8 +268,11 @@ def _build(opts: PreprocessOptions) -> Manifest:
     if old is not None and old.status == "complete" and _intact(opts.out, jobs):
         _note(f"cache {opts.out} is complete and up to date; nothing to do")
         # untouched on disk (readers never see it unfinished); this run's figures in memory
-        last = {"tracks_processed": 0, "seconds": round(time.perf_counter() - t0, 2),
-                "tracks_per_s": 0.0}  # fmt: skip
+        last = {
+            "tracks_processed": 0,
+            "seconds": round(time.perf_counter() - t0, 2),
+            "tracks_per_s": 0.0,
+        }
         return dataclasses.replace(old, summary={**old.summary, "last_run": last})
     if present < len(paths):
         others = len(paths) - present - absent
@@ -293,9 +305,11 @@ def _build(opts: PreprocessOptions) -> Manifest:
         tracks = chosen.tracks.set_index("track_id")
         extra = tracks[[c for c in ("artist", "title") if c in tracks]]
         return writer.finish(
-            [j.name for j in jobs], paths=tracks["path"].to_dict(), extra=extra,
+            [j.name for j in jobs],
+            paths=tracks["path"].to_dict(),
+            extra=extra,
             processed=processed,
-        )  # fmt: skip
+        )
 
 
 def _intact(out: Path, jobs: list[ShardJob]) -> bool:
@@ -323,8 +337,13 @@ def _is_done(path: Path) -> bool:
         return False
 
 
-def _run(todo: list[ShardJob], jobs: list[ShardJob], opts: PreprocessOptions,
-         cfg: FeatureConfig, owner: Owner) -> int:  # fmt: skip
+def _run(
+    todo: list[ShardJob],
+    jobs: list[ShardJob],
+    opts: PreprocessOptions,
+    cfg: FeatureConfig,
+    owner: Owner,
+) -> int:
     """Run the shard jobs; the progress bar counts tracks. Returns tracks processed."""
     done = {j.name for j in jobs} - {j.name for j in todo}
     bar = tqdm(

@@ -89,8 +89,14 @@ def setting(
     Returns:
         A dataclasses.Field with that metadata.
     """
-    meta = {"help": help, "flag": flag, "choices": choices, "option": option,
-            "resume": resume, "legacy": legacy}  # fmt: skip
+    meta = {
+        "help": help,
+        "flag": flag,
+        "choices": choices,
+        "option": option,
+        "resume": resume,
+        "legacy": legacy,
+    }
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)

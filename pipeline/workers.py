@@ -56,8 +56,14 @@ def _backend(backend: str, scheduler: str | None) -> Iterator[None]:
         client.close()
 
 
-def run_jobs(fn: Callable, jobs: list, args: tuple, backend: str = "loky",
-             n_jobs: int | None = None, scheduler: str | None = None) -> Iterator:  # fmt: skip
+def run_jobs(
+    fn: Callable,
+    jobs: list,
+    args: tuple,
+    backend: str = "loky",
+    n_jobs: int | None = None,
+    scheduler: str | None = None,
+) -> Iterator:
     """Yield ``fn(job, *args)`` for every job as each finishes (in completion order).
 
     Args:

@@ -69,8 +69,7 @@ def make_cache(
                 yield Track(tid, split, c, mel, length / 50)
                 tid += 1
 
-    write_cache(root, fc, [f"g{c}" for c in range(n_classes)], tracks(), shard_size,
-                subset="small")  # fmt: skip
+    write_cache(root, fc, [f"g{c}" for c in range(n_classes)], tracks(), shard_size, subset="small")
     if status != "complete":
         m = Manifest.read(root)
         m.status = status
@@ -78,8 +77,9 @@ def make_cache(
     return root
 
 
-def make_multi_cache(root: Path, n: tuple[int, int, int] = (24, 8, 4), n_mels: int = 16,
-                     seed: int = 0) -> Path:  # fmt: skip
+def make_multi_cache(
+    root: Path, n: tuple[int, int, int] = (24, 8, 4), n_mels: int = 16, seed: int = 0
+) -> Path:
     """A finished multi-label cache without audio: 3 labels, each track has 1-2 of them;
     label c adds a +2 band at its mel bins."""
     fc = FeatureConfig(n_mels=n_mels).to_dict()
@@ -117,21 +117,54 @@ def tiny(cache: Path, out: Path, **kw) -> TrainConfig:
     """A small, fast run for tests of the mechanics: one crop per track an epoch, whole
     validation tracks, no mixup or SpecAugment (so a dozen steps visibly learn)."""
     base = dict(
-        arch="mrnet", channels=16, epochs=1, batch_size=6, lr=3e-3, crop_seconds=2.0,
-        workers=0, device="cpu", progress=False, min_steps=0, val_crops=0, mixup=0.0,
+        arch="mrnet",
+        channels=16,
+        epochs=1,
+        batch_size=6,
+        lr=3e-3,
+        crop_seconds=2.0,
+        workers=0,
+        device="cpu",
+        progress=False,
+        min_steps=0,
+        val_crops=0,
+        mixup=0.0,
         specaugment=False,
-    )  # fmt: skip
+    )
     return TrainConfig(cache=cache, out=out, **{**base, **kw})
 
 
 def cli_train(cache: Path, out: Path, *extra: str):
     return runner.invoke(
         app,
-        ["train", "--cache", str(cache), "--out", str(out), "--device", "cpu", "--workers", "0",
-         "--arch", "mrnet", "--channels", "8",
-         "--min-steps", "0", "--val-crops", "0", "--epochs", "1", "--batch-size", "4",
-         "--crop-seconds", "1", "--no-progress", *extra],
-    )  # fmt: skip
+        [
+            "train",
+            "--cache",
+            str(cache),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--workers",
+            "0",
+            "--arch",
+            "mrnet",
+            "--channels",
+            "8",
+            "--min-steps",
+            "0",
+            "--val-crops",
+            "0",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--crop-seconds",
+            "1",
+            "--no-progress",
+            *extra,
+        ],
+    )
 
 
 def one_line_error(r, *words: str, alone: bool = False) -> str:
@@ -205,8 +238,9 @@ _SLOW_PREPROCESS = (
 )
 
 
-def interrupt_mid_run(synth, out: Path, sig: int, min_shards: int = 2,
-                      *extra: str) -> tuple[int, str]:  # fmt: skip
+def interrupt_mid_run(
+    synth, out: Path, sig: int, min_shards: int = 2, *extra: str
+) -> tuple[int, str]:
     """Start `mrnet preprocess` (1 job, 8-track shards, decoding slowed, ``extra``
     arguments) into ``out``, send ``sig`` once ``min_shards`` shards are written;
     returns (exit code, stderr)."""

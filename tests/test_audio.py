@@ -282,8 +282,14 @@ def ape_tag(items: bytes = b"x" * 100) -> bytes:
     def block(header: bool) -> bytes:
         flags = 0x80000000 | (0x20000000 if header else 0)
         size = (32 + len(items)).to_bytes(4, "little")
-        return (b"APETAGEX" + (2000).to_bytes(4, "little") + size + (1).to_bytes(4, "little")
-                + flags.to_bytes(4, "little") + b"\x00" * 8)  # fmt: skip
+        return (
+            b"APETAGEX"
+            + (2000).to_bytes(4, "little")
+            + size
+            + (1).to_bytes(4, "little")
+            + flags.to_bytes(4, "little")
+            + b"\x00" * 8
+        )
 
     return block(True) + items + block(False)
 
@@ -296,9 +302,13 @@ def clip_mp3() -> bytes:
 
 @pytest.mark.parametrize(
     "case",
-    ["two leading ID3v2 tags", "5 MB ID3v2 tag appended", "ID3v2 with footer appended",
-     "APEv2 and ID3v1 appended"],
-)  # fmt: skip
+    [
+        "two leading ID3v2 tags",
+        "5 MB ID3v2 tag appended",
+        "ID3v2 with footer appended",
+        "APEv2 and ID3v1 appended",
+    ],
+)
 def test_tags_are_not_counted_as_audio(tmp_path, clip_mp3, case):
     """Fully decodable MP3s with tags where the old size estimate counted them as audio:
     they decode whole, never as truncated_decode."""

@@ -19,9 +19,12 @@ def scheduler():
     saved = dict(os.environ)  # LocalCluster sets OMP_NUM_THREADS=1 here for later tests
     try:
         with distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
             dashboard_address=None,
-        ) as cluster:  # fmt: skip
+        ) as cluster:
             yield cluster.scheduler_address
     finally:
         os.environ.clear()

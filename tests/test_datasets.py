@@ -29,8 +29,18 @@ refused = functools.partial(one_line_error, alone=True)  # the only line printed
 
 
 def pre(audio: Path, out: Path, *extra: str, dataset: str = "gtzan") -> list[str]:
-    return ["preprocess", "--dataset", dataset, "--audio-dir", str(audio), "--out", str(out),
-            "--min-seconds", "0.1", *extra]  # fmt: skip
+    return [
+        "preprocess",
+        "--dataset",
+        dataset,
+        "--audio-dir",
+        str(audio),
+        "--out",
+        str(out),
+        "--min-seconds",
+        "0.1",
+        *extra,
+    ]
 
 
 def without_source(root: Path) -> dict:
@@ -45,8 +55,10 @@ def without_source(root: Path) -> dict:
 def mini(tmp_path_factory) -> dict[str, gtzan_synth.GTZANDataset]:
     """The same 7 clips per genre (2 s) in both layouts."""
     tmp = tmp_path_factory.mktemp("gtzan")
-    return {layout: gtzan_synth.generate(tmp / layout, layout, 7, 2.0, jobs=2)
-            for layout in ("original", "kaggle")}  # fmt: skip
+    return {
+        layout: gtzan_synth.generate(tmp / layout, layout, 7, 2.0, jobs=2)
+        for layout in ("original", "kaggle")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -87,11 +99,17 @@ def test_filtered_split_is_torchaudios(tmp_path):
     m = json.loads((out / "manifest.json").read_text())
     assert m["dataset"] == "gtzan" and m["skipped"] == {"not_in_filtered_split": 70}
     assert {s: v["tracks"] + v["failed"] for s, v in m["splits"].items()} == {
-        "training": 443, "validation": 197, "test": 290}  # fmt: skip
+        "training": 443,
+        "validation": 197,
+        "test": 290,
+    }
     t = pd.read_csv(out / "tracks.csv", dtype={"track_id": str})
     fails = pd.read_csv(out / "failures.csv", dtype={"track_id": str})
-    for split, names in (("training", ta.filtered_train), ("validation", ta.filtered_valid),
-                         ("test", ta.filtered_test)):  # fmt: skip
+    for split, names in (
+        ("training", ta.filtered_train),
+        ("validation", ta.filtered_valid),
+        ("test", ta.filtered_test),
+    ):
         got = set(t["track_id"][t["split"] == split])
         if split == "training":
             got.add("jazz.00054")  # listed for training, but its file does not decode
@@ -118,8 +136,9 @@ def test_kfold_folds_are_disjoint_stratified_and_cover_every_file():
 
 def test_kfold_does_not_depend_on_jobs(mini, kfold_cache, tmp_path):
     out = tmp_path / "one"
-    r = runner.invoke(app, pre(mini["original"].root, out, "--folds", "7", "--fold", "2",
-                               "--jobs", "1"))  # fmt: skip
+    r = runner.invoke(
+        app, pre(mini["original"].root, out, "--folds", "7", "--fold", "2", "--jobs", "1")
+    )
     assert r.exit_code == 0, r.output
     assert cache_content(out) == cache_content(kfold_cache)
     t = pd.read_csv(out / "tracks.csv", dtype={"track_id": str})
@@ -129,10 +148,18 @@ def test_kfold_does_not_depend_on_jobs(mini, kfold_cache, tmp_path):
 
 def test_killed_gtzan_run_resumes_to_the_same_cache(mini, kfold_cache, tmp_path):
     out = tmp_path / "killed"
-    argv = [sys.executable, str(ROOT / "cli.py"),
-            *pre(mini["original"].root, out, "--folds", "7", "--fold", "2")]  # fmt: skip
-    p = subprocess.Popen(argv, cwd=ROOT, env=fault_env(track_delay="0.1"),
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    argv = [
+        sys.executable,
+        str(ROOT / "cli.py"),
+        *pre(mini["original"].root, out, "--folds", "7", "--fold", "2"),
+    ]
+    p = subprocess.Popen(
+        argv,
+        cwd=ROOT,
+        env=fault_env(track_delay="0.1"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 60
     while len(list((out / "shards").glob("*.h5"))) < 2:
         assert p.poll() is None and time.time() < deadline
@@ -148,13 +175,45 @@ def test_killed_gtzan_run_resumes_to_the_same_cache(mini, kfold_cache, tmp_path)
 
 def test_train_evaluate_predict_on_a_gtzan_cache(mini, kfold_cache, tmp_path):
     run, rep = tmp_path / "run", tmp_path / "rep"
-    r = runner.invoke(app, ["train", "--cache", str(kfold_cache), "--out", str(run),
-                            "--channels", "16", "--min-steps", "0", "--val-crops", "0",
-                            "--epochs", "1", "--batch-size", "8",
-                            "--crop-seconds", "1", "--workers", "0", "--no-progress"])  # fmt: skip
+    r = runner.invoke(
+        app,
+        [
+            "train",
+            "--cache",
+            str(kfold_cache),
+            "--out",
+            str(run),
+            "--channels",
+            "16",
+            "--min-steps",
+            "0",
+            "--val-crops",
+            "0",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--crop-seconds",
+            "1",
+            "--workers",
+            "0",
+            "--no-progress",
+        ],
+    )
     assert r.exit_code == 0, r.output
-    r = runner.invoke(app, ["evaluate", "--checkpoint", str(run / "best.pt"), "--cache",
-                            str(kfold_cache), "--out", str(rep), "--no-progress"])  # fmt: skip
+    r = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--checkpoint",
+            str(run / "best.pt"),
+            "--cache",
+            str(kfold_cache),
+            "--out",
+            str(rep),
+            "--no-progress",
+        ],
+    )
     assert r.exit_code == 0, r.output
     pred = pd.read_csv(rep / "predictions.csv", dtype={"track_id": str})
     t = pd.read_csv(kfold_cache / "tracks.csv", dtype={"track_id": str})
@@ -186,11 +245,31 @@ def test_folder_dataset(tmp_path, splits):
     m = json.loads((out / "manifest.json").read_text())
     assert m["dataset"] == "folder"
     assert m["split_scheme"].startswith("folders" if splits else "stratified 80/10/10")
-    r = runner.invoke(app, ["train", "--cache", str(out), "--out", str(tmp_path / "run"),
-                            "--channels", "8", "--min-steps", "0", "--val-crops", "0",
-                            "--epochs", "1", "--batch-size", "4",
-                            "--crop-seconds", "0.5", "--workers", "0",
-                            "--no-progress"])  # fmt: skip
+    r = runner.invoke(
+        app,
+        [
+            "train",
+            "--cache",
+            str(out),
+            "--out",
+            str(tmp_path / "run"),
+            "--channels",
+            "8",
+            "--min-steps",
+            "0",
+            "--val-crops",
+            "0",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--crop-seconds",
+            "0.5",
+            "--workers",
+            "0",
+            "--no-progress",
+        ],
+    )
     assert r.exit_code == 0, r.output
 
 
@@ -248,22 +327,37 @@ def _bad_cases(tmp_path: Path, mini) -> dict[str, tuple[list[str], list[str]]]:
         "gtzan without genre folders": (pre(empty, tmp_path / "o"), ["no GTZAN genre folders"]),
         "gtzan with one genre": (pre(one.parent, tmp_path / "o"), ["only one genre folder"]),
         "genre folder without audio": (pre(hollow, tmp_path / "o"), ["jazz", "no audio"]),
-        "folder with one label": (pre(single, tmp_path / "o", dataset="folder"),
-                                  ["1 label folder", "two or more"]),
+        "folder with one label": (
+            pre(single, tmp_path / "o", dataset="folder"),
+            ["1 label folder", "two or more"],
+        ),
         "folds below 2": (pre(g, tmp_path / "o", "--folds", "1"), ["--folds must be 2"]),
-        "fold outside": (pre(g, tmp_path / "o", "--folds", "5", "--fold", "5"),
-                         ["--fold must be in 0..4"]),
+        "fold outside": (
+            pre(g, tmp_path / "o", "--folds", "5", "--fold", "5"),
+            ["--fold must be in 0..4"],
+        ),
         "fold without folds": (pre(g, tmp_path / "o", "--fold", "1"), ["--fold 1 needs --folds"]),
         "fma without metadata": (pre(g, tmp_path / "o", dataset="fma"), ["--metadata-dir"]),
-        "partial split layout": (pre(partial, tmp_path / "o", dataset="folder"),
-                                 ["no valid/", "add them"]),
+        "partial split layout": (
+            pre(partial, tmp_path / "o", dataset="folder"),
+            ["no valid/", "add them"],
+        ),
         "unknown dataset": (pre(g, tmp_path / "o", dataset="mp3s"), ["unknown --dataset"]),
-    }  # fmt: skip
+    }
 
 
-BAD = ["gtzan without genre folders", "gtzan with one genre", "genre folder without audio",
-       "folder with one label", "folds below 2", "fold outside", "fold without folds",
-       "fma without metadata", "partial split layout", "unknown dataset"]  # fmt: skip
+BAD = [
+    "gtzan without genre folders",
+    "gtzan with one genre",
+    "genre folder without audio",
+    "folder with one label",
+    "folds below 2",
+    "fold outside",
+    "fold without folds",
+    "fma without metadata",
+    "partial split layout",
+    "unknown dataset",
+]
 
 
 @pytest.mark.parametrize("case", BAD)

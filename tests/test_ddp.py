@@ -40,10 +40,29 @@ pytestmark = pytest.mark.skipif(
     reason="needs the mrnet and torchrun console scripts and torch.distributed",
 )
 # 24 training tracks (12 per rank: 3 steps of 4), 6 validation tracks
-TRAIN_ARGS = ("--arch", "mrnet", "--channels", "16",
-              "--min-steps", "0", "--val-crops", "0", "--epochs", "2", "--batch-size", "4",
-              "--crop-seconds", "2", "--workers", "0", "--device", "cpu", "--seed", "3",
-              "--no-progress")  # fmt: skip
+TRAIN_ARGS = (
+    "--arch",
+    "mrnet",
+    "--channels",
+    "16",
+    "--min-steps",
+    "0",
+    "--val-crops",
+    "0",
+    "--epochs",
+    "2",
+    "--batch-size",
+    "4",
+    "--crop-seconds",
+    "2",
+    "--workers",
+    "0",
+    "--device",
+    "cpu",
+    "--seed",
+    "3",
+    "--no-progress",
+)
 
 
 def free_port() -> int:
@@ -81,8 +100,15 @@ def cache_dir(tmp_path_factory) -> Path:
 def ddp_run(cache_dir, tmp_path_factory) -> tuple[Path, Path, str]:
     """A 2-process, 2-epoch run logging to W&B offline: (RUN, torchrun log dir, stdout)."""
     tmp = tmp_path_factory.mktemp("ddp")
-    p = torchrun(cache_dir, tmp / "run", "--wandb", "ddp", logs=tmp / "logs",
-                 env={"WANDB_MODE": "offline"}, stderr=subprocess.PIPE)  # fmt: skip
+    p = torchrun(
+        cache_dir,
+        tmp / "run",
+        "--wandb",
+        "ddp",
+        logs=tmp / "logs",
+        env={"WANDB_MODE": "offline"},
+        stderr=subprocess.PIPE,
+    )
     stdout, stderr = p.communicate(timeout=120)
     assert p.returncode == 0, stderr.decode()[-3000:]
     return tmp / "run", tmp / "logs", stdout.decode()
@@ -123,8 +149,9 @@ def test_rank_crop_plans_are_disjoint_and_cover_the_epoch(n, batch):
 def _validate_share(rank: int, world: int, port: int, cache: str, out: str) -> None:
     """One gloo process: validate its share; also try SyncBatchNorm on the CPU."""
     os.environ.update(LOOPBACK)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=world)  # fmt: skip
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
     try:
         member = Torchrun(rank, world, rank, enabled=True)
         loss, acc = single_label(*untrained(Path(cache)), 0, 200, member)
@@ -141,8 +168,9 @@ def _validate_share(rank: int, world: int, port: int, cache: str, out: str) -> N
 
 def single_label(model, index, weight, device, window, max_frames, torchrun=Torchrun()):
     """(validation loss, accuracy) of a single-label model."""
-    figures, _ = validate(model, TASKS["single"], index, weight, device, window, max_frames,
-                          torchrun)  # fmt: skip
+    figures, _ = validate(
+        model, TASKS["single"], index, weight, device, window, max_frames, torchrun
+    )
     return figures["val_loss"], figures["val_acc"]
 
 
@@ -164,8 +192,12 @@ def test_validation_over_ranks_equals_one_process(tmp_path):
     assert [len(index.share(r, world)) for r in range(world)] == [1, 1, 1, 0]
     shares = np.concatenate([index.share(r, world).track_id for r in range(world)])
     assert sorted(shares) == sorted(index.track_id)
-    mp.spawn(_validate_share, args=(world, free_port(), str(cache), str(tmp_path)),
-             nprocs=world, join=True)  # fmt: skip
+    mp.spawn(
+        _validate_share,
+        args=(world, free_port(), str(cache), str(tmp_path)),
+        nprocs=world,
+        join=True,
+    )
     loss, acc = single_label(*untrained(cache), 0, 200)
     for r in range(world):
         got = torch.load(tmp_path / f"{r}.pt", weights_only=True)
@@ -236,8 +268,14 @@ def test_torchrun_stop_and_resume(ddp_run, cache_dir, tmp_path):
 def launch_ranks(cache: Path, out: Path, *extra: str, caches: tuple[Path, Path] | None = None):
     """Two `mrnet train` processes started as torchrun would (RANK, WORLD_SIZE, ...), so
     each one's exit code and output can be read; ``caches`` gives each rank its --cache."""
-    env = {**os.environ, **LOOPBACK, "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2",
-           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}  # fmt: skip
+    env = {
+        **os.environ,
+        **LOOPBACK,
+        "WORLD_SIZE": "2",
+        "LOCAL_WORLD_SIZE": "2",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(free_port()),
+    }
     procs = []
     for r in (0, 1):
         args = ["train", "--cache", str(caches[r] if caches else cache), "--out", str(out)]
@@ -294,8 +332,16 @@ def test_torchrun_multi_label_validation_equals_one_process(tmp_path):
     train, val = split_index(c, "training"), split_index(c, "validation")
     ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
     task = TASKS["multi"]
-    figures, thresholds = validate(load_model(ckpt), task, val, task.loss_weights(train.label, 3),
-                                   CPU, 0, 400, prior=train.label.mean(axis=0))  # fmt: skip
+    figures, thresholds = validate(
+        load_model(ckpt),
+        task,
+        val,
+        task.loss_weights(train.label, 3),
+        CPU,
+        0,
+        400,
+        prior=train.label.mean(axis=0),
+    )
     assert m["val_map"].iloc[-1] == pytest.approx(figures["val_map"], rel=1e-6)
     assert m["val_macro_auc"].iloc[-1] == pytest.approx(figures["val_macro_auc"], rel=1e-6)
     assert ckpt.thresholds == pytest.approx(thresholds, rel=1e-6)

@@ -137,9 +137,7 @@ def test_evaluate_and_embed_refuse_a_shard_whose_bytes_changed(folder_run, tmp_p
     before = (report / "report.json").read_bytes()
     shard = overwrite_frames(cache, "test")  # finite values: only the checksum can tell
     r = runner.invoke(app, argv)
-    refused(
-        r, f"shard {shard}", "no longer matches its checksum", f"mrnet verify {cache} --repair"
-    )
+    refused(r, f"shard {shard}", "no longer matches its checksum", f"mrnet verify {cache} --repair")
     assert (report / "report.json").read_bytes() == before  # the old report, untouched
     r = runner.invoke(
         app,

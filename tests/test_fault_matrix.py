@@ -143,14 +143,17 @@ def argv(
 
 def complete(command: str, out: Path) -> bool:
     """The command's result is there and marked complete."""
-    marker = out / {
-        "preprocess": "manifest.json",
-        "train": "last.pt",
-        "evaluate": "report.json",
-        "embed": "index.csv",
-        "export": "model.onnx",
-        "compare": "compare.csv",
-    }[command]
+    marker = (
+        out
+        / {
+            "preprocess": "manifest.json",
+            "train": "last.pt",
+            "evaluate": "report.json",
+            "embed": "index.csv",
+            "export": "model.onnx",
+            "compare": "compare.csv",
+        }[command]
+    )
     if command == "preprocess":
         return marker.is_file() and json.loads(marker.read_text())["status"] == "complete"
     return marker.is_file()

@@ -41,9 +41,13 @@ def error_line(output: str, *words: str) -> str:
 def popen_preprocess(synth, out: Path, *extra: str, env: dict | None = None, **kw):
     return subprocess.Popen(
         [sys.executable, str(ROOT / "cli.py"), *args(synth, out, *extra)],
-        cwd=ROOT, env=env or dict(os.environ), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, **kw,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=env or dict(os.environ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
 def children(pid: int) -> list[int]:
@@ -164,21 +168,57 @@ def test_disk_full_while_training_and_evaluating(cache, small_disk, tmp_path):
     assert cli_train(cache, ok, "--batch-size", "8").exit_code == 0
     (small_disk / "filler").unlink()
     fill(small_disk, leave=1000)
-    r = runner.invoke(app, ["evaluate", "--checkpoint", str(ok / "best.pt"), "--cache",
-                            str(cache), "--out", str(small_disk / "rep"), "--device", "cpu"])
+    r = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--checkpoint",
+            str(ok / "best.pt"),
+            "--cache",
+            str(cache),
+            "--out",
+            str(small_disk / "rep"),
+            "--device",
+            "cpu",
+        ],
+    )
     assert r.exit_code == 2
     error_line(r.output, "no space left on device writing", "free space and rerun")
     # a rerun (another checkpoint) into a complete report keeps it whole on a full disk:
     # never a new report.json beside the previous run's predictions
     (small_disk / "filler").unlink()
     rep = small_disk / "rep"
-    r = runner.invoke(app, ["evaluate", "--checkpoint", str(ok / "best.pt"), "--cache",
-                            str(cache), "--out", str(rep), "--device", "cpu"])
+    r = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--checkpoint",
+            str(ok / "best.pt"),
+            "--cache",
+            str(cache),
+            "--out",
+            str(rep),
+            "--device",
+            "cpu",
+        ],
+    )
     assert r.exit_code == 0, r.output
     before = {f.name: f.read_bytes() for f in rep.iterdir()}
     fill(small_disk, leave=20_000)  # the CSVs and report.json fit, the figure (~30 KB) not
-    r = runner.invoke(app, ["evaluate", "--checkpoint", str(ok / "last.pt"), "--cache",
-                            str(cache), "--out", str(rep), "--device", "cpu"])
+    r = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--checkpoint",
+            str(ok / "last.pt"),
+            "--cache",
+            str(cache),
+            "--out",
+            str(rep),
+            "--device",
+            "cpu",
+        ],
+    )
     assert r.exit_code == 2
     error_line(r.output, "no space left on device writing", "free space and rerun")
     assert {f.name: f.read_bytes() for f in rep.iterdir()} == before
@@ -317,8 +357,9 @@ def test_verify_finds_flipped_bytes_and_repair_rebuilds_exactly_them(synth, cach
     victims = sorted((out / "shards").glob("*.h5"))[1:3]
     for v in victims:
         flip_mel_byte(v)
-    untouched = {p.name: p.stat().st_mtime_ns for p in (out / "shards").glob("*.h5")
-                 if p not in victims}  # fmt: skip
+    untouched = {
+        p.name: p.stat().st_mtime_ns for p in (out / "shards").glob("*.h5") if p not in victims
+    }
     r = runner.invoke(app, ["verify", str(out), "--no-progress"])
     assert r.exit_code == 2
     error_line(r.output, "2 of", "damaged", "--repair")
@@ -331,8 +372,9 @@ def test_verify_finds_flipped_bytes_and_repair_rebuilds_exactly_them(synth, cach
     assert r.exit_code == 2 and "unfinished" in r.output  # nothing reads it meanwhile
     r = runner.invoke(app, args(synth, out, *SAME))
     assert r.exit_code == 0 and "resuming: 6 of 8 shards" in r.output, r.output
-    assert {p.name: p.stat().st_mtime_ns for p in (out / "shards").glob("*.h5")
-            if p.name in untouched} == untouched  # fmt: skip
+    assert {
+        p.name: p.stat().st_mtime_ns for p in (out / "shards").glob("*.h5") if p.name in untouched
+    } == untouched
     assert cache_content(out) == cache_content(cache)
 
 

@@ -44,11 +44,36 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 
 def run_args(seed: int) -> list[str]:
     """The CLI arguments of `tiny(**RUN, seed=seed)`."""
-    return ["--arch", "mrnet", "--channels", "16",
-            "--min-steps", "0", "--val-crops", "0", "--epochs", "5", "--batch-size", "4",
-            "--lr", "0.01", "--crop-seconds", "2", "--workers", "0", "--device", "cpu",
-            "--seed", str(seed), "--mixup", "0", "--no-specaugment", "--input-norm", "instance",
-            "--no-progress"]  # fmt: skip
+    return [
+        "--arch",
+        "mrnet",
+        "--channels",
+        "16",
+        "--min-steps",
+        "0",
+        "--val-crops",
+        "0",
+        "--epochs",
+        "5",
+        "--batch-size",
+        "4",
+        "--lr",
+        "0.01",
+        "--crop-seconds",
+        "2",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--seed",
+        str(seed),
+        "--mixup",
+        "0",
+        "--no-specaugment",
+        "--input-norm",
+        "instance",
+        "--no-progress",
+    ]
 
 
 @dataclass
@@ -83,8 +108,14 @@ def epochs(cache_dir, tmp_path_factory) -> Reference:
         out, copies = tmp / "run", {}
         with one_thread():
             for e in range(1, RUN["epochs"] + 1):
-                cfg = tiny(cache_dir, out, **{**RUN, "epochs": e}, seed=seed, t0=RUN["epochs"],
-                           resume=e > 1)  # fmt: skip
+                cfg = tiny(
+                    cache_dir,
+                    out,
+                    **{**RUN, "epochs": e},
+                    seed=seed,
+                    t0=RUN["epochs"],
+                    resume=e > 1,
+                )
                 train(cfg)
                 copies[e] = tmp / f"last-{e}.pt"
                 shutil.copy(out / "last.pt", copies[e])
@@ -108,17 +139,30 @@ def one_thread():
 
 
 def same_weights(a: dict, b: dict, atol: float = 1e-6) -> bool:
-    return set(a) == set(b) and all(torch.allclose(a[k].float(), b[k].float(), atol=atol)
-                                    for k in a)  # fmt: skip
+    return set(a) == set(b) and all(
+        torch.allclose(a[k].float(), b[k].float(), atol=atol) for k in a
+    )
 
 
 def popen_train(out: Path, cache: Path, ref: Reference, *extra: str, **faults: str):
     return subprocess.Popen(
-        [sys.executable, str(ROOT / "cli.py"), "train", "--cache", str(cache), "--out", str(out),
-         *ref.args, *extra],
-        cwd=ROOT, env={**fault_env(**faults), **ONE_THREAD},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(ROOT / "cli.py"),
+            "train",
+            "--cache",
+            str(cache),
+            "--out",
+            str(out),
+            *ref.args,
+            *extra,
+        ],
+        cwd=ROOT,
+        env={**fault_env(**faults), **ONE_THREAD},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def writes(ref: Reference, name: str) -> int:
@@ -169,12 +213,23 @@ def version_1(ck: Checkpoint) -> dict:
     mc = ck.model_config
     scored = [r["val_acc"] for r in ck.history]
     return {
-        "model": ck.model, "optimizer": ck.optimizer, "scheduler": ck.scheduler,
-        "epoch": ck.epoch, "best": max(scored), "history": ck.history, "rng": ck.rng,
-        "feature_config": ck.feature_config, "genres": ck.labels, "config": ck.train_config,
-        "arch": mc.arch, "n_mels": mc.n_mels, "n_classes": mc.n_classes,
-        "channels": mc.channels, "world": ck.world, "format_version": 1,
-    }  # fmt: skip
+        "model": ck.model,
+        "optimizer": ck.optimizer,
+        "scheduler": ck.scheduler,
+        "epoch": ck.epoch,
+        "best": max(scored),
+        "history": ck.history,
+        "rng": ck.rng,
+        "feature_config": ck.feature_config,
+        "genres": ck.labels,
+        "config": ck.train_config,
+        "arch": mc.arch,
+        "n_mels": mc.n_mels,
+        "n_classes": mc.n_classes,
+        "channels": mc.channels,
+        "world": ck.world,
+        "format_version": 1,
+    }
 
 
 @pytest.mark.parametrize(
@@ -289,16 +344,30 @@ def test_nan_features_in_validation_stop_training(tmp_path):
 def diverged(cache_dir, epochs, tmp_path_factory) -> Path:
     """best.pt of a run that diverged under mrnet 0.1: NaN weights."""
     ck = load_checkpoint(epochs[1])
-    ck.model = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
-                for k, v in ck.model.items()}  # fmt: skip
+    ck.model = {
+        k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+        for k, v in ck.model.items()
+    }
     path = tmp_path_factory.mktemp("nan") / "best.pt"
     torch.save(ck.to_dict(), path)
     return path
 
 
 def test_evaluate_and_predict_refuse_nan_weights(tmp_path, cache_dir, diverged, synth):
-    r = runner.invoke(app, ["evaluate", "--checkpoint", str(diverged), "--cache",
-                            str(cache_dir), "--out", str(tmp_path / "rep"), "--device", "cpu"])
+    r = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--checkpoint",
+            str(diverged),
+            "--cache",
+            str(cache_dir),
+            "--out",
+            str(tmp_path / "rep"),
+            "--device",
+            "cpu",
+        ],
+    )
     one_line_error(r, "NaN or infinity", "diverged")
     assert not (tmp_path / "rep").exists()
     audio = next(synth.audio_dir.rglob("*.mp3"))
@@ -315,8 +384,12 @@ def test_predict_json_stays_valid_with_a_nan_audio_file(tmp_path, epochs):
     bad = tmp_path / "nan.wav"
     soundfile.write(bad, x, 16000, subtype="FLOAT")
     good = tmp_path / "ok.wav"
-    soundfile.write(good, np.random.default_rng(0).standard_normal(32000).astype(np.float32) * 0.1,
-                    16000, subtype="FLOAT")  # fmt: skip
+    soundfile.write(
+        good,
+        np.random.default_rng(0).standard_normal(32000).astype(np.float32) * 0.1,
+        16000,
+        subtype="FLOAT",
+    )
     best = tmp_path / "best.pt"
     torch.save(load_checkpoint(epochs[3]).to_dict(), best)
     r = runner.invoke(app, ["predict", "--checkpoint", str(best), "--json", str(bad), str(good)])
@@ -338,8 +411,20 @@ def test_resume_refuses_a_cache_with_other_tracks(tmp_path, cache_dir, epochs):
     one_line_error(r, "other tracks", "--out")
     assert load_checkpoint(run / "last.pt").epoch == 2
     shutil.copy(epochs[2], run / "best.pt")
-    r = runner.invoke(app, ["evaluate", "--checkpoint", str(run / "best.pt"), "--cache",
-                            str(other), "--out", str(tmp_path / "rep"), "--device", "cpu"])
+    r = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--checkpoint",
+            str(run / "best.pt"),
+            "--cache",
+            str(other),
+            "--out",
+            str(tmp_path / "rep"),
+            "--device",
+            "cpu",
+        ],
+    )
     assert r.exit_code == 0, r.output  # scoring another cache of the same features is fine
 
 
@@ -356,8 +441,20 @@ def test_flipped_label_is_refused_by_train_and_evaluate(tmp_path, cache_dir, epo
     one_line_error(r, "labels outside 0..2", "mrnet verify")
     best = tmp_path / "best.pt"
     torch.save(load_checkpoint(epochs[3]).to_dict(), best)
-    r = runner.invoke(app, ["evaluate", "--checkpoint", str(best), "--cache", str(cache),
-                            "--out", str(tmp_path / "rep"), "--device", "cpu"])
+    r = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--checkpoint",
+            str(best),
+            "--cache",
+            str(cache),
+            "--out",
+            str(tmp_path / "rep"),
+            "--device",
+            "cpu",
+        ],
+    )
     one_line_error(r, "labels outside")
 
 
@@ -424,8 +521,20 @@ def test_pickle_with_code_is_refused_in_one_line(tmp_path, cache_dir):
 
     evil = tmp_path / "evil.pt"
     torch.save({"model": Payload()}, evil)
-    r = runner.invoke(app, ["evaluate", "--checkpoint", str(evil), "--cache", str(cache_dir),
-                            "--out", str(tmp_path / "rep"), "--device", "cpu"])
+    r = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--checkpoint",
+            str(evil),
+            "--cache",
+            str(cache_dir),
+            "--out",
+            str(tmp_path / "rep"),
+            "--device",
+            "cpu",
+        ],
+    )
     one_line_error(r, "not a weights-only mrnet checkpoint; refusing to load it")
     assert "pwned" not in r.output and "WeightsUnpickler" not in r.output
 
@@ -445,8 +554,9 @@ def test_predict_refuses_top_below_one(demo_best, top, tmp_path):
     import soundfile
 
     soundfile.write(tmp_path / "a.wav", np.zeros(16000, np.float32), 16000)
-    r = runner.invoke(app, ["predict", "--checkpoint", str(demo_best), "--top", top,
-                            str(tmp_path / "a.wav")])  # fmt: skip
+    r = runner.invoke(
+        app, ["predict", "--checkpoint", str(demo_best), "--top", top, str(tmp_path / "a.wav")]
+    )
     one_line_error(r, "--top must be 1 or more")
 
 
@@ -460,13 +570,27 @@ def test_predict_csv_header_and_rows_agree(demo_best, top, tmp_path):
     rng = np.random.default_rng(0)
     soundfile.write(tmp_path / "a.wav", rng.standard_normal(32000).astype(np.float32) * 0.1, 16000)
     (tmp_path / "b.wav").write_bytes(b"not audio")
-    r = runner.invoke(app, ["predict", "--checkpoint", str(demo_best), "--csv", "--top", top,
-                            str(tmp_path / "a.wav"), str(tmp_path / "b.wav")])  # fmt: skip
+    r = runner.invoke(
+        app,
+        [
+            "predict",
+            "--checkpoint",
+            str(demo_best),
+            "--csv",
+            "--top",
+            top,
+            str(tmp_path / "a.wav"),
+            str(tmp_path / "b.wav"),
+        ],
+    )
     assert r.exit_code == 0, r.output
     rows = list(csv.reader(io.StringIO(r.stdout)))
     k = min(int(top), 3)
-    assert rows[0] == ["path", *[f"{c}_{i}" for i in range(1, k + 1) for c in ("genre", "p")],
-                       "error"]  # fmt: skip
+    assert rows[0] == [
+        "path",
+        *[f"{c}_{i}" for i in range(1, k + 1) for c in ("genre", "p")],
+        "error",
+    ]
     assert all(len(row) == len(rows[0]) for row in rows[1:]) and len(rows) == 3
     assert rows[2][-1] == "undecodable" and rows[1][-1] == ""
 

@@ -54,9 +54,14 @@ def test_filterbank_equals_librosa(cfg):
     without importing librosa in the workers (0.8 s and 134 MB each)."""
     librosa = pytest.importorskip("librosa")
     ref = librosa.filters.mel(
-        sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.f_min, fmax=cfg.f_max,
-        norm="slaney", htk=False,
-    )  # fmt: skip
+        sr=cfg.sample_rate,
+        n_fft=cfg.n_fft,
+        n_mels=cfg.n_mels,
+        fmin=cfg.f_min,
+        fmax=cfg.f_max,
+        norm="slaney",
+        htk=False,
+    )
     np.testing.assert_allclose(mel_filterbank(cfg), ref.T, atol=1e-6)
 
 

@@ -31,8 +31,9 @@ runner = CliRunner()
 FAST = ("--jobs", "2", "--no-progress")
 
 
-def noise(seconds: float, sr: int = 44100, channels: int = 2, level: float = 0.01,
-          seed: int = 0) -> np.ndarray:  # fmt: skip
+def noise(
+    seconds: float, sr: int = 44100, channels: int = 2, level: float = 0.01, seed: int = 0
+) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return (rng.standard_normal((int(seconds * sr), channels)) * level).astype(np.float32)
 
@@ -61,8 +62,13 @@ def track_frames(cache: Path, track_id) -> np.ndarray:
 def replaceable_track(synth) -> int:
     """A healthy fma_small test-split track (its file gets replaced in these tests)."""
     t = synth.tracks
-    ok = t[(t["subset"] == "small") & (t["split"] == "test") & t["broken"].isna()
-           & (t["sample_rate"] == 44100) & (t["channels"] == 2)]  # fmt: skip
+    ok = t[
+        (t["subset"] == "small")
+        & (t["split"] == "test")
+        & t["broken"].isna()
+        & (t["sample_rate"] == 44100)
+        & (t["channels"] == 2)
+    ]
     return int(ok["track_id"].iloc[0])
 
 
@@ -151,17 +157,40 @@ def whole_run(synth, tmp_path_factory):
     long_file = audio_path(audio, tid)
     rng = np.random.default_rng(1)
     x = noise(600.0, level=0.05, seed=2)
-    x += (0.2 * np.sin(2 * np.pi * np.cumsum(rng.uniform(200, 2000, len(x) // 4410).repeat(4410))
-                       / 44100))[: len(x), None].astype(np.float32)  # fmt: skip
+    x += (
+        0.2
+        * np.sin(2 * np.pi * np.cumsum(rng.uniform(200, 2000, len(x) // 4410).repeat(4410)) / 44100)
+    )[: len(x), None].astype(np.float32)
     long_file.write_bytes(encode_mp3(x, 44100, 128))
     cache = tmp / "cache"
     r = preprocess(synth, audio, cache, "--max-seconds", "0")
     assert r.exit_code == 0, r.output
     run = tmp / "run"
-    r = runner.invoke(app, ["train", "--cache", str(cache), "--out", str(run), "--epochs", "1",
-                            "--channels", "8", "--min-steps", "0", "--val-crops", "0",
-                            "--batch-size", "8", "--workers", "0",
-                            "--device", "cpu", "--no-progress"])  # fmt: skip
+    r = runner.invoke(
+        app,
+        [
+            "train",
+            "--cache",
+            str(cache),
+            "--out",
+            str(run),
+            "--epochs",
+            "1",
+            "--channels",
+            "8",
+            "--min-steps",
+            "0",
+            "--val-crops",
+            "0",
+            "--batch-size",
+            "8",
+            "--workers",
+            "0",
+            "--device",
+            "cpu",
+            "--no-progress",
+        ],
+    )
     assert r.exit_code == 0, r.output
     return cache, run, tid, long_file
 
@@ -192,8 +221,9 @@ def test_long_tracks_are_scored_as_the_mean_of_their_windows(whole_run):
     starts = window_starts(frames.shape[1], window)
     assert starts[1] == 750 and starts[-1] + window == frames.shape[1] and len(starts) >= 39
     with torch.no_grad():
-        per_window = [torch.softmax(model(frames[None, :, s : s + window]), -1)[0].double()
-                      for s in starts]  # fmt: skip
+        per_window = [
+            torch.softmax(model(frames[None, :, s : s + window]), -1)[0].double() for s in starts
+        ]
     np.testing.assert_allclose(probs[i], torch.stack(per_window).mean(0).numpy(), atol=1e-5)
 
 
@@ -202,17 +232,43 @@ def test_windowed_evaluation_equals_whole_tracks_below_a_window(whole_run, tmp_p
     preds = {}
     for window in ("30", "0"):
         out = tmp_path / window
-        r = runner.invoke(app, ["evaluate", "--checkpoint", str(run / "best.pt"), "--cache",
-                                str(cache), "--out", str(out), "--window", window,
-                                "--device", "cpu", "--no-progress"])  # fmt: skip
+        r = runner.invoke(
+            app,
+            [
+                "evaluate",
+                "--checkpoint",
+                str(run / "best.pt"),
+                "--cache",
+                str(cache),
+                "--out",
+                str(out),
+                "--window",
+                window,
+                "--device",
+                "cpu",
+                "--no-progress",
+            ],
+        )
         assert r.exit_code == 0, r.output
         preds[window] = pd.read_csv(out / "predictions.csv").set_index("track_id")
     short = preds["0"].index != tid
     pd.testing.assert_frame_equal(preds["30"][short], preds["0"][short])
     assert not preds["30"].loc[tid].equals(preds["0"].loc[tid])  # 39+ windows vs one pass
     # predict streams the file through the same windows
-    r = runner.invoke(app, ["predict", "--checkpoint", str(run / "best.pt"), "--json",
-                            "--top", "8", "--device", "cpu", str(long_file)])  # fmt: skip
+    r = runner.invoke(
+        app,
+        [
+            "predict",
+            "--checkpoint",
+            str(run / "best.pt"),
+            "--json",
+            "--top",
+            "8",
+            "--device",
+            "cpu",
+            str(long_file),
+        ],
+    )
     assert r.exit_code == 0, r.output
     top = dict(json.loads(r.output.splitlines()[0])["top"])
     want = {c[2:]: v for c, v in preds["30"].loc[tid].items() if c.startswith("p_")}
@@ -222,8 +278,20 @@ def test_windowed_evaluation_equals_whole_tracks_below_a_window(whole_run, tmp_p
 def test_bad_window_is_refused(whole_run, tmp_path):
     cache, run, _, _ = whole_run
     out = tmp_path / "e"
-    r = runner.invoke(app, ["evaluate", "--checkpoint", str(run / "best.pt"), "--cache",
-                            str(cache), "--out", str(out), "--window", "0.2"])  # fmt: skip
+    r = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--checkpoint",
+            str(run / "best.pt"),
+            "--cache",
+            str(cache),
+            "--out",
+            str(out),
+            "--window",
+            "0.2",
+        ],
+    )
     assert r.exit_code == 2 and "--window must be 0" in r.output, r.output
     assert not out.exists()
 
@@ -288,8 +356,9 @@ def test_verify_checksums_without_a_checksums_file_exits_2(synth, tmp_path):
 def test_checksums_listing_none_of_the_tracks_exits_2(synth, tmp_path):
     sums = tmp_path / "other"
     sums.write_text(f"{'a' * 40}  999/999999.mp3\n")
-    r = preprocess(synth, synth.audio_dir, tmp_path / "c", "--verify-checksums",
-                   "--checksums", str(sums))  # fmt: skip
+    r = preprocess(
+        synth, synth.audio_dir, tmp_path / "c", "--verify-checksums", "--checksums", str(sums)
+    )
     assert r.exit_code == 2 and "lists none of the" in r.output, r.output
     assert not (tmp_path / "c").exists()
 
@@ -308,8 +377,18 @@ def test_wrong_subset_for_the_audio_is_refused_unless_allow_missing(tmp_path):
         p = audio_path(audio, tid)
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(encode_mp3(noise(2.0, seed=k, level=0.1), 44100, 128))
-    argv = ["preprocess", "--audio-dir", str(audio), "--metadata-dir", str(meta), "--subset",
-            "large", "--out", str(tmp_path / "c"), *FAST]  # fmt: skip
+    argv = [
+        "preprocess",
+        "--audio-dir",
+        str(audio),
+        "--metadata-dir",
+        str(meta),
+        "--subset",
+        "large",
+        "--out",
+        str(tmp_path / "c"),
+        *FAST,
+    ]
     r = runner.invoke(app, argv)
     assert r.exit_code == 2, r.output
     assert "only 5 of the" in r.output and "--allow-missing" in r.output, r.output

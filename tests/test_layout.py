@@ -78,8 +78,10 @@ def test_preprocess_workers_load_no_pandas_or_torch():
     import subprocess
     import sys
 
-    code = ("import sys, pipeline.extract, pipeline.workers\n"
-            "print('pandas' in sys.modules, 'torch' in sys.modules)")  # fmt: skip
+    code = (
+        "import sys, pipeline.extract, pipeline.workers\n"
+        "print('pandas' in sys.modules, 'torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.stdout.split() == ["False", "False"], out.stderr
 
@@ -89,9 +91,11 @@ def test_info_on_a_cache_loads_no_torch(cache):
     import subprocess
     import sys
 
-    code = ("import sys; from typer.testing import CliRunner; from cli import app\n"
-            f"r = CliRunner().invoke(app, ['info', {str(cache)!r}])\n"
-            "print(r.exit_code, 'torch' in sys.modules)")  # fmt: skip
+    code = (
+        "import sys; from typer.testing import CliRunner; from cli import app\n"
+        f"r = CliRunner().invoke(app, ['info', {str(cache)!r}])\n"
+        "print(r.exit_code, 'torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.stdout.split() == ["0", "False"], out.stderr
 

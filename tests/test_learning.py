@@ -42,9 +42,27 @@ def cache_dir(tmp_path_factory) -> Path:
 
 
 def test_a_small_dataset_gets_min_steps_per_epoch_and_few_steps_warn(cache_dir, tmp_path):
-    r = runner.invoke(app, ["train", "--cache", str(cache_dir), "--out", str(tmp_path / "r"),
-                            "--channels", "8", "--epochs", "1", "--batch-size", "4",
-                            "--crop-seconds", "1", "--min-steps", "15", *CPU])  # fmt: skip
+    r = runner.invoke(
+        app,
+        [
+            "train",
+            "--cache",
+            str(cache_dir),
+            "--out",
+            str(tmp_path / "r"),
+            "--channels",
+            "8",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--crop-seconds",
+            "1",
+            "--min-steps",
+            "15",
+            *CPU,
+        ],
+    )
     assert r.exit_code == 0, r.output
     # 24 tracks, 4 a step: 3 visits of each make 18 steps, the fewest that reach 15
     assert "18 steps of 4 crops per epoch (3 crops of each track)" in r.output
@@ -67,8 +85,9 @@ def test_validation_scores_fixed_crops_and_metrics_say_so(cache_dir, tmp_path):
     assert m["val_scoring"].tolist() == ["mean of 2 crops of 1 s"]
     model = load_model(load_checkpoint(out / "last.pt"))
     val = split_index(open_cache(cache_dir), "validation")
-    figures, _ = validate(model, TASKS["single"], val, np.ones(3, np.float32),
-                          torch.device("cpu"), 50, 400, crops=2)  # fmt: skip
+    figures, _ = validate(
+        model, TASKS["single"], val, np.ones(3, np.float32), torch.device("cpu"), 50, 400, crops=2
+    )
     assert m["val_acc"].iloc[0] == figures["val_acc"]  # weights all 1: balanced training
     out2 = tmp_path / "whole"
     train(tiny(cache_dir, out2, epochs=1, val_crops=0))
@@ -91,22 +110,37 @@ def test_mixup_mixes_pairs_convexly():
 
 def test_mixup_is_a_recipe_setting_that_trains_and_is_recorded(cache_dir, tmp_path):
     recipe = tmp_path / "mix.toml"
-    recipe.write_text("mixup = 0.4\nchannels = 8\nepochs = 2\nbatch_size = 4\n"
-                      "crop_seconds = 1.0\nmin_steps = 0\n")  # fmt: skip
+    recipe.write_text(
+        "mixup = 0.4\nchannels = 8\nepochs = 2\nbatch_size = 4\ncrop_seconds = 1.0\nmin_steps = 0\n"
+    )
     out = tmp_path / "run"
-    r = runner.invoke(app, ["train", "--config", str(recipe), "--cache", str(cache_dir),
-                            "--out", str(out), *CPU])  # fmt: skip
+    r = runner.invoke(
+        app, ["train", "--config", str(recipe), "--cache", str(cache_dir), "--out", str(out), *CPU]
+    )
     assert r.exit_code == 0, r.output
     ck = load_checkpoint(out / "last.pt")
     assert ck.train_config["mixup"] == 0.4
     assert all(np.isfinite(row["train_loss"]) for row in ck.history)
     plain = tmp_path / "plain"
-    r = runner.invoke(app, ["train", "--config", str(recipe), "--set", "mixup=0", "--cache",
-                            str(cache_dir), "--out", str(plain), *CPU])  # fmt: skip
+    r = runner.invoke(
+        app,
+        [
+            "train",
+            "--config",
+            str(recipe),
+            "--set",
+            "mixup=0",
+            "--cache",
+            str(cache_dir),
+            "--out",
+            str(plain),
+            *CPU,
+        ],
+    )
     assert r.exit_code == 0, r.output
-    assert load_checkpoint(plain / "last.pt").history[0]["train_loss"] != ck.history[0][
-        "train_loss"
-    ]
+    assert (
+        load_checkpoint(plain / "last.pt").history[0]["train_loss"] != ck.history[0]["train_loss"]
+    )
 
 
 # ---------------------------------------------------------------- the baseline
@@ -135,17 +169,30 @@ def test_baseline_writes_evaluates_report_files_and_compare_sets_it_beside_mrnet
     cache_dir, tmp_path
 ):
     base = tmp_path / "base"
-    r = runner.invoke(app, ["baseline", "--cache", str(cache_dir), "--out", str(base),
-                            "--no-progress"])  # fmt: skip
+    r = runner.invoke(
+        app, ["baseline", "--cache", str(cache_dir), "--out", str(base), "--no-progress"]
+    )
     assert r.exit_code == 0, r.output
     rep = json.loads((base / "report.json").read_text())
     assert rep["source"]["arch"] == "baseline" and rep["source"]["model_config"]["C"] > 0
     run = tmp_path / "run"
     train(tiny(cache_dir, run, epochs=1))
     ours = tmp_path / "ours"
-    r = runner.invoke(app, ["evaluate", "--checkpoint", str(run / "best.pt"), "--cache",
-                            str(cache_dir), "--out", str(ours), "--device", "cpu",
-                            "--no-progress"])  # fmt: skip
+    r = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--checkpoint",
+            str(run / "best.pt"),
+            "--cache",
+            str(cache_dir),
+            "--out",
+            str(ours),
+            "--device",
+            "cpu",
+            "--no-progress",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert {p.name for p in base.iterdir()} == {p.name for p in ours.iterdir()}
     evaluated = json.loads((ours / "report.json").read_text())
@@ -171,14 +218,27 @@ def test_baseline_on_a_cache_of_mrnet_0_2_computes_statistics_and_writes_nothing
     cache = tmp_path / "cache"
     shutil.copytree(V02 / "cache", cache)
     before = {p: p.read_bytes() for p in cache.rglob("*") if p.is_file()}
-    r = runner.invoke(app, ["baseline", "--cache", str(cache), "--out", str(tmp_path / "b"),
-                            "--no-progress"])  # fmt: skip
+    r = runner.invoke(
+        app, ["baseline", "--cache", str(cache), "--out", str(tmp_path / "b"), "--no-progress"]
+    )
     assert r.exit_code == 0, r.output
     assert "computed from its frames; nothing was written into the cache" in r.output
     assert {p: p.read_bytes() for p in cache.rglob("*") if p.is_file()} == before
-    r = runner.invoke(app, ["evaluate", "--checkpoint", str(V02 / "run" / "best.pt"),
-                            "--cache", str(cache), "--out", str(tmp_path / "e"), "--device",
-                            "cpu", "--no-progress"])  # fmt: skip
+    r = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--checkpoint",
+            str(V02 / "run" / "best.pt"),
+            "--cache",
+            str(cache),
+            "--out",
+            str(tmp_path / "e"),
+            "--device",
+            "cpu",
+            "--no-progress",
+        ],
+    )
     assert r.exit_code == 0 and "baseline: none (the cache holds no track statistics" in r.output
 
 

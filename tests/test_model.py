@@ -12,6 +12,7 @@ ARCHS = ARCHITECTURES.names()
 def build_model(arch: str, n_mels: int, n_classes: int, channels: int = 512) -> torch.nn.Module:
     return build(ModelConfig(arch, n_mels, n_classes, channels=channels))
 
+
 N_MELS = 40
 N_CLASSES = 8
 

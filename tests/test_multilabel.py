@@ -31,14 +31,26 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """A synthetic FMA with 60 two-genre tracks in its large subset (3-s clips)."""
-    return generate(tmp_path_factory.mktemp("multi"), n_per_genre=8, seconds=3.0, jobs=2,
-                    n_multi=60)  # fmt: skip
+    return generate(
+        tmp_path_factory.mktemp("multi"), n_per_genre=8, seconds=3.0, jobs=2, n_multi=60
+    )
 
 
 def pre(data, out: Path, *extra: str, meta: Path | None = None) -> list[str]:
-    return ["preprocess", "--audio-dir", str(data.audio_dir), "--metadata-dir",
-            str(meta or data.metadata_dir), "--subset", "large", "--labels", "top-multi",
-            "--out", str(out), *extra]  # fmt: skip
+    return [
+        "preprocess",
+        "--audio-dir",
+        str(data.audio_dir),
+        "--metadata-dir",
+        str(meta or data.metadata_dir),
+        "--subset",
+        "large",
+        "--labels",
+        "top-multi",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -49,16 +61,33 @@ def cache(data, tmp_path_factory) -> Path:
     return out
 
 
-TRAIN = ["--channels", "16", "--min-steps", "0", "--val-crops", "0", "--batch-size", "8",
-         "--crop-seconds", "2", "--workers", "0",
-         "--device", "cpu", "--lr", "3e-3", "--no-progress"]  # fmt: skip
+TRAIN = [
+    "--channels",
+    "16",
+    "--min-steps",
+    "0",
+    "--val-crops",
+    "0",
+    "--batch-size",
+    "8",
+    "--crop-seconds",
+    "2",
+    "--workers",
+    "0",
+    "--device",
+    "cpu",
+    "--lr",
+    "3e-3",
+    "--no-progress",
+]
 
 
 @pytest.fixture(scope="module")
 def run(cache, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("mr") / "run"
-    r = runner.invoke(app, ["train", "--cache", str(cache), "--out", str(out), "--epochs", "6",
-                            *TRAIN])  # fmt: skip
+    r = runner.invoke(
+        app, ["train", "--cache", str(cache), "--out", str(out), "--epochs", "6", *TRAIN]
+    )
     assert r.exit_code == 0, r.output
     return out
 
@@ -91,8 +120,10 @@ def expected_sets(meta: Path, subset: str, mode: str) -> dict[int, set[str]]:
 def test_label_sets_equal_an_independent_computation(data, mode):
     sel = fma.read_selection(data.metadata_dir, "large", labels=mode, min_label_tracks=1)
     want = expected_sets(data.metadata_dir, "large", mode)
-    got = {int(t): {sel.labels[i] for i in ls} for t, ls in zip(sel.tracks["track_id"],
-                                                               sel.tracks["labels"])}
+    got = {
+        int(t): {sel.labels[i] for i in ls}
+        for t, ls in zip(sel.tracks["track_id"], sel.tracks["labels"])
+    }
     assert got == want
     assert sel.labels == sorted({n for s in want.values() for n in s})
     assert sum(len(s) > 1 for s in got.values()) >= 50  # the two-genre tracks
@@ -142,8 +173,9 @@ def test_skipped_tracks_are_counted_by_reason(data, tmp_path):
     sel = fma.read_selection(meta, "small", labels="top-multi")
     assert sel.skipped == {"malformed_genres": 2, "unknown_genre": 3, "no_genre": 1}
     out = tmp_path / "c"
-    r = runner.invoke(app, pre(data, out, meta=meta)[:-2] + ["--subset", "small", "--out",
-                                                            str(out)])  # fmt: skip
+    r = runner.invoke(
+        app, pre(data, out, meta=meta)[:-2] + ["--subset", "small", "--out", str(out)]
+    )
     assert r.exit_code == 0, r.output
     assert "malformed genres 2" in r.output and "unknown genre 3" in r.output
 
@@ -159,8 +191,11 @@ def frequency_baseline_map(cache: Path, split: str) -> float:
     y = np.array([[n in s.split("|") for n in labels] for s in t["labels"]], np.uint8)
     train, part = y[(t["split"] == "training").to_numpy()], y[(t["split"] == split).to_numpy()]
     probs = np.broadcast_to(train.mean(axis=0), part.shape)
-    aps = [metrics.average_precision_score(part[:, j], probs[:, j])
-           for j in range(len(labels)) if part[:, j].any()]  # fmt: skip
+    aps = [
+        metrics.average_precision_score(part[:, j], probs[:, j])
+        for j in range(len(labels))
+        if part[:, j].any()
+    ]
     return float(np.mean(aps))
 
 
@@ -178,8 +213,19 @@ def test_bce_training_beats_the_label_frequency_baseline(cache, run):
 @pytest.fixture(scope="module")
 def report(cache, run, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("rep") / "rep"
-    r = runner.invoke(app, ["evaluate", "--checkpoint", str(run / "best.pt"), "--cache",
-                            str(cache), "--out", str(out), "--no-progress"])  # fmt: skip
+    r = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--checkpoint",
+            str(run / "best.pt"),
+            "--cache",
+            str(cache),
+            "--out",
+            str(out),
+            "--no-progress",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "mAP" in r.output and "ROC-AUC" in r.output
     return out
@@ -203,8 +249,9 @@ def test_report_figures_recompute_from_predictions_csv(report):
     assert rep["macro_roc_auc"] == pytest.approx(
         np.mean([metrics.roc_auc_score(y[:, j], probs[:, j]) for j in both]), abs=1e-6
     )
-    assert rep["micro_roc_auc"] == pytest.approx(metrics.roc_auc_score(y.ravel(), probs.ravel()),
-                                                 abs=1e-6)  # fmt: skip
+    assert rep["micro_roc_auc"] == pytest.approx(
+        metrics.roc_auc_score(y.ravel(), probs.ravel()), abs=1e-6
+    )
     assert rep["sample_f1"] == pytest.approx(
         metrics.f1_score(y, predicted, average="samples", zero_division=0), abs=1e-6
     )
@@ -213,7 +260,8 @@ def test_report_figures_recompute_from_predictions_csv(report):
         assert m["support"] == int(y[:, j].sum())
         if j in defined:
             assert m["average_precision"] == pytest.approx(
-                metrics.average_precision_score(y[:, j], probs[:, j]), abs=1e-6)
+                metrics.average_precision_score(y[:, j], probs[:, j]), abs=1e-6
+            )
         else:  # no positives in this split: undefined, not 0
             assert m["average_precision"] is None and m["roc_auc"] is None
     per_label = pd.read_csv(report / "per_label.csv", index_col=0)
@@ -223,15 +271,17 @@ def test_report_figures_recompute_from_predictions_csv(report):
 
 def test_predict_prints_the_labels_above_their_thresholds(run, data):
     best = load_checkpoint(run / "best.pt")
-    tid = int(data.tracks.query("subset == 'large' and recipe.str.contains('\\\\+')")
-              ["track_id"].iloc[0])  # fmt: skip
+    tid = int(
+        data.tracks.query("subset == 'large' and recipe.str.contains('\\\\+')")["track_id"].iloc[0]
+    )
     path = fma.audio_path(data.audio_dir, tid)
     r = runner.invoke(app, ["predict", "--checkpoint", str(run / "best.pt"), "--json", str(path)])
     assert r.exit_code == 0, r.output
     row = json.loads(r.stdout)
     assert set(row["probabilities"]) == set(best.labels)
-    above = {n for n, p in row["probabilities"].items()
-             if p >= best.thresholds[best.labels.index(n)]}  # fmt: skip
+    above = {
+        n for n, p in row["probabilities"].items() if p >= best.thresholds[best.labels.index(n)]
+    }
     assert {n for n, _ in row["labels"]} == above
     r = runner.invoke(app, ["predict", "--checkpoint", str(run / "best.pt"), str(path)])
     assert r.exit_code == 0 and str(path) in r.output
@@ -244,8 +294,12 @@ def test_kill_and_resume_is_exact_for_multi_label(cache, tmp_path):
 
     def train(out: Path, *extra: str, **faults: str) -> int:
         env = {**fault_env(**faults), "OMP_NUM_THREADS": "1"}
-        p = subprocess.run([sys.executable, str(ROOT / "cli.py"), *args, "--out", str(out),
-                            *extra], cwd=ROOT, env=env, capture_output=True)  # fmt: skip
+        p = subprocess.run(
+            [sys.executable, str(ROOT / "cli.py"), *args, "--out", str(out), *extra],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+        )
         return p.returncode
 
     assert train(tmp_path / "full") == 0
@@ -257,8 +311,9 @@ def test_kill_and_resume_is_exact_for_multi_label(cache, tmp_path):
         assert torch.allclose(v.float(), b.model[k].float(), atol=1e-6), k
     assert a.thresholds == pytest.approx(b.thresholds)
     cols = list(TIMING_COLUMNS)
-    pd.testing.assert_frame_equal(*(pd.read_csv(tmp_path / r / "metrics.csv").drop(columns=cols)
-                                    for r in ("full", "broken")))  # fmt: skip
+    pd.testing.assert_frame_equal(
+        *(pd.read_csv(tmp_path / r / "metrics.csv").drop(columns=cols) for r in ("full", "broken"))
+    )
 
 
 # ---------------------------------------------------------------- bad input
@@ -297,16 +352,49 @@ def test_every_row_malformed_is_refused(data, tmp_path):
 def test_task_mismatch_is_refused(cache, run, tmp_path):
     single = make_cache(tmp_path / "single", n_per_class=(8, 2, 2))
     single_run = tmp_path / "srun"
-    r = runner.invoke(app, ["train", "--cache", str(single), "--out", str(single_run),
-                            "--epochs", "1", "--channels", "8",
-                            "--min-steps", "0", "--val-crops", "0", "--batch-size", "4",
-                            "--crop-seconds", "1", "--workers", "0", "--no-progress"])  # fmt: skip
+    r = runner.invoke(
+        app,
+        [
+            "train",
+            "--cache",
+            str(single),
+            "--out",
+            str(single_run),
+            "--epochs",
+            "1",
+            "--channels",
+            "8",
+            "--min-steps",
+            "0",
+            "--val-crops",
+            "0",
+            "--batch-size",
+            "4",
+            "--crop-seconds",
+            "1",
+            "--workers",
+            "0",
+            "--no-progress",
+        ],
+    )
     assert r.exit_code == 0, r.output
     for ckpt, other in ((run / "best.pt", single), (single_run / "best.pt", cache)):
-        r = runner.invoke(app, ["evaluate", "--checkpoint", str(ckpt), "--cache", str(other),
-                                "--out", str(tmp_path / "rep"), "--no-progress"])  # fmt: skip
+        r = runner.invoke(
+            app,
+            [
+                "evaluate",
+                "--checkpoint",
+                str(ckpt),
+                "--cache",
+                str(other),
+                "--out",
+                str(tmp_path / "rep"),
+                "--no-progress",
+            ],
+        )
         one_line_error(r, "-label model and cache")
     shutil.copytree(single_run, tmp_path / "resume")
-    r = runner.invoke(app, ["train", "--cache", str(cache), "--out", str(tmp_path / "resume"),
-                            "--resume", *TRAIN])  # fmt: skip
+    r = runner.invoke(
+        app, ["train", "--cache", str(cache), "--out", str(tmp_path / "resume"), "--resume", *TRAIN]
+    )
     one_line_error(r, "single-label model", "multi-label cache")

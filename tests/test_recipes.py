@@ -60,12 +60,24 @@ def test_precedence_defaults_recipe_flags_set(tmp_path):
 
 
 def test_print_config_round_trips(tmp_path):
-    r = runner.invoke(app, ["train", "--config", "demo", "--set", "noise_mean=-0.1,0.1",
-                            "--set", "wandb=none", "--print-config"])  # fmt: skip
+    r = runner.invoke(
+        app,
+        [
+            "train",
+            "--config",
+            "demo",
+            "--set",
+            "noise_mean=-0.1,0.1",
+            "--set",
+            "wandb=none",
+            "--print-config",
+        ],
+    )
     assert r.exit_code == 0, r.output
     (tmp_path / "again.toml").write_text(r.output)
-    again = runner.invoke(app, ["train", "--config", str(tmp_path / "again.toml"),
-                                "--print-config"])  # fmt: skip
+    again = runner.invoke(
+        app, ["train", "--config", str(tmp_path / "again.toml"), "--print-config"]
+    )
     assert again.output == r.output
 
 
@@ -84,8 +96,7 @@ def test_print_config_round_trips(tmp_path):
 )
 def test_bad_settings_are_refused_in_one_line_before_any_work(tmp_path, argv, words):
     out = tmp_path / "run"
-    r = runner.invoke(app, ["train", "--cache", str(tmp_path / "nope"), "--out", str(out),
-                            *argv])  # fmt: skip
+    r = runner.invoke(app, ["train", "--cache", str(tmp_path / "nope"), "--out", str(out), *argv])
     refused(r, *words)
     assert not out.exists()
 
@@ -93,11 +104,14 @@ def test_bad_settings_are_refused_in_one_line_before_any_work(tmp_path, argv, wo
 def test_a_recipe_with_a_wrong_type_or_bad_toml_is_one_line(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('epochs = "many"\n')
-    refused(runner.invoke(app, ["train", "--config", str(bad), "--print-config"]),
-                   f"recipe {bad}: epochs = 'many' is not a int")  # fmt: skip
+    refused(
+        runner.invoke(app, ["train", "--config", str(bad), "--print-config"]),
+        f"recipe {bad}: epochs = 'many' is not a int",
+    )
     bad.write_text("epochs = \n")
-    refused(runner.invoke(app, ["train", "--config", str(bad), "--print-config"]),
-                   "is not valid TOML")  # fmt: skip
+    refused(
+        runner.invoke(app, ["train", "--config", str(bad), "--print-config"]), "is not valid TOML"
+    )
 
 
 def test_resume_keeps_the_runs_settings_and_refuses_a_conflicting_one(tmp_path):
@@ -118,9 +132,21 @@ def test_resume_keeps_the_runs_settings_and_refuses_a_conflicting_one(tmp_path):
 
 
 def test_a_checkpoint_of_mrnet_0_2_evaluates(tmp_path):
-    r = runner.invoke(app, ["evaluate", "--checkpoint", str(V02 / "run" / "best.pt"), "--cache",
-                            str(V02 / "cache"), "--out", str(tmp_path / "rep"), "--device",
-                            "cpu", "--no-progress"])  # fmt: skip
+    r = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--checkpoint",
+            str(V02 / "run" / "best.pt"),
+            "--cache",
+            str(V02 / "cache"),
+            "--out",
+            str(tmp_path / "rep"),
+            "--device",
+            "cpu",
+            "--no-progress",
+        ],
+    )
     assert r.exit_code == 0, r.output
     pred = pd.read_csv(tmp_path / "rep" / "predictions.csv")
     assert len(pred) == 6 and set(pred["true"]) == {"g0", "g1", "g2"}
@@ -131,8 +157,9 @@ def test_a_run_of_mrnet_0_2_resumes_with_its_recorded_settings(tmp_path):
     shutil.copytree(V02 / "run", run)
     shutil.copytree(V02 / "cache", cache)
     before = load_checkpoint(run / "last.pt")
-    r = runner.invoke(app, ["train", "--cache", str(cache), "--out", str(run), "--resume",
-                            "--epochs", "3", *CPU])  # fmt: skip
+    r = runner.invoke(
+        app, ["train", "--cache", str(cache), "--out", str(run), "--resume", "--epochs", "3", *CPU]
+    )
     assert r.exit_code == 0, r.output
     after = load_checkpoint(run / "last.pt")
     assert after.epoch == 3 and after.history[:2] == before.history

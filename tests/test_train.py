@@ -102,8 +102,10 @@ def test_the_epoch_rule_gives_enough_steps_on_any_dataset_size():
     tracks = np.concatenate([t for t, _ in batches])
     assert np.bincount(tracks, minlength=20).tolist() == [plan.passes] * 20  # each k times
     first = crop_plan(lengths, 100, 4, seed=1, epoch=3)  # one pass: as before the rule
-    assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
-               for a, b in zip(first, CropPlan(lengths, 100, 4, seed=1).epoch(3)))  # fmt: skip
+    assert all(
+        np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+        for a, b in zip(first, CropPlan(lengths, 100, 4, seed=1).epoch(3))
+    )
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -177,9 +179,16 @@ def test_checkpoint_plain_and_loadable(trained, cache_dir):
         assert scoring <= set(ckpt)
         assert resuming <= set(ckpt) or name == "best.pt"
         assert ckpt["model_config"] == {
-            "arch": "mrnet", "n_mels": 16, "n_classes": 3, "channels": 16, "embed_dim": 128,
-            "dilations": [2, 3, 4], "scale": 8, "dropout": 0.5, "input_norm": "batch",
-        }  # fmt: skip
+            "arch": "mrnet",
+            "n_mels": 16,
+            "n_classes": 3,
+            "channels": 16,
+            "embed_dim": 128,
+            "dilations": [2, 3, 4],
+            "scale": 8,
+            "dropout": 0.5,
+            "input_norm": "batch",
+        }
         assert not any(k.startswith(("_orig_mod.", "module.")) for k in ckpt["model"])
     ckpt = load_checkpoint(out / "last.pt")
     assert ckpt.epoch == 2 and ckpt.labels == ["g0", "g1", "g2"]
@@ -218,10 +227,12 @@ def test_bad_checkpoints(tmp_path, trained):
     (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     (tmp_path / "text.pt").write_text("epoch,val_acc\n1,0.5\n")
-    for name, words in (("cut.pt", "is truncated or corrupt"),
-                        ("junk.pt", "is not a PyTorch checkpoint file"),
-                        ("text.pt", "is not a PyTorch checkpoint file"),
-                        (".", "is a directory; pass a checkpoint file such as")):  # fmt: skip
+    for name, words in (
+        ("cut.pt", "is truncated or corrupt"),
+        ("junk.pt", "is not a PyTorch checkpoint file"),
+        ("text.pt", "is not a PyTorch checkpoint file"),
+        (".", "is a directory; pass a checkpoint file such as"),
+    ):
         with pytest.raises(BadInput, match=words) as e:
             load_checkpoint(tmp_path / name)
         assert "\n" not in str(e.value) and "(101)" not in str(e.value)
@@ -240,10 +251,32 @@ def run_cli(*args: str, env: dict | None = None) -> subprocess.Popen:
 
 def test_kill_and_resume_is_exact(tmp_path, cache_dir):
     """SIGKILL during epoch 2, --resume: same weights and metrics as an unbroken run."""
-    common = ["--cache", str(cache_dir), "--arch", "mrnet", "--channels", "16",
-              "--min-steps", "0", "--val-crops", "0", "--epochs", "3",
-              "--batch-size", "4", "--crop-seconds", "2", "--workers", "1", "--device", "cpu",
-              "--seed", "5", "--specaugment", "--no-progress"]  # fmt: skip
+    common = [
+        "--cache",
+        str(cache_dir),
+        "--arch",
+        "mrnet",
+        "--channels",
+        "16",
+        "--min-steps",
+        "0",
+        "--val-crops",
+        "0",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "4",
+        "--crop-seconds",
+        "2",
+        "--workers",
+        "1",
+        "--device",
+        "cpu",
+        "--seed",
+        "5",
+        "--specaugment",
+        "--no-progress",
+    ]
     full, broken = tmp_path / "full", tmp_path / "broken"
     procs = [run_cli(*common, "--out", str(full))]
     try:

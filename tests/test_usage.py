@@ -28,9 +28,29 @@ CPU = ("--device", "cpu", "--no-progress")
 
 
 def train_args(cache: Path, out: Path, *extra: str) -> list[str]:
-    return ["train", "--cache", str(cache), "--out", str(out), "--epochs", "2", "--channels",
-            "16", "--batch-size", "8", "--crop-seconds", "2", "--workers", "0", "--min-steps",
-            "0", "--val-crops", "0", *CPU, *extra]  # fmt: skip
+    return [
+        "train",
+        "--cache",
+        str(cache),
+        "--out",
+        str(out),
+        "--epochs",
+        "2",
+        "--channels",
+        "16",
+        "--batch-size",
+        "8",
+        "--crop-seconds",
+        "2",
+        "--workers",
+        "0",
+        "--min-steps",
+        "0",
+        "--val-crops",
+        "0",
+        *CPU,
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +110,16 @@ def test_embed_files_equals_the_cache_and_lists_unreadable_files(run, cache, syn
     broken = [t for t, why in synth.broken.items() if why == "undecodable"]
     files = [str(fma.audio_path(synth.audio_dir, t)) for t in ids + broken]
     e_cache, e_files = tmp_path / "c", tmp_path / "f"
-    r = embed("--checkpoint", str(run / "best.pt"), "--cache", str(cache), "--split", "test",
-              "--out", str(e_cache))  # fmt: skip
+    r = embed(
+        "--checkpoint",
+        str(run / "best.pt"),
+        "--cache",
+        str(cache),
+        "--split",
+        "test",
+        "--out",
+        str(e_cache),
+    )
     assert r.exit_code == 0, r.output
     r = embed("--checkpoint", str(run / "best.pt"), "--out", str(e_files), *files)
     assert r.exit_code == 0, r.output
@@ -111,15 +139,37 @@ def test_embed_refuses_bad_input_and_writes_nothing(run, cache, tmp_path):
     cases = [
         (["--checkpoint", ck, "--cache", str(cache), "--out", str(a_file)], "is a file"),
         (["--checkpoint", ck, "--out", str(tmp_path / "o")], "pass either --cache"),
-        (["--checkpoint", ck, "--cache", str(cache), "--out", str(tmp_path / "o"), "x.mp3"],
-         "pass either --cache"),
-        (["--checkpoint", str(tmp_path / "no.pt"), "--cache", str(cache), "--out",
-          str(tmp_path / "o")], "does not exist"),
-        (["--checkpoint", ck, "--cache", str(tmp_path / "nocache"), "--out",
-          str(tmp_path / "o")], "nocache"),
-        (["--checkpoint", ck, "--out", str(tmp_path / "o"), str(tmp_path / "none.mp3")],
-         "does not exist"),
-    ]  # fmt: skip
+        (
+            ["--checkpoint", ck, "--cache", str(cache), "--out", str(tmp_path / "o"), "x.mp3"],
+            "pass either --cache",
+        ),
+        (
+            [
+                "--checkpoint",
+                str(tmp_path / "no.pt"),
+                "--cache",
+                str(cache),
+                "--out",
+                str(tmp_path / "o"),
+            ],
+            "does not exist",
+        ),
+        (
+            [
+                "--checkpoint",
+                ck,
+                "--cache",
+                str(tmp_path / "nocache"),
+                "--out",
+                str(tmp_path / "o"),
+            ],
+            "nocache",
+        ),
+        (
+            ["--checkpoint", ck, "--out", str(tmp_path / "o"), str(tmp_path / "none.mp3")],
+            "does not exist",
+        ),
+    ]
     for argv, needle in cases:
         r = embed(*argv)
         assert r.exit_code == 2 and needle in r.output, (argv, r.output)
@@ -131,8 +181,16 @@ def test_embed_on_a_full_disk_keeps_the_previous_result(run, cache, synth, small
     """A rerun that runs out of space: one line, exit 2, the old embeddings and index
     intact (not an index beside other embeddings, not a folder without its index)."""
     out = small_disk / "emb"
-    r = embed("--checkpoint", str(run / "best.pt"), "--cache", str(cache), "--split", "test",
-              "--out", str(out))  # fmt: skip
+    r = embed(
+        "--checkpoint",
+        str(run / "best.pt"),
+        "--cache",
+        str(cache),
+        "--split",
+        "test",
+        "--out",
+        str(out),
+    )
     assert r.exit_code == 0, r.output
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     filler = fill(small_disk, leave=4096)  # the whole cache's embeddings need more
@@ -163,13 +221,15 @@ def random_checkpoint(path: Path, **model) -> Path:
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
             m.running_mean.uniform_(-0.5, 0.5)
             m.running_var.uniform_(0.5, 2.0)
-    save(Checkpoint(cfg, FeatureConfig().to_dict(), ["a", "b", "c", "d"], net.state_dict()),
-         path)  # fmt: skip
+    save(Checkpoint(cfg, FeatureConfig().to_dict(), ["a", "b", "c", "d"], net.state_dict()), path)
     return path
 
 
-@pytest.mark.parametrize("model", [{}, {"input_norm": "batch"}, {"arch": "cnn"}],
-                         ids=["mrnet", "mrnet-batch-norm", "cnn"])  # fmt: skip
+@pytest.mark.parametrize(
+    "model",
+    [{}, {"input_norm": "batch"}, {"arch": "cnn"}],
+    ids=["mrnet", "mrnet-batch-norm", "cnn"],
+)
 def test_onnx_logits_equal_torch(tmp_path, model, run):
     import onnx
     import onnxruntime as ort
@@ -202,10 +262,12 @@ def test_export_refuses_bad_input(run, tmp_path):
     torch.save(ck, bad)
     for argv, needle in (
         (["--checkpoint", str(bad), "--out", str(tmp_path / "m.onnx")], "unknown arch"),
-        (["--checkpoint", str(tmp_path / "no.pt"), "--out", str(tmp_path / "m.onnx")],
-         "does not exist"),
+        (
+            ["--checkpoint", str(tmp_path / "no.pt"), "--out", str(tmp_path / "m.onnx")],
+            "does not exist",
+        ),
         (["--checkpoint", str(run / "best.pt"), "--out", str(tmp_path)], "is a folder"),
-    ):  # fmt: skip
+    ):
         r = runner.invoke(app, ["export", *argv])
         assert r.exit_code == 2 and needle in r.output, r.output
     assert not (tmp_path / "m.onnx").exists()
@@ -213,15 +275,21 @@ def test_export_refuses_bad_input(run, tmp_path):
 
 def test_missing_optional_packages_name_their_extra(run, cache, tmp_path):
     """Without onnx (or wandb) installed: one line naming the extra, exit 2."""
-    code = ("import sys; sys.modules[sys.argv[1]] = None; sys.argv = ['mrnet'] + sys.argv[2:]\n"
-            "from cli import app; app()")  # fmt: skip
+    code = (
+        "import sys; sys.modules[sys.argv[1]] = None; sys.argv = ['mrnet'] + sys.argv[2:]\n"
+        "from cli import app; app()"
+    )
     for module, argv, extra in (
-        ("onnxscript", ["export", "--checkpoint", str(run / "best.pt"), "--out",
-                        str(tmp_path / "m.onnx")], "mrnet[export]"),
+        (
+            "onnxscript",
+            ["export", "--checkpoint", str(run / "best.pt"), "--out", str(tmp_path / "m.onnx")],
+            "mrnet[export]",
+        ),
         ("wandb", train_args(cache, tmp_path / "r", "--wandb", "p"), "mrnet[tracking]"),
-    ):  # fmt: skip
-        p = subprocess.run([sys.executable, "-c", code, module, *argv], cwd=ROOT,
-                           capture_output=True, text=True)  # fmt: skip
+    ):
+        p = subprocess.run(
+            [sys.executable, "-c", code, module, *argv], cwd=ROOT, capture_output=True, text=True
+        )
         assert p.returncode == 2 and extra in p.stderr, p.stderr
         assert len(p.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "m.onnx").exists() and not (tmp_path / "r").exists()
@@ -257,13 +325,13 @@ def history(records) -> list[dict]:
     rows = []
     for r in records:
         if r.WhichOneof("record_type") == "history":
-            rows.append({i.key or "/".join(i.nested_key): json.loads(i.value_json)
-                         for i in r.history.item})  # fmt: skip
+            rows.append(
+                {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.history.item}
+            )
     return rows
 
 
-def test_wandb_offline_logs_every_epoch_and_resume_continues_the_run(cache, tmp_path,
-                                                                     monkeypatch):  # fmt: skip
+def test_wandb_offline_logs_every_epoch_and_resume_continues_the_run(cache, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.delenv("WANDB_DIR", raising=False)
     out = tmp_path / "run"
@@ -282,12 +350,17 @@ def test_wandb_offline_logs_every_epoch_and_resume_continues_the_run(cache, tmp_
     for h, (_, row) in zip(logged, metrics.iterrows()):
         assert set(metrics.columns) <= set(h)
         assert h["val_acc"] == pytest.approx(row["val_acc"]) and h["_step"] == row["epoch"]
-    summary = {i.key: json.loads(i.value_json) for x in records
-               if x.WhichOneof("record_type") == "summary" for i in x.summary.update}  # fmt: skip
+    summary = {
+        i.key: json.loads(i.value_json)
+        for x in records
+        if x.WhichOneof("record_type") == "summary"
+        for i in x.summary.update
+    }
     best = load_checkpoint(out / "best.pt")
     assert summary["best/val_acc"] == pytest.approx(best.history[-1]["val_acc"])
-    r = runner.invoke(app, [*train_args(cache, out, "--wandb", "mrnet-test"), "--resume",
-                            "--epochs", "3"])  # fmt: skip
+    r = runner.invoke(
+        app, [*train_args(cache, out, "--wandb", "mrnet-test"), "--resume", "--epochs", "3"]
+    )
     assert r.exit_code == 0, r.output
     runs = sorted(glob.glob(str(out / "wandb" / f"offline-run-*-{run_id}")))
     assert len(runs) == 2  # the same W&B run id, continued
@@ -314,8 +387,19 @@ def seeds(cache, tmp_path_factory) -> list[Path]:
         r = runner.invoke(app, [*train_args(cache, out, "--seed", str(seed)), "--epochs", "1"])
         assert r.exit_code == 0, r.output
         reports.append(root / f"report{seed}")
-        r = runner.invoke(app, ["evaluate", "--checkpoint", str(out / "best.pt"), "--cache",
-                                str(cache), "--out", str(reports[-1]), *CPU])  # fmt: skip
+        r = runner.invoke(
+            app,
+            [
+                "evaluate",
+                "--checkpoint",
+                str(out / "best.pt"),
+                "--cache",
+                str(cache),
+                "--out",
+                str(reports[-1]),
+                *CPU,
+            ],
+        )
         assert r.exit_code == 0, r.output
     return reports
 
@@ -348,9 +432,21 @@ def test_compare_runs_uses_validation_figures(seeds):
 
 def test_compare_refuses_other_splits_labels_and_paths(seeds, run, cache, tmp_path):
     val = tmp_path / "val"
-    r = runner.invoke(app, ["evaluate", "--checkpoint", str(run / "best.pt"), "--cache",
-                            str(cache), "--split", "validation", "--out", str(val),
-                            *CPU])  # fmt: skip
+    r = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--checkpoint",
+            str(run / "best.pt"),
+            "--cache",
+            str(cache),
+            "--split",
+            "validation",
+            "--out",
+            str(val),
+            *CPU,
+        ],
+    )
     assert r.exit_code == 0, r.output
     other = tmp_path / "other"
     other.mkdir()
@@ -392,8 +488,7 @@ def test_runs_from_before_input_norm_resume_with_instance_norm(cache, tmp_path):
     """A last.pt that records no input norm (mrnet 0.1, or 0.2 before the option) is an
     InstanceNorm model, and resumes as one whatever the default is."""
     out = tmp_path / "run"
-    r = runner.invoke(app, [*train_args(cache, out, "--input-norm", "instance"),
-                            "--epochs", "1"])  # fmt: skip
+    r = runner.invoke(app, [*train_args(cache, out, "--input-norm", "instance"), "--epochs", "1"])
     assert r.exit_code == 0, r.output
     ck = torch.load(out / "last.pt", weights_only=True)
     del ck["model_config"]["input_norm"], ck["train_config"]["input_norm"]

@@ -15,8 +15,10 @@ from pipeline.settings import Registry
 
 ARCHITECTURES = Registry(
     "architecture",
-    {"mrnet": "MRNet, the multi-route dilated 1-D CNN of Heo et al. (2025)",
-     "cnn": "the 128x128 mel-image CNN baseline"},  # fmt: skip
+    {
+        "mrnet": "MRNet, the multi-route dilated 1-D CNN of Heo et al. (2025)",
+        "cnn": "the 128x128 mel-image CNN baseline",
+    },
     {"mrnet": "mrnet.model.mrnet:MRNet", "cnn": "mrnet.model.cnn:CNNBaseline"},
 )
 INPUT_NORMS = Registry(

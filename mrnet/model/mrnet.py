@@ -204,9 +204,7 @@ class MRNet(nn.Module):
         self.norm = nn.BatchNorm1d(n_mels) if batch else nn.InstanceNorm1d(n_mels)
         self.dropout = nn.Dropout(cfg.dropout)  # authors: nn.Dropout() i.e. p=0.5
         self.stem = ConvReluBN(n_mels, c, kernel_size=5)
-        self.blocks = nn.ModuleList(
-            MRBlock(c, d, routes=3, scale=cfg.scale) for d in cfg.dilations
-        )
+        self.blocks = nn.ModuleList(MRBlock(c, d, routes=3, scale=cfg.scale) for d in cfg.dilations)
         n = len(cfg.dilations)
         self.long = ConvReluBN(n * c, c)
         self.context = ConvReluBN(n * c, c)

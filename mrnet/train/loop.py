@@ -54,8 +54,9 @@ from pipeline.cache.reader import Cache
 from pipeline.settings import check_choices, flag_of
 
 
-def run(cfg: TrainConfig, recipe: RecipeArgs | None = None,
-        given: set[str] | frozenset = frozenset()) -> Trained | Printed:  # fmt: skip
+def run(
+    cfg: TrainConfig, recipe: RecipeArgs | None = None, given: set[str] | frozenset = frozenset()
+) -> Trained | Printed:
     """`mrnet train`: the settings from defaults < recipe < the flags ``given`` (values in
     ``cfg``) < --set, then train, or print them (--print-config)."""
     recipe = recipe or RecipeArgs()
@@ -77,8 +78,11 @@ def train(cfg: TrainConfig, source: dict | None = None) -> Trained:
     cfg = dataclasses.replace(cfg, cache=Path(cfg.cache), out=Path(cfg.out))
     if source is None:
         default = TrainConfig()
-        source = {f.name: flag_of(f.name) for f in dataclasses.fields(cfg)
-                  if getattr(cfg, f.name) != getattr(default, f.name)}  # fmt: skip
+        source = {
+            f.name: flag_of(f.name)
+            for f in dataclasses.fields(cfg)
+            if getattr(cfg, f.name) != getattr(default, f.name)
+        }
     torchrun = init_distributed(cfg.device)
     try:
         with ExitStack() as stack:
@@ -102,8 +106,9 @@ def _train(cfg: TrainConfig, source: dict, torchrun, stack: ExitStack) -> Traine
             plot_curves(t.history, t.task.select_by, out / "curves.png")
         if t.epoch >= cfg.epochs:
             if main:
-                tqdm.write(f"{out} has already trained {t.epoch} epochs; pass --epochs above "
-                           f"{t.epoch}")  # fmt: skip
+                tqdm.write(
+                    f"{out} has already trained {t.epoch} epochs; pass --epochs above {t.epoch}"
+                )
             return summary(out, t.history, t.task.select_by, main)
     trackers = Trackers(out, cfg.to_dict(), t.run_id, t.epoch + 1, stack) if main else None
     if main:
@@ -143,9 +148,17 @@ def run_epoch(t: Trainer) -> dict:
     crops = cfg.val_crops
     window = t.frames if crops else window_frames(cfg.window, t.cache.feature_config)
     figures, t.thresholds = validate(
-        t.model, t.task, t.val_idx, t.weight, t.device, window, cfg.batch_size * t.frames,
-        torchrun, crops, prior=t.train_idx.label.mean(axis=0),
-    )  # fmt: skip
+        t.model,
+        t.task,
+        t.val_idx,
+        t.weight,
+        t.device,
+        window,
+        cfg.batch_size * t.frames,
+        torchrun,
+        crops,
+        prior=t.train_idx.label.mean(axis=0),
+    )
     t.epoch = epoch
     return {
         "epoch": epoch,
@@ -166,8 +179,10 @@ def baseline_figure(cache: Cache, say: bool) -> float | None:
     None, with a note (``say``), for a cache that has none."""
     if not has_statistics(cache):
         if say:
-            tqdm.write("note: the cache holds no track statistics (made by mrnet 0.2): no "
-                       "baseline to compare with; `mrnet baseline` computes one")  # fmt: skip
+            tqdm.write(
+                "note: the cache holds no track statistics (made by mrnet 0.2): no "
+                "baseline to compare with; `mrnet baseline` computes one"
+            )
         return None
     b = fit_baseline(cache)
     if say:

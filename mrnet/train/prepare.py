@@ -163,8 +163,12 @@ def check_resume(ckpt: Checkpoint, cache: Cache, what: Path) -> None:
 def stored_settings(last: Checkpoint) -> dict:
     """A run's recorded settings; the model's own record decides its shape (runs from
     before --input-norm recorded it in neither place: see ModelConfig.from_dict)."""
-    return {**last.train_config, "arch": last.arch, "channels": last.model_config.channels,
-            "input_norm": last.model_config.input_norm}  # fmt: skip
+    return {
+        **last.train_config,
+        "arch": last.arch,
+        "channels": last.model_config.channels,
+        "input_norm": last.model_config.input_norm,
+    }
 
 
 def claim(cfg: TrainConfig, torchrun: Torchrun, stack: ExitStack) -> Checkpoint | None:

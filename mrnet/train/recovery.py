@@ -80,9 +80,11 @@ def heal_best(t: Trainer, last: Checkpoint, run_epoch) -> None:
     else:
         start = current
         usable = (
-            start is not None and start.resumable and start.epoch < b
+            start is not None
+            and start.resumable
+            and start.epoch < b
             and start.history == last.history[: start.epoch]
-        )  # fmt: skip
+        )
         weights = _replay(t, start if usable else None, b, last, run_epoch)
     t.best_model = weights
     if t.torchrun.main:
@@ -92,15 +94,15 @@ def heal_best(t: Trainer, last: Checkpoint, run_epoch) -> None:
         tqdm.write(f"note: repaired {out}: it held {was}; the best epoch is {b}")
 
 
-def _replay(t: Trainer, start: Checkpoint | None, target: int, last: Checkpoint,
-            run_epoch) -> dict:  # fmt: skip
+def _replay(t: Trainer, start: Checkpoint | None, target: int, last: Checkpoint, run_epoch) -> dict:
     """Train epochs up to ``target`` again from ``start`` (None: from the run's seeded
     initial state, which ``t`` holds when fresh) and return the weights at ``target``."""
     if start is not None:
         t.restore(start)
     if t.torchrun.main:
-        tqdm.write(f"note: rebuilding best.pt: replaying epochs {t.epoch + 1}-{target} of "
-                   f"{t.cfg.out}")  # fmt: skip
+        tqdm.write(
+            f"note: rebuilding best.pt: replaying epochs {t.epoch + 1}-{target} of {t.cfg.out}"
+        )
     while t.epoch < target:
         row = run_epoch(t)
     want, key = last.history[target - 1], t.task.select_by

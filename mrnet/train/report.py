@@ -49,11 +49,15 @@ def validation_scoring(cfg: TrainConfig) -> str:
 def epoch_line(row: dict, epochs: int) -> str:
     """The line printed after an epoch: losses, the task's figures, lr, speed, seconds."""
     if "val_map" in row:
-        figures = (f"train loss {row['train_loss']:.4f}  val loss {row['val_loss']:.4f} "
-                   f"mAP {row['val_map']:.3f} ROC-AUC {row['val_macro_auc']:.3f}")  # fmt: skip
+        figures = (
+            f"train loss {row['train_loss']:.4f}  val loss {row['val_loss']:.4f} "
+            f"mAP {row['val_map']:.3f} ROC-AUC {row['val_macro_auc']:.3f}"
+        )
     else:
-        figures = (f"train loss {row['train_loss']:.4f} acc {row['train_acc']:.3f}  "
-                   f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.3f}")  # fmt: skip
+        figures = (
+            f"train loss {row['train_loss']:.4f} acc {row['train_acc']:.3f}  "
+            f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.3f}"
+        )
     rate = row["samples_per_s"]
     shown = f"{rate:.0f}" if rate >= 10 else f"{rate:.2g}"  # never "0 samples/s"
     return (
@@ -131,8 +135,9 @@ class Printed:
         return self.text.rstrip("\n")
 
 
-def summary(out: Path, history: list[dict], select_by: str, main: bool,
-            baseline: float | None = None) -> Trained:  # fmt: skip
+def summary(
+    out: Path, history: list[dict], select_by: str, main: bool, baseline: float | None = None
+) -> Trained:
     """The run's outcome from its history (see `Trained`).
 
     Args:
@@ -149,7 +154,12 @@ def summary(out: Path, history: list[dict], select_by: str, main: bool,
     b = best_epoch(history, select_by)
     best_row = history[b - 1] if b else None
     return Trained(
-        main=main, run=str(out), epochs=len(history), select_by=select_by,
-        best=best_row[select_by] if best_row else math.nan, best_epoch=b,
-        last=history[-1] if history else None, baseline=baseline,
-    )  # fmt: skip
+        main=main,
+        run=str(out),
+        epochs=len(history),
+        select_by=select_by,
+        best=best_row[select_by] if best_row else math.nan,
+        best_epoch=b,
+        last=history[-1] if history else None,
+        baseline=baseline,
+    )

@@ -41,9 +41,12 @@ def train_epoch(t, epoch: int) -> tuple[float, float, int]:
     plan, steps, seen, counted = t.source.plan.epoch(epoch), len(t.source), 0, False
     check_every = 1 if device.type == "cpu" else 16
     bar = tqdm(  # on rank 0, counting the samples of all processes
-        total=steps * cfg.batch_size * torchrun.world, desc=f"epoch {epoch}/{cfg.epochs}",
-        unit="sample", leave=False, disable=not (cfg.progress and torchrun.main),
-    )  # fmt: skip
+        total=steps * cfg.batch_size * torchrun.world,
+        desc=f"epoch {epoch}/{cfg.epochs}",
+        unit="sample",
+        leave=False,
+        disable=not (cfg.progress and torchrun.main),
+    )
     for step, (x, y) in enumerate(t.source.batches(epoch)):
         x = t.augment(x.to(device, non_blocking=True))
         y = t.task.targets(y.to(device, non_blocking=True))
@@ -80,12 +83,12 @@ def train_epoch(t, epoch: int) -> tuple[float, float, int]:
     return loss_sum / seen, (correct / seen if counted else math.nan), int(seen)
 
 
-def _raise_if_non_finite(first_bad: torch.Tensor, plan: list, index: SplitIndex, epoch: int,
-                         torchrun: Torchrun, cache) -> None:  # fmt: skip
+def _raise_if_non_finite(
+    first_bad: torch.Tensor, plan: list, index: SplitIndex, epoch: int, torchrun: Torchrun, cache
+) -> None:
     """Stop every process at the first step whose loss was not finite (device counter:
     one host sync per check). The process that saw it names its batch's tracks."""
-    code = torch.where(first_bad < _NO_BAD, first_bad * torchrun.world + torchrun.rank,
-                       first_bad)  # fmt: skip
+    code = torch.where(first_bad < _NO_BAD, first_bad * torchrun.world + torchrun.rank, first_bad)
     if torchrun.enabled:
         code = code.to(collective_device())
         dist.all_reduce(code, op=dist.ReduceOp.MIN)
@@ -145,12 +148,16 @@ def validate(
     """
     n_labels = len(weight)
     if len(index) == 0:
-        return {k: math.nan for k in task.metric_columns if k.startswith("val_")
-                and k != "val_tracks"}, None  # fmt: skip
+        return {
+            k: math.nan for k in task.metric_columns if k.startswith("val_") and k != "val_tracks"
+        }, None
     positions = np.arange(torchrun.rank, len(index), torchrun.world)
     share = index.subset(positions)
-    probs_share = (score(model, share, task, device, window, max_frames, crops=crops)
-                   if len(share) else np.zeros((0, n_labels)))  # fmt: skip
+    probs_share = (
+        score(model, share, task, device, window, max_frames, crops=crops)
+        if len(share)
+        else np.zeros((0, n_labels))
+    )
     parts = [(positions, probs_share)]
     if torchrun.enabled:
         parts = [None] * torchrun.world

@@ -104,8 +104,14 @@ class Trainer:
         )
 
 
-def build(cfg: TrainConfig, torchrun: Torchrun, device: torch.device, cache: Cache,
-          train_idx: SplitIndex, val_idx: SplitIndex) -> Trainer:  # fmt: skip
+def build(
+    cfg: TrainConfig,
+    torchrun: Torchrun,
+    device: torch.device,
+    cache: Cache,
+    train_idx: SplitIndex,
+    val_idx: SplitIndex,
+) -> Trainer:
     """A fresh run: seeded initial weights, optimizer, schedule, crops, loss.
 
     Args:
@@ -134,8 +140,9 @@ def build(cfg: TrainConfig, torchrun: Torchrun, device: torch.device, cache: Cac
     )
     weight = task.loss_weights(train_idx.label, len(cache.labels))
     passes = passes_for(len(train_idx), cfg.batch_size, torchrun.world, cfg.min_steps)
-    plan = CropPlan(train_idx.length, frames, cfg.batch_size, cfg.seed, torchrun.rank,
-                    torchrun.world, passes)  # fmt: skip
+    plan = CropPlan(
+        train_idx.length, frames, cfg.batch_size, cfg.seed, torchrun.rank, torchrun.world, passes
+    )
     if cfg.data_on_gpu:
         source = ResidentCrops(train_idx, plan, device)
     else:
@@ -148,9 +155,21 @@ def build(cfg: TrainConfig, torchrun: Torchrun, device: torch.device, cache: Cac
     if torchrun.enabled:  # broadcasts rank 0's parameters and buffers
         net = DDP(net, device_ids=[device.index] if device.type == "cuda" else None)
     return Trainer(
-        cfg=cfg, torchrun=torchrun, device=device, cache=cache, task=task,
-        train_idx=train_idx, val_idx=val_idx, model_config=model_config, model=model,
-        net=net, optimizer=optimizer, scheduler=scheduler, source=source,
+        cfg=cfg,
+        torchrun=torchrun,
+        device=device,
+        cache=cache,
+        task=task,
+        train_idx=train_idx,
+        val_idx=val_idx,
+        model_config=model_config,
+        model=model,
+        net=net,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        source=source,
         criterion=task.criterion(torch.from_numpy(weight).to(device)),
-        augment=Augment.from_config(cfg).to(device), weight=weight, frames=frames,
-    )  # fmt: skip
+        augment=Augment.from_config(cfg).to(device),
+        weight=weight,
+        frames=frames,
+    )

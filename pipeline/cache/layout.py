@@ -1,12 +1,12 @@
 """The cache directory's layout and its manifest: names, columns, path rules, fingerprint.
 
-    cache/<name>/
-      manifest.json   what was computed and where it lives (`Manifest`)
-      tracks.csv      track_id, split, genre, label (single-label) or labels (multi-label),
-                      shard, row, n_frames, + artist, title when the source has them
-      failures.csv    FAILURE_COLUMNS: one row per track that could not be cached
-      shards/<split>-00000.h5 ...   see pipeline.cache.shards
-      .lock           held while a run writes
+cache/<name>/
+  manifest.json   what was computed and where it lives (`Manifest`)
+  tracks.csv      track_id, split, genre, label (single-label) or labels (multi-label),
+                  shard, row, n_frames, + artist, title when the source has them
+  failures.csv    FAILURE_COLUMNS: one row per track that could not be cached
+  shards/<split>-00000.h5 ...   see pipeline.cache.shards
+  .lock           held while a run writes
 """
 
 from __future__ import annotations

@@ -110,8 +110,15 @@ def open_cache(path: str | os.PathLike, *, check_shards: bool = True) -> Cache:
 
 def _read_tracks(root: Path, manifest: Manifest) -> pd.DataFrame:
     id_type = "int64" if manifest.dataset == "fma" else str
-    dtypes = {"track_id": id_type, "split": str, "shard": str, "genre": str, "labels": str,
-              "artist": str, "title": str}  # fmt: skip
+    dtypes = {
+        "track_id": id_type,
+        "split": str,
+        "shard": str,
+        "genre": str,
+        "labels": str,
+        "artist": str,
+        "title": str,
+    }
     try:
         tracks = pd.read_csv(root / TRACKS, dtype=dtypes, keep_default_na=False)
     except (OSError, ValueError) as e:
@@ -230,8 +237,10 @@ def _listed_labels(rows: pd.DataFrame, cache: Cache) -> np.ndarray:
     dummies = rows["labels"].fillna("").astype(str).str.get_dummies("|")
     unknown = sorted(set(dummies.columns) - set(cache.labels))
     if unknown:
-        raise BadInput(f"tracks.csv of {cache.root} names label {unknown[0]!r}, which its "
-                       "manifest does not list; rerun `mrnet preprocess`")  # fmt: skip
+        raise BadInput(
+            f"tracks.csv of {cache.root} names label {unknown[0]!r}, which its "
+            "manifest does not list; rerun `mrnet preprocess`"
+        )
     return dummies.reindex(columns=list(cache.labels), fill_value=0).to_numpy(np.uint8)
 
 

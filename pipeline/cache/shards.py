@@ -39,8 +39,15 @@ FORMAT_VERSION = 2
 CHECKSUM_ALGO = "sha256"
 # the small datasets, in the order the checksum reads them (after `mel`); "label" is
 # "labels" in a multi-label shard
-INDEX_DATASETS = ("offsets", "track_id", "label", "seconds", "failed_track_id", "failed_reason",
-                  "stats")  # fmt: skip
+INDEX_DATASETS = (
+    "offsets",
+    "track_id",
+    "label",
+    "seconds",
+    "failed_track_id",
+    "failed_reason",
+    "stats",
+)
 OPTIONAL_DATASETS = ("stats",)  # absent from older shards: then not part of the checksum
 _COPY_CHUNK = 64 * 2**20
 
@@ -71,8 +78,9 @@ class ShardWriter:
     and renames. It never creates folders. A disk fault becomes a one-line BadInput.
     """
 
-    def __init__(self, path: Path, feature_config: dict, split: str,
-                 n_labels: int | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, path: Path, feature_config: dict, split: str, n_labels: int | None = None
+    ) -> None:
         """``n_labels``: multi-label shard (a track's label is a set of label indices)."""
         self.path = Path(path)
         self.feature_config, self.split, self.n_labels = feature_config, split, n_labels
@@ -120,8 +128,7 @@ class ShardWriter:
             self._spill.truncate()
         self._frames = 0
 
-    def end_track(self, track_id: int | str, label: int | tuple[int, ...],
-                  seconds: float) -> None:  # fmt: skip
+    def end_track(self, track_id: int | str, label: int | tuple[int, ...], seconds: float) -> None:
         """Close the current track (its frames came through `append`)."""
         if self._frames == 0:
             raise ValueError(f"track {track_id} has no frames")
@@ -133,8 +140,9 @@ class ShardWriter:
         self._track_stats = TrackStats(self.n_mels)
         self._frames = 0
 
-    def add(self, track_id: int | str, label: int | tuple[int, ...], mel: np.ndarray,
-            seconds: float) -> None:  # fmt: skip
+    def add(
+        self, track_id: int | str, label: int | tuple[int, ...], mel: np.ndarray, seconds: float
+    ) -> None:
         """Add a whole track: `append` its frames, then `end_track`.
 
         Args:

@@ -52,8 +52,9 @@ class VerifyReport:
         return None if self.ok or self.repaired else str(damaged_error(self))
 
 
-def check_shard(root: Path, entry: dict, manifest: Manifest, expected_ids: np.ndarray | None
-                ) -> tuple[list[str], int, bool]:  # fmt: skip
+def check_shard(
+    root: Path, entry: dict, manifest: Manifest, expected_ids: np.ndarray | None
+) -> tuple[list[str], int, bool]:
     """Check one manifest shard entry: header, checksum, finite frames, track ids.
 
     Args:
@@ -178,8 +179,14 @@ def check_checksums(root: Path, shards: Iterable[ShardIndex], progress: bool = F
     without a recorded checksum (mrnet 0.1) are checked for finite frames only."""
     todo = [s for s in shards if _key(s) not in _sound]
     total = sum(s.mel_shape[0] * s.mel_shape[1] * 2 for s in todo)
-    bar = tqdm(total=total, unit="B", unit_scale=True, desc="checksums", leave=False,
-               disable=not progress or not todo)  # fmt: skip
+    bar = tqdm(
+        total=total,
+        unit="B",
+        unit_scale=True,
+        desc="checksums",
+        leave=False,
+        disable=not progress or not todo,
+    )
     with bar:
         for s in todo:
             recomputed, bad = scan(s)

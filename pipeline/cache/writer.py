@@ -113,24 +113,36 @@ class CacheWriter:
                 part["genre"], part["label"] = label_names[idx.label], idx.label.astype(int)
             part.update(shard=name, row=np.arange(len(idx)), n_frames=np.diff(idx.offsets))
             parts.append(pd.DataFrame(part))
-            failed.append(pd.DataFrame({"track_id": idx.failed_track_id,
-                                        "reason": idx.failed_reason}))  # fmt: skip
+            failed.append(
+                pd.DataFrame({"track_id": idx.failed_track_id, "reason": idx.failed_reason})
+            )
             hours += float(idx.seconds.sum()) / 3600
-            shard_rows.append({"name": name, "split": idx.split, "tracks": len(idx),
-                               "failed": len(idx.failed_track_id),
-                               "frames": int(idx.mel_shape[0]), "checksum": idx.checksum})
+            shard_rows.append(
+                {
+                    "name": name,
+                    "split": idx.split,
+                    "tracks": len(idx),
+                    "failed": len(idx.failed_track_id),
+                    "frames": int(idx.mel_shape[0]),
+                    "checksum": idx.checksum,
+                }
+            )
             s = splits.setdefault(idx.split, {"tracks": 0, "failed": 0, "shards": 0, "frames": 0})
             s["tracks"] += len(idx)
             s["failed"] += len(idx.failed_track_id)
             s["shards"] += 1
             s["frames"] += int(idx.mel_shape[0])
         columns = track_columns(m.task)
-        tracks = pd.concat(parts, ignore_index=True)[columns] if parts else \
-            pd.DataFrame(columns=columns)  # fmt: skip
+        tracks = (
+            pd.concat(parts, ignore_index=True)[columns] if parts else pd.DataFrame(columns=columns)
+        )
         if extra is not None:
             tracks = tracks.join(extra[[c for c in EXTRA_COLUMNS if c in extra]], on="track_id")
-        fails = pd.concat(failed, ignore_index=True) if failed else \
-            pd.DataFrame(columns=["track_id", "reason"])  # fmt: skip
+        fails = (
+            pd.concat(failed, ignore_index=True)
+            if failed
+            else pd.DataFrame(columns=["track_id", "reason"])
+        )
         where = pd.Series(paths or {}, dtype=object)
         fails["path"] = where.reindex(fails["track_id"]).fillna("").astype(str).to_numpy()
         fails = fails[FAILURE_COLUMNS].sort_values("track_id", kind="stable")
@@ -192,8 +204,7 @@ def write_cache(
     Returns:
         The completed manifest.
     """
-    m = Manifest(feature_config=feature_config, labels=list(labels), plan={}, source={},
-                 **manifest)  # fmt: skip
+    m = Manifest(feature_config=feature_config, labels=list(labels), plan={}, source={}, **manifest)
     names: list[str] = []
     with CacheWriter(root, m) as w:
         open_writers: dict[str, tuple[ShardWriter, int]] = {}

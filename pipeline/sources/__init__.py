@@ -31,19 +31,21 @@ SPLITS = ("training", "validation", "test")
 # each dataset is one module here with ``selection(opts: PreprocessOptions) -> Selection``
 DATASETS = Registry(
     "dataset",
-    {"fma": "FMA: tracks.csv / genres.csv, subsets, the official split",
-     "gtzan": "GTZAN in either download layout: the filtered split, or k-fold",
-     "folder": "one sub-folder of audio per label, any nesting"},  # fmt: skip
+    {
+        "fma": "FMA: tracks.csv / genres.csv, subsets, the official split",
+        "gtzan": "GTZAN in either download layout: the filtered split, or k-fold",
+        "folder": "one sub-folder of audio per label, any nesting",
+    },
     {name: f"pipeline.sources.{name}:selection" for name in ("fma", "gtzan", "folder")},
 )
-SUBSETS = Registry(
-    "FMA subset", {"small": "8,000 tracks", "medium": "25,000", "large": "106,574"}
-)
+SUBSETS = Registry("FMA subset", {"small": "8,000 tracks", "medium": "25,000", "large": "106,574"})
 LABEL_SCHEMES = Registry(
     "label scheme",
-    {"top": "one top-level genre per track (single-label)",
-     "top-multi": "every top-level genre of a track (multi-label)",
-     "all": "every genre of a track, by title (multi-label)"},  # fmt: skip
+    {
+        "top": "one top-level genre per track (single-label)",
+        "top-multi": "every top-level genre of a track (multi-label)",
+        "all": "every genre of a track, by title (multi-label)",
+    },
 )
 
 
@@ -90,9 +92,7 @@ class Selection:
             names = pd.Series(self.labels, dtype=str).iloc[self.tracks["label"]]
             splits = self.tracks["split"]
         table = pd.crosstab(names.to_numpy(), splits.to_numpy())
-        return table.reindex(index=self.labels, columns=list(SPLITS), fill_value=0).astype(
-            "int64"
-        )
+        return table.reindex(index=self.labels, columns=list(SPLITS), fill_value=0).astype("int64")
 
     def missing_labels(self) -> str | None:
         """Which labels have no track in which (non-empty) split, in one line; None when

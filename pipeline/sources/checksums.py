@@ -37,8 +37,9 @@ def read_checksums(path: Path) -> dict[str, str]:
     return sums
 
 
-def expected_sha1s(paths: list[str], audio_dir: Path, sums: dict[str, str],
-                   where: Path) -> list[str | None]:  # fmt: skip
+def expected_sha1s(
+    paths: list[str], audio_dir: Path, sums: dict[str, str], where: Path
+) -> list[str | None]:
     """The listed SHA-1 of each file; BadInput when none of them is listed (a checksums
     file for other files).
 
@@ -62,5 +63,5 @@ def expected_sha1s(paths: list[str], audio_dir: Path, sums: dict[str, str],
 
 
 def _relative(path: str, prefix: str) -> str:
-    rel = path[len(prefix):] if path.startswith(prefix) else path
+    rel = path[len(prefix) :] if path.startswith(prefix) else path
     return rel.replace(os.sep, "/") if os.sep != "/" else rel

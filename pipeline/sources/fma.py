@@ -260,8 +260,9 @@ def genre_lists(column: pd.Series) -> tuple[pd.Series, np.ndarray]:
     return ids, ~ok
 
 
-def select_multi(tracks: pd.DataFrame, subset: str, genres: pd.DataFrame, mode: str,
-                 min_label_tracks: int = 50) -> Selection:  # fmt: skip
+def select_multi(
+    tracks: pd.DataFrame, subset: str, genres: pd.DataFrame, mode: str, min_label_tracks: int = 50
+) -> Selection:
     """Multi-label tracks of ``subset`` from ``track.genres_all`` and genres.csv.
 
     ``top-multi``: a track's labels are the top-level genres of its genres_all (the
@@ -312,9 +313,13 @@ def select_multi(tracks: pd.DataFrame, subset: str, genres: pd.DataFrame, mode: 
         "unknown_genre": int((~malformed & ~empty & unknown).sum()),
         "no_split": int((usable & ~has_split).sum()),
     }
-    out = pd.DataFrame({"track_id": part.index.to_numpy()[keep].astype(np.int64),
-                        "split": split[keep].astype(str).to_numpy(),
-                        "names": sets[keep].to_numpy()})  # fmt: skip
+    out = pd.DataFrame(
+        {
+            "track_id": part.index.to_numpy()[keep].astype(np.int64),
+            "split": split[keep].astype(str).to_numpy(),
+            "names": sets[keep].to_numpy(),
+        }
+    )
     dropped: list[str] = []
     if mode == "all":
         training = out[out["split"] == "training"]["names"]
@@ -337,10 +342,14 @@ def select_multi(tracks: pd.DataFrame, subset: str, genres: pd.DataFrame, mode: 
     rank = out["split"].map({s: i for i, s in enumerate(SPLITS)}).to_numpy()
     out = out.iloc[np.lexsort((out["track_id"].to_numpy(), rank))].reset_index(drop=True)
     return Selection(
-        tracks=out[["track_id", "split", "labels"]], labels=labels, dataset="fma",
-        subset=subset, task="multi", skipped={k: v for k, v in skipped.items() if v},
+        tracks=out[["track_id", "split", "labels"]],
+        labels=labels,
+        dataset="fma",
+        subset=subset,
+        task="multi",
+        skipped={k: v for k, v in skipped.items() if v},
         dropped_labels=dropped,
-    )  # fmt: skip
+    )
 
 
 def _unique_titles(genres: pd.DataFrame) -> dict[int, str]:
@@ -350,8 +359,13 @@ def _unique_titles(genres: pd.DataFrame) -> dict[int, str]:
     return {int(i): f"{t} ({i})" if t in shared else t for i, t in titles.items()}
 
 
-def read_selection(metadata_dir: Path, subset: str, audio_dir: Path | None = None,
-                   labels: str = "top", min_label_tracks: int = 50) -> Selection:  # fmt: skip
+def read_selection(
+    metadata_dir: Path,
+    subset: str,
+    audio_dir: Path | None = None,
+    labels: str = "top",
+    min_label_tracks: int = 50,
+) -> Selection:
     """The selection of ``subset`` for ``labels``, read from FMA's metadata.
 
     Args:
@@ -397,12 +411,12 @@ def selection(opts: PreprocessOptions) -> Selection:
     official split and no folds)."""
     if opts.metadata_dir is None:
         raise BadInput(
-            "--dataset fma needs --metadata-dir pointing at fma_metadata/ (from "
-            "fma_metadata.zip)"
+            "--dataset fma needs --metadata-dir pointing at fma_metadata/ (from fma_metadata.zip)"
         )
     no_folds(opts, "FMA has its official split")
-    sel = read_selection(opts.metadata_dir, opts.subset, opts.audio_dir, opts.labels,
-                         opts.min_label_tracks)  # fmt: skip
+    sel = read_selection(
+        opts.metadata_dir, opts.subset, opts.audio_dir, opts.labels, opts.min_label_tracks
+    )
     if sel.tracks.empty:
         skipped = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in sel.skipped.items())
         raise BadInput(

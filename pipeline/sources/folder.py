@@ -25,8 +25,12 @@ from pipeline.sources.split import fold_splits, ratio_splits, stratified_folds
 if TYPE_CHECKING:
     from pipeline.options import PreprocessOptions
 
-SPLIT_FOLDERS = {"train": "training", "valid": "validation", "validation": "validation",
-                 "test": "test"}  # fmt: skip
+SPLIT_FOLDERS = {
+    "train": "training",
+    "valid": "validation",
+    "validation": "validation",
+    "test": "test",
+}
 
 
 def _subfolders(folder: Path) -> list[Path]:
@@ -55,8 +59,9 @@ def split_layout(audio_dir: Path) -> dict[str, Path] | None:
     return layout
 
 
-def read_selection(audio_dir: Path, seed: int = 0, folds: int | None = None,
-                   fold: int | None = None) -> Selection:  # fmt: skip
+def read_selection(
+    audio_dir: Path, seed: int = 0, folds: int | None = None, fold: int | None = None
+) -> Selection:
     """The tracks of the label folders under ``audio_dir`` (see the module docstring).
 
     Args:
@@ -125,7 +130,6 @@ def read_selection(audio_dir: Path, seed: int = 0, folds: int | None = None,
         source={"audio_dir": str(audio_dir)},
         warnings=warnings + ([unsupported_note(unreadable)] if unreadable else []),
     )
-
 
 
 def selection(opts: PreprocessOptions) -> Selection:

@@ -30,8 +30,18 @@ from pipeline.sources.split import fold_splits, stratified_folds
 if TYPE_CHECKING:
     from pipeline.options import PreprocessOptions
 
-GENRES = ("blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop",
-          "reggae", "rock")  # fmt: skip
+GENRES = (
+    "blues",
+    "classical",
+    "country",
+    "disco",
+    "hiphop",
+    "jazz",
+    "metal",
+    "pop",
+    "reggae",
+    "rock",
+)
 LAYOUTS = (".", "genres", "genres_original", "Data/genres_original")
 _FIX = "pass --audio-dir pointing at genres/ (original archive) or Data/genres_original/ (Kaggle)"
 
@@ -57,8 +67,7 @@ def filtered_split() -> dict[str, str]:
     is parsed, not imported: importing it would load torch into this process."""
     spec = importlib.util.find_spec("torchaudio")
     path = Path(spec.submodule_search_locations[0]) / "datasets" / "gtzan.py"
-    names = {"filtered_train": "training", "filtered_valid": "validation",
-             "filtered_test": "test"}  # fmt: skip
+    names = {"filtered_train": "training", "filtered_valid": "validation", "filtered_test": "test"}
     split: dict[str, str] = {}
     for node in ast.parse(path.read_text()).body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1:
@@ -70,8 +79,9 @@ def filtered_split() -> dict[str, str]:
     return split
 
 
-def read_selection(audio_dir: Path, folds: int | None = None, fold: int | None = None,
-                   seed: int = 0) -> Selection:  # fmt: skip
+def read_selection(
+    audio_dir: Path, folds: int | None = None, fold: int | None = None, seed: int = 0
+) -> Selection:
     """The GTZAN tracks under ``audio_dir`` with the filtered split, or a fold of
     stratified cross-validation.
 
@@ -119,7 +129,6 @@ def read_selection(audio_dir: Path, folds: int | None = None, fold: int | None =
         source={"audio_dir": str(root)},
         warnings=[unsupported_note(unreadable)] if unreadable else [],
     )
-
 
 
 def selection(opts: PreprocessOptions) -> Selection:

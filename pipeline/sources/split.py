@@ -1,11 +1,11 @@
 """Stratified split assignments: pure functions of the sorted track keys and a seed.
 
-    stratified_folds  fold index per track: every label's tracks dealt round-robin over
-                      N folds after a seeded shuffle (folds differ by at most one track
-                      per label)
-    fold_splits       fold K is test, fold (K + 1) mod N validation, the rest training
-    ratio_splits      80/10/10 per label (at least one validation and one test track for
-                      a label of three or more)
+stratified_folds  fold index per track: every label's tracks dealt round-robin over
+                  N folds after a seeded shuffle (folds differ by at most one track
+                  per label)
+fold_splits       fold K is test, fold (K + 1) mod N validation, the rest training
+ratio_splits      80/10/10 per label (at least one validation and one test track for
+                  a label of three or more)
 """
 
 from __future__ import annotations

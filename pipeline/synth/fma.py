@@ -315,9 +315,17 @@ def _multi_genre_rows(n: int, fmt: dict, seed: int, artist: list[int]) -> list[d
         a, b = (SMALL_GENRES[int(i)] for i in rng.choice(len(SMALL_GENRES), 2, replace=False))
         genres = tuple(sorted(set(_genre_ids(a, rng)) | set(_genre_ids(b, rng))))
         artist[0] += 1
-        rows.append(dict(subset="large", split=SPLITS[int(rng.choice(3, p=[0.8, 0.1, 0.1]))],
-                         genre_top=None, genres=genres, artist_id=artist[0],
-                         recipe=f"{RECIPE_OF[a]}+{RECIPE_OF[b]}", **fmt))  # fmt: skip
+        rows.append(
+            dict(
+                subset="large",
+                split=SPLITS[int(rng.choice(3, p=[0.8, 0.1, 0.1]))],
+                genre_top=None,
+                genres=genres,
+                artist_id=artist[0],
+                recipe=f"{RECIPE_OF[a]}+{RECIPE_OF[b]}",
+                **fmt,
+            )
+        )
     return rows
 
 
@@ -438,8 +446,9 @@ def _render(spec: TrackSpec) -> np.ndarray:
     """The track's audio; a recipe "A+B" mixes two renderings at equal loudness."""
     parts = spec.recipe.split("+")
     seeds = [spec.seed + k * 0x9E37 for k in range(len(parts))]
-    clips = [render(r, spec.seconds, spec.sample_rate, spec.channels, s)
-             for r, s in zip(parts, seeds)]  # fmt: skip
+    clips = [
+        render(r, spec.seconds, spec.sample_rate, spec.channels, s) for r, s in zip(parts, seeds)
+    ]
     if len(clips) == 1:
         return clips[0]
     mix = sum(c / max(float(np.abs(c).max()), 1e-9) for c in clips)

@@ -28,8 +28,14 @@ def _write(path: Path, recipe: str, seconds: float, seed: int) -> None:
     write_atomic(path, lambda f: soundfile.write(f, x, SAMPLE_RATE, format=fmt, subtype=subtype))
 
 
-def generate(out_dir: Path, n_per_label: int = 6, seconds: float = 4.0, seed: int = 0,
-             splits: bool = False, labels: dict[str, str] = LABELS) -> dict[str, Path]:  # fmt: skip
+def generate(
+    out_dir: Path,
+    n_per_label: int = 6,
+    seconds: float = 4.0,
+    seed: int = 0,
+    splits: bool = False,
+    labels: dict[str, str] = LABELS,
+) -> dict[str, Path]:
     """Write the dataset: stereo clips at SAMPLE_RATE, cycling through FORMATS.
 
     Args:

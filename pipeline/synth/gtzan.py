@@ -66,9 +66,15 @@ def _write(args: tuple) -> None:
     write_atomic(path, lambda f: soundfile.write(f, x, SAMPLE_RATE, format=fmt, subtype="PCM_16"))
 
 
-def generate(out_dir: Path, layout: str = "original", n_per_genre: int = 100,
-             seconds: float = 30.0, seed: int = 0, jobs: int = 1,
-             genres: tuple[str, ...] = GENRES) -> GTZANDataset:  # fmt: skip
+def generate(
+    out_dir: Path,
+    layout: str = "original",
+    n_per_genre: int = 100,
+    seconds: float = 30.0,
+    seed: int = 0,
+    jobs: int = 1,
+    genres: tuple[str, ...] = GENRES,
+) -> GTZANDataset:
     """Write ``n_per_genre`` mono clips of each genre (ids <genre>.00000 ...) under
     ``out_dir``.
 

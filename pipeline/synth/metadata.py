@@ -28,8 +28,10 @@ from pipeline.synth.sound import SMALL_GENRES
 FMA_TRACKS = 106_574
 FMA_SHARES = {"small": 8_000 / FMA_TRACKS, "medium": 17_000 / FMA_TRACKS}
 WITH_GENRE_TOP = 49_598 / FMA_TRACKS
-_WORDS = ("synthetic music archive track artist album release label tour band song "
-          "record studio live session remix edition").split()  # fmt: skip
+_WORDS = (
+    "synthetic music archive track artist album release label tour band song "
+    "record studio live session remix edition"
+).split()
 
 
 def full_size_specs(n_tracks: int = FMA_TRACKS, seed: int = 0) -> list[TrackSpec]:
@@ -53,14 +55,27 @@ def full_size_specs(n_tracks: int = FMA_TRACKS, seed: int = 0) -> list[TrackSpec
             genre = medium_genres[i % len(medium_genres)]
         else:
             genre = tops[int(rng.integers(len(tops)))] if i - n_small - n_medium < n_top else None
-        genres = ((TOP_GENRE_IDS[genre],) if genre else
-                  tuple(sorted({int(g) for g in rng.choice(subs, 2)})))  # fmt: skip
-        specs.append(TrackSpec(
-            track_id=0, subset=str(subset[i]), split=str(split_of_artist[artist[i]]),
-            genre_top=genre, genres=genres, recipe=SMALL_GENRES[i % len(SMALL_GENRES)],
-            artist_id=int(artist[i]), seconds=30.0, sample_rate=44100, channels=2,
-            bit_rate=320, seed=i,
-        ))  # fmt: skip
+        genres = (
+            (TOP_GENRE_IDS[genre],)
+            if genre
+            else tuple(sorted({int(g) for g in rng.choice(subs, 2)}))
+        )
+        specs.append(
+            TrackSpec(
+                track_id=0,
+                subset=str(subset[i]),
+                split=str(split_of_artist[artist[i]]),
+                genre_top=genre,
+                genres=genres,
+                recipe=SMALL_GENRES[i % len(SMALL_GENRES)],
+                artist_id=int(artist[i]),
+                seconds=30.0,
+                sample_rate=44100,
+                channels=2,
+                bit_rate=320,
+                seed=i,
+            )
+        )
     ids = np.sort(rng.choice(np.arange(2, int(n_tracks * 1.46) + 3), n_tracks, replace=False))
     order = rng.permutation(n_tracks)  # subsets and genres interleave in id order
     return sorted(
@@ -69,8 +84,9 @@ def full_size_specs(n_tracks: int = FMA_TRACKS, seed: int = 0) -> list[TrackSpec
     )
 
 
-def full_size_metadata(out_dir: Path, n_tracks: int = FMA_TRACKS, seed: int = 0,
-                       text_bytes: int = 2_000) -> list[TrackSpec]:  # fmt: skip
+def full_size_metadata(
+    out_dir: Path, n_tracks: int = FMA_TRACKS, seed: int = 0, text_bytes: int = 2_000
+) -> list[TrackSpec]:
     """Write ``out_dir``/tracks.csv and genres.csv for ``full_size_specs`` (no audio).
 
     Args:

@@ -618,8 +618,14 @@ BORROWED: dict[str, Callable[[_Ctx], np.ndarray]] = {
 }
 
 
-def render(recipe: str, seconds: float, sample_rate: int, channels: int, seed: int,
-           tempo: tuple[float, float] | None = None) -> np.ndarray:  # fmt: skip
+def render(
+    recipe: str,
+    seconds: float,
+    sample_rate: int,
+    channels: int,
+    seed: int,
+    tempo: tuple[float, float] | None = None,
+) -> np.ndarray:
     """Synthesise one clip, deterministic in ``seed``.
 
     Args:
@@ -658,5 +664,3 @@ def render(recipe: str, seconds: float, sample_rate: int, channels: int, seed: i
     if channels == 1:
         return out.mean(axis=1, keepdims=True)
     return out
-
-

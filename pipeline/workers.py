@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 from collections.abc import Callable, Iterator
 
 from pipeline.errors import BadInput
@@ -26,11 +27,39 @@ def local_cores() -> int:
     return len(os.sched_getaffinity(0))
 
 
+def _start_workers_without_sigint() -> None:
+    """Start loky workers with SIGINT blocked (a signal mask survives exec). Ctrl-C
+    reaches the whole process group, and a worker still importing its modules would print
+    a KeyboardInterrupt traceback of its own; this way only this process sees it, stops
+    the run and terminates the workers (their temporary files are removed here)."""
+    from multiprocessing import resource_tracker as mp_tracker
+
+    from joblib.externals.loky.backend import popen_loky_posix, resource_tracker
+
+    launch = popen_loky_posix.Popen._launch
+    if getattr(launch, "without_sigint", False):
+        return
+
+    def _launch(self, process_obj):
+        # starting a resource tracker unblocks SIGINT: both are started first
+        resource_tracker.ensure_running()
+        mp_tracker.ensure_running()
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            return launch(self, process_obj)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+    _launch.without_sigint = True
+    popen_loky_posix.Popen._launch = _launch
+
+
 @contextlib.contextmanager
 def _backend(backend: str, scheduler: str | None) -> Iterator[None]:
     from joblib import parallel_config
 
     if backend == "loky":
+        _start_workers_without_sigint()
         # one thread per worker: n busy workers on n cores, no oversubscription
         with parallel_config(backend="loky", inner_max_num_threads=1):
             yield

@@ -225,6 +225,42 @@ def test_signal_to_the_process_group(world, tmp_path, command, fault):
 # ---------------------------------------------------------------- the file system
 
 
+def test_preprocess_workers_leave_ctrl_c_to_the_main_process(world, tmp_path):
+    """Ctrl-C reaches the whole process group: a worker still importing its modules would
+    print a KeyboardInterrupt traceback of its own (seen under load). Workers start with
+    SIGINT blocked; the main process stops the run and terminates them."""
+    out, mark = tmp_path / "out", tmp_path / "held"
+    env = {**fault_env(hold=f"shard:{mark}"), "OMP_NUM_THREADS": "1"}
+    p = subprocess.Popen(
+        [sys.executable, str(ROOT / "cli.py"), *argv("preprocess", world, out)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 120
+        while not mark.exists():
+            assert p.poll() is None and time.time() < deadline
+            time.sleep(0.05)
+        blocked = {}
+        for status in Path("/proc").glob("[0-9]*/status"):
+            try:
+                fields = dict(ln.split(":\t", 1) for ln in status.read_text().splitlines())
+            except (OSError, ValueError):
+                continue  # a process that ended meanwhile
+            if (
+                int(fields.get("PPid", "0")) == p.pid
+                and "popen_loky_posix" in (status.parent / "cmdline").read_text()
+            ):
+                blocked[status.parent.name] = int(fields["SigBlk"], 16) >> (signal.SIGINT - 1) & 1
+        assert blocked and all(blocked.values()), blocked
+    finally:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+
+
 @pytest.fixture
 def read_only(tmp_path) -> Path:
     """A real read-only file system (a tmpfs mounted ro; root can write everywhere else)."""

@@ -43,8 +43,9 @@ def run(opts: BaselineOptions) -> Fitted:
             f"split {opts.split!r} of cache {opts.cache} has no tracks; use one of {known}"
         )
     computed = not has_statistics(cache)
-    if computed:  # the frames are read: check them first, as evaluate does
-        check_checksums(cache.root, cache.shards.values(), opts.progress)
+    # statistics and frames are both under the shard checksums: figures only from sound
+    # bytes, as evaluate
+    check_checksums(cache.root, cache.shards.values(), opts.progress)
     b = fit(cache, opts.progress)
     index = split_index(cache, opts.split)
     rep, probs = report(b, cache, index, opts.progress)

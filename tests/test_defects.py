@@ -154,6 +154,11 @@ def test_evaluate_and_embed_refuse_a_shard_whose_bytes_changed(folder_run, tmp_p
     )
     refused(r, "no longer matches its checksum")
     assert not (tmp_path / "emb").exists()
+    r = runner.invoke(
+        app, ["baseline", "--cache", str(cache), "--out", str(tmp_path / "base"), "--no-progress"]
+    )  # the stored statistics sit under the same checksum
+    refused(r, "no longer matches its checksum")
+    assert not (tmp_path / "base").exists()
 
 
 # ---------------------------------------------------------------- 3. a label without training

@@ -145,26 +145,34 @@ def cli_train(cache: Path, out: Path, *extra: str):
             str(out),
             "--device",
             "cpu",
-            "--workers",
-            "0",
             "--arch",
             "mrnet",
-            "--channels",
-            "8",
-            "--min-steps",
-            "0",
-            "--val-crops",
-            "0",
-            "--epochs",
-            "1",
-            "--batch-size",
-            "4",
-            "--crop-seconds",
-            "1",
-            "--no-progress",
+            *tiny_args(),
             *extra,
         ],
     )
+
+
+def tiny_args(crop_seconds: float = 1.0, workers: int = 0) -> list[str]:
+    """CLI arguments of a small, fast training run for tests of everything but learning:
+    MRNet C=8, one epoch of one crop per track, whole validation tracks, no progress bar."""
+    return [
+        "--channels",
+        "8",
+        "--min-steps",
+        "0",
+        "--val-crops",
+        "0",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--crop-seconds",
+        str(crop_seconds),
+        "--workers",
+        str(workers),
+        "--no-progress",
+    ]
 
 
 def one_line_error(r, *words: str, alone: bool = False) -> str:

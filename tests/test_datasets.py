@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import ROOT, cache_content, fault_env, one_line_error
+from helpers import ROOT, cache_content, fault_env, one_line_error, tiny_args
 from typer.testing import CliRunner
 
 from cli import app
@@ -253,21 +253,7 @@ def test_folder_dataset(tmp_path, splits):
             str(out),
             "--out",
             str(tmp_path / "run"),
-            "--channels",
-            "8",
-            "--min-steps",
-            "0",
-            "--val-crops",
-            "0",
-            "--epochs",
-            "1",
-            "--batch-size",
-            "4",
-            "--crop-seconds",
-            "0.5",
-            "--workers",
-            "0",
-            "--no-progress",
+            *tiny_args(crop_seconds=0.5),
         ],
     )
     assert r.exit_code == 0, r.output

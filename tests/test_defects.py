@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile
-from helpers import ROOT, one_line_error
+from helpers import ROOT, one_line_error, tiny_args
 from typer.testing import CliRunner
 
 from cli import app
@@ -25,23 +25,7 @@ from pipeline.synth import folder as folder_synth
 runner = CliRunner()
 refused = functools.partial(one_line_error, alone=True)  # the only line printed
 CPU = ("--device", "cpu", "--no-progress")
-TINY = (
-    "--channels",
-    "8",
-    "--min-steps",
-    "0",
-    "--val-crops",
-    "0",
-    "--epochs",
-    "1",
-    "--batch-size",
-    "4",
-    "--crop-seconds",
-    "0.5",
-    "--workers",
-    "0",
-    *CPU,
-)
+TINY = (*tiny_args(crop_seconds=0.5), *CPU)
 
 
 def preprocess_folder(audio: Path, out: Path, *extra: str):

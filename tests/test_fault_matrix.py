@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, fault_env, fill
+from helpers import ROOT, fault_env, fill, tiny_args
 from typer.testing import CliRunner
 
 from cli import app
@@ -27,23 +27,7 @@ from pipeline.synth import folder as folder_synth
 
 runner = CliRunner()
 CPU = ("--device", "cpu", "--no-progress")
-TINY = (
-    "--channels",
-    "8",
-    "--min-steps",
-    "0",
-    "--val-crops",
-    "0",
-    "--epochs",
-    "1",
-    "--batch-size",
-    "4",
-    "--crop-seconds",
-    "0.5",
-    "--workers",
-    "2",
-    *CPU,
-)
+TINY = (*tiny_args(crop_seconds=0.5, workers=2), *CPU)
 COMMANDS = ("preprocess", "train", "evaluate", "embed", "export", "compare")
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from helpers import ROOT, make_cache
+from helpers import ROOT, make_cache, tiny_args
 
 BROKEN_VERSION = "2.11.1"  # the release that broke fresh installs (built for a later torch)
 
@@ -89,21 +89,7 @@ def test_mismatched_torchaudio_is_one_line_and_only_where_needed(tmp_path, broke
         str(cache),
         "--device",
         "cpu",
-        "--workers",
-        "0",
-        "--channels",
-        "8",
-        "--min-steps",
-        "0",
-        "--val-crops",
-        "0",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "4",
-        "--crop-seconds",
-        "1",
-        "--no-progress",
+        *tiny_args(),
     ]
 
     # SpecAugment (on by default) needs torchaudio: refused before anything is written

@@ -10,7 +10,7 @@ from pathlib import Path
 from pipeline.errors import BadInput
 from pipeline.features import CLIPS, FeatureConfig
 from pipeline.settings import setting
-from pipeline.sources import DATASETS, LABEL_SCHEMES, SUBSETS
+from pipeline.sources import ARRAY_SCALES, DATASETS, LABEL_SCHEMES, SUBSETS
 from pipeline.workers import BACKENDS
 
 _FEATURES = FeatureConfig()  # the feature defaults, in one place
@@ -27,7 +27,25 @@ class PreprocessOptions:
     out: Path = setting(help="Cache directory to create or resume, e.g. cache/small.")
     dataset: str = setting("fma", "Where the tracks come from.", choices=DATASETS)
     metadata_dir: Path | None = setting(
-        None, "fma_metadata/ folder holding tracks.csv and genres.csv (--dataset fma only)."
+        None,
+        "fma: the fma_metadata/ folder (tracks.csv, genres.csv); melon: the folder of "
+        "song_meta.json and genre_gn_all.json.",
+    )
+    manifest: Path | None = setting(
+        None,
+        "CSV manifest (--dataset csv only): columns path and label (or labels), optionally "
+        "split and group; paths relative to the file's folder.",
+    )
+    splits_dir: Path | None = setting(
+        None,
+        "MTG-Jamendo's splits/ folder, holding split-0/ .. split-4/ with "
+        "autotagging_genre-{train,validation,test}.tsv (--dataset jamendo only).",
+    )
+    split: int = setting(0, "MTG-Jamendo: which of its splits (0..4) to use.")
+    array_scale: str = setting(
+        "auto",
+        "Melon: the scale of its mel arrays (auto: decided from the data and recorded).",
+        choices=ARRAY_SCALES,
     )
     subset: str = setting("small", "FMA subset (they nest).", choices=SUBSETS)
     labels: str = setting(
@@ -120,6 +138,9 @@ class PreprocessOptions:
                 "fma": "FMA audio folder (fma_small/, ...)",
                 "gtzan": "GTZAN genres/ folder",
                 "folder": "folder of label folders",
+                "melon": "Melon arena_mel/ folder",
+                "jamendo": "MTG-Jamendo audio folder (holding 00/ .. 99/)",
+                "csv": "folder the manifest's paths are relative to",
             }.get(self.dataset, "audio folder")
             raise BadInput(
                 f"audio dir {self.audio_dir} does not exist; pass --audio-dir pointing at the "

@@ -35,8 +35,23 @@ DATASETS = Registry(
         "fma": "FMA: tracks.csv / genres.csv, subsets, the official split",
         "gtzan": "GTZAN in either download layout: the filtered split, or k-fold",
         "folder": "one sub-folder of audio per label, any nesting",
+        "melon": "Melon Playlist Dataset: arena_mel/ arrays (no audio), song_meta.json",
+        "jamendo": "MTG-Jamendo autotagging_genre: full-length MP3s, split TSVs (multi-label)",
+        "csv": "any CSV manifest: path, label(s), optional split and group",
     },
-    {name: f"pipeline.sources.{name}:selection" for name in ("fma", "gtzan", "folder")},
+    {
+        name: f"pipeline.sources.{name}:selection"
+        for name in ("fma", "gtzan", "folder", "melon", "jamendo")
+    }
+    | {"csv": "pipeline.sources.manifest_csv:selection"},
+)
+ARRAY_SCALES = Registry(
+    "array scale",
+    {
+        "auto": "decided from the data (negative values or a narrow range: logarithmic)",
+        "log": "already logarithmic (dB or log-compressed): stored as they are",
+        "linear": "power or amplitude: stored as log(x + 1e-6), mrnet's log scale",
+    },
 )
 SUBSETS = Registry("FMA subset", {"small": "8,000 tracks", "medium": "25,000", "large": "106,574"})
 LABEL_SCHEMES = Registry(

@@ -50,3 +50,50 @@ def ratio_splits(labels: list[int], seed: int) -> np.ndarray:
         out[order[:n_val]] = "validation"
         out[order[n_val : n_val + n_test]] = "test"
     return out
+
+
+def grouped_splits(
+    labels: list[tuple[int, ...]], groups: list[str], seed: int, fractions=(0.8, 0.1, 0.1)
+) -> np.ndarray:
+    """Split name per track (SPLITS order: training, validation, test) keeping every group
+    (artist, album) on one side, about ``fractions`` of each label per split.
+
+    Groups are taken largest first (ties in an order seeded by ``seed``), each going to
+    the split that most lacks its labels: the sum over the group's tracks and labels of
+    target count minus current count, with the split's own deficit in tracks as the
+    tie-break. A pure function of the track order, the groups and the seed.
+
+    Args:
+        labels: each track's label indices (one for single-label tracks).
+        groups: each track's group key; tracks of one key land in one split.
+        seed: the seed of the order among groups of equal size.
+        fractions: the wanted share of each split, summing to 1.
+
+    Returns:
+        object array of "training" / "validation" / "test", one per track.
+    """
+    names = np.array(["training", "validation", "test"], dtype=object)
+    n_labels = 1 + max((max(t) for t in labels if t), default=0)
+    want = np.asarray(fractions, np.float64)[:, None] * np.bincount(
+        [i for t in labels for i in t], minlength=n_labels
+    )
+    have = np.zeros_like(want)
+    tracks_want = np.asarray(fractions, np.float64) * len(labels)
+    tracks_have = np.zeros(3)
+    members: dict[str, list[int]] = {}
+    for i, g in enumerate(groups):
+        members.setdefault(g, []).append(i)
+    keys = sorted(members)
+    tiebreak = np.random.default_rng(seed).permutation(len(keys))
+    order = sorted(range(len(keys)), key=lambda k: (-len(members[keys[k]]), tiebreak[k]))
+    out = np.empty(len(labels), dtype=object)
+    for k in order:
+        rows = members[keys[k]]
+        counts = np.bincount([i for r in rows for i in labels[r]], minlength=n_labels)
+        need = ((want - have) * (counts > 0)).sum(axis=1)
+        space = tracks_want - tracks_have
+        split = max(range(3), key=lambda s: (need[s], space[s]))
+        have[split] += counts
+        tracks_have[split] += len(rows)
+        out[rows] = names[split]
+    return out

@@ -20,9 +20,12 @@ _FEATURES = FeatureConfig()  # the feature defaults, in one place
 class PreprocessOptions:
     """Arguments of `mrnet preprocess` (see its --help)."""
 
-    audio_dir: Path = setting(
-        help="The audio: fma_small/ or fma_large/ (AUDIO_DIR/000/000002.mp3); GTZAN's genres/ "
-        "or Data/genres_original/; or a folder of label folders."
+    audio_dir: Path | None = setting(
+        None,
+        "The audio: fma_small/ or fma_large/ (AUDIO_DIR/000/000002.mp3); GTZAN's genres/ "
+        "or Data/genres_original/; a folder of label folders; Melon's arena_mel/; "
+        "MTG-Jamendo's audio folder. Required except with --dataset csv (default there: "
+        "the manifest's folder).",
     )
     out: Path = setting(help="Cache directory to create or resume, e.g. cache/small.")
     dataset: str = setting("fma", "Where the tracks come from.", choices=DATASETS)
@@ -133,6 +136,13 @@ class PreprocessOptions:
                 raise BadInput(f"--folds must be 2 or more (got {self.folds})")
             if not 0 <= (self.fold or 0) < self.folds:
                 raise BadInput(f"--fold must be in 0..{self.folds - 1} (got {self.fold})")
+        if self.audio_dir is None:
+            if self.dataset != "csv" or self.manifest is None:
+                raise BadInput(
+                    f"--audio-dir is required for --dataset {self.dataset}; pass the folder "
+                    "that holds the audio"
+                )
+            self.audio_dir = self.manifest.parent
         if not self.audio_dir.is_dir():
             what = {
                 "fma": "FMA audio folder (fma_small/, ...)",

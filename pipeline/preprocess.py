@@ -196,9 +196,15 @@ def _check_files(opts: PreprocessOptions, selection: Selection) -> tuple[int, in
     paths = selection.tracks["path"].tolist()
     present, absent = _file_presence(paths)
     if present == 0:
+        if opts.dataset == "fma":
+            raise BadInput(
+                f"no audio of subset {opts.subset} found under {opts.audio_dir}; pass "
+                f"--audio-dir pointing at fma_{opts.subset}/ or fma_large/"
+            )
         raise BadInput(
-            f"no audio of subset {opts.subset} found under {opts.audio_dir}; pass --audio-dir "
-            f"pointing at fma_{opts.subset}/ or fma_large/"
+            f"none of the {len(paths)} selected files exists under {opts.audio_dir}; pass "
+            f"the --audio-dir that holds them (see mrnet preprocess --help, --dataset "
+            f"{opts.dataset})"
         )
     if present < 0.01 * len(paths) and not opts.allow_missing:
         raise BadInput(
@@ -254,6 +260,8 @@ def _build(opts: PreprocessOptions) -> Manifest:
         audio_dir=opts.audio_dir.absolute(),
         out=opts.out.absolute(),
         metadata_dir=opts.metadata_dir.absolute() if opts.metadata_dir else None,
+        manifest=opts.manifest.absolute() if opts.manifest else None,
+        splits_dir=opts.splits_dir.absolute() if opts.splits_dir else None,
     )
     cfg = opts.feature_config()
     chosen = selection(opts)

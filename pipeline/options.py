@@ -20,6 +20,7 @@ _FEATURES = FeatureConfig()  # the feature defaults, in one place
 class PreprocessOptions:
     """Arguments of `mrnet preprocess` (see its --help)."""
 
+    out: Path = setting(help="Cache directory to create or resume, e.g. cache/small.")
     audio_dir: Path | None = setting(
         None,
         "The audio: fma_small/ or fma_large/ (AUDIO_DIR/000/000002.mp3); GTZAN's genres/ "
@@ -27,7 +28,6 @@ class PreprocessOptions:
         "MTG-Jamendo's audio folder. Required except with --dataset csv (default there: "
         "the manifest's folder).",
     )
-    out: Path = setting(help="Cache directory to create or resume, e.g. cache/small.")
     dataset: str = setting("fma", "Where the tracks come from.", choices=DATASETS)
     metadata_dir: Path | None = setting(
         None,

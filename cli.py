@@ -198,8 +198,9 @@ REUSED = "rerun the same `mrnet demo` to go on: finished stages are reused"
 def preprocess() -> None:
     """Decode audio into a cache of log-mel shards (rerun to resume).
 
-    FMA, GTZAN or a folder of label folders, in parallel processes (or on a dask
-    cluster), into HDF5 shards; rerun the same command to resume."""
+    FMA, GTZAN, MTG-Jamendo, a folder of label folders or a CSV manifest (and Melon's
+    precomputed mel arrays, ingested without decoding), in parallel processes (or on a
+    dask cluster), into HDF5 shards; rerun the same command to resume."""
 
 
 @command(TrainConfig, "mrnet.train:run", extra=RecipeArgs, interrupted_hint=_resume_hint)

@@ -1,4 +1,5 @@
-"""`mrnet demo`: the whole pipeline on a synthetic FMA- or GTZAN-format dataset, on CPU.
+"""`mrnet demo`: the whole pipeline on a synthetic FMA-, GTZAN-, Melon- or MTG-Jamendo-format
+dataset, on CPU.
 
 synth dataset ─preprocess─▶ OUT/cache ─train─▶ OUT/run ─evaluate─▶ OUT/report
 
@@ -21,7 +22,12 @@ from pipeline.options import PreprocessOptions
 from pipeline.settings import check_choices, command_line, flag_of
 from pipeline.workers import local_cores
 
-DEFAULTS = {"fma": (40, 30.0), "gtzan": (100, 10.0)}  # tracks per genre, seconds per clip
+DEFAULTS = {
+    "fma": (40, 30.0),
+    "gtzan": (100, 10.0),
+    "melon": (40, 30.0),
+    "jamendo": (40, 30.0),
+}  # tracks per genre, seconds per clip
 DEMO_RECIPE = "demo"  # recipes/demo.toml: the demo's training settings
 
 
@@ -44,13 +50,15 @@ def stage_options(
     Args:
         opts: the demo's options, with the dataset's defaults filled in (`resolved`).
         audio_dir: the synthetic dataset's audio folder.
-        metadata_dir: its metadata folder (None for GTZAN).
+        metadata_dir: its metadata folder (None for GTZAN; MTG-Jamendo: its splits/).
         train_tracks: the training split's size, when known; the batch size is cut to it.
 
     Returns:
         (preprocess options, training config, evaluation options).
     """
     cache, run, report = opts.out / "cache", opts.out / "run", opts.out / "report"
+    splits_dir = metadata_dir if opts.dataset == "jamendo" else None  # its split TSVs
+    metadata_dir = None if opts.dataset == "jamendo" else metadata_dir
     pre = PreprocessOptions(
         audio_dir=audio_dir,
         metadata_dir=metadata_dir,
@@ -61,6 +69,10 @@ def stage_options(
     if opts.dataset == "gtzan":
         folds = 5 if opts.n_per_genre < 100 else None  # the filtered split needs all names
         pre = dataclasses.replace(pre, dataset="gtzan", folds=folds, fold=0 if folds else None)
+    elif opts.dataset == "melon":
+        pre = dataclasses.replace(pre, dataset="melon", labels=opts.labels)
+    elif opts.dataset == "jamendo":
+        pre = dataclasses.replace(pre, dataset="jamendo", splits_dir=splits_dir, labels="top-multi")
     elif opts.labels != "top":
         pre = dataclasses.replace(pre, subset="large", labels=opts.labels)
     train, _ = resolve(TrainConfig(), RecipeArgs(config=DEMO_RECIPE), set())
@@ -126,16 +138,17 @@ def run(opts: DemoOptions, echo: Callable[[str], None] = print) -> Demoed:
     from pipeline import synth
     from pipeline.preprocess import format_summary
     from pipeline.preprocess import run as preprocess
-    from pipeline.synth import gtzan
+    from pipeline.synth import gtzan, jamendo, melon
 
     check_choices(opts)
     opts.check()
     opts = resolved(opts)
     top = 100 if opts.dataset == "gtzan" else None
-    if opts.n_per_genre < 3 or (top and opts.n_per_genre > top):
+    least = 7 if opts.dataset == "jamendo" else 3  # jamendo: 3 rounds of artists of two
+    if opts.n_per_genre < least or (top and opts.n_per_genre > top):
         raise BadInput(
-            f"--n-per-genre must be 3 or more{f' and {top} at most' if top else ''} (got "
-            f"{opts.n_per_genre}): each genre needs training, validation and test tracks"
+            f"--n-per-genre must be {least} or more{f' and {top} at most' if top else ''} "
+            f"(got {opts.n_per_genre}): each genre needs training, validation and test tracks"
         )
     t0 = time.perf_counter()
     jobs = opts.jobs or local_cores()
@@ -144,6 +157,12 @@ def run(opts: DemoOptions, echo: Callable[[str], None] = print) -> Demoed:
     if opts.dataset == "gtzan":
         ds = gtzan.generate(data, "original", opts.n_per_genre, opts.seconds, jobs=jobs)
         audio_dir, metadata_dir = ds.audio_dir, None
+    elif opts.dataset == "melon":
+        ds = melon.generate(data, opts.n_per_genre, opts.seconds)
+        audio_dir, metadata_dir = ds.audio_dir, ds.metadata_dir
+    elif opts.dataset == "jamendo":
+        ds = jamendo.generate(data, len(jamendo.GENRES) * opts.n_per_genre, opts.seconds)
+        audio_dir, metadata_dir = ds.audio_dir, ds.splits_dir
     else:
         n_multi = 4 * opts.n_per_genre if opts.labels != "top" else 0  # two-genre tracks
         ds = synth.generate(
@@ -174,12 +193,18 @@ def run(opts: DemoOptions, echo: Callable[[str], None] = print) -> Demoed:
         f" (the built-in baseline's: {base:.3f})" if base is not None else ""
     )
     files = task.report_files
+    try_line = (
+        f"mrnet embed --checkpoint {score.checkpoint} --cache {pre.out} --out "
+        f"{opts.out / 'embeddings'}  (Melon has no audio: predict reads audio files)"
+        if opts.dataset == "melon"
+        else f"mrnet predict --checkpoint {score.checkpoint} "
+        f"{audio_dir / {'gtzan': 'jazz', 'jamendo': '00'}.get(opts.dataset, '000')}"
+    )
     echo(
         f"\ndemo finished in {time.perf_counter() - t0:.0f} s; {figure}\n"
         f"  dataset     {data}\n  cache       {pre.out}  (mrnet info {pre.out})\n"
         f"  checkpoint  {score.checkpoint}  (metrics: {fit.out / 'metrics.csv'})\n"
         f"  report      {score.out}/report.json, {files}, predictions.csv\n"
-        f"  try         mrnet predict --checkpoint {score.checkpoint} "
-        f"{audio_dir / ('jazz' if opts.dataset == 'gtzan' else '000')}"
+        f"  try         {try_line}"
     )
     return Demoed(rep)

@@ -24,7 +24,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from mrnet import checkpoint
-from mrnet.inputs import expand_inputs, file_outputs
+from mrnet.inputs import audio_features, expand_inputs, file_outputs
 from mrnet.options import EmbedOptions
 from mrnet.runtime import resolve_device
 from mrnet.scoring import embedding_forward, split_means, window_frames
@@ -32,7 +32,6 @@ from pipeline.atomic import AGAIN, write_together, writing
 from pipeline.cache.reader import open_cache, split_index
 from pipeline.cache.verify import check_checksums
 from pipeline.errors import BadInput
-from pipeline.features import FeatureConfig
 from pipeline.settings import check_choices
 
 
@@ -118,7 +117,7 @@ def _label_names(label: np.ndarray, names: list[str]) -> list[str]:
 
 def _from_files(opts: EmbedOptions, ckpt, forward, window: int):
     files, skipped = expand_inputs(opts.paths)
-    cfg = FeatureConfig.from_dict(ckpt.feature_config)
+    cfg = audio_features(ckpt.feature_config)
     out, kept, failed = [], [], []
     bar = tqdm(files, unit="file", desc="embed", disable=not opts.progress)
     for path, e, error in file_outputs(bar, cfg, forward, window, opts.batch_size):

@@ -42,6 +42,21 @@ def expand_inputs(inputs: Iterable[Path]) -> tuple[list[Path], list[Path]]:
     return files, skipped
 
 
+def audio_features(feature_config: dict) -> FeatureConfig:
+    """The feature settings a checkpoint records, for reading new audio files; BadInput
+    when its frames cannot be computed from audio (a model trained on Melon's
+    precomputed mels: their exact computation is not published with the dataset)."""
+    cfg = FeatureConfig.from_dict(feature_config)
+    if not cfg.from_audio:
+        raise BadInput(
+            f"this model was trained on precomputed features ({cfg.kind}: {cfg.n_mels} bands "
+            f"at {cfg.frames_per_second:g} frames/s), which mrnet cannot compute from audio "
+            "files; score it on a cache of the same dataset with mrnet evaluate or mrnet "
+            "embed --cache"
+        )
+    return cfg
+
+
 def file_outputs(
     files: Iterable[Path],
     cfg: FeatureConfig,

@@ -349,13 +349,19 @@ class InfoOptions:
 
 DEMO_DATASETS = Registry(
     "demo dataset",
-    {"fma": "8 genres, FMA's layout", "gtzan": "10 genres, GTZAN's layout and split"},
+    {
+        "fma": "8 genres, FMA's layout",
+        "gtzan": "10 genres, GTZAN's layout and split",
+        "melon": "4 genres, Melon's layout: precomputed mel arrays (no audio), song_meta.json",
+        "jamendo": "5 genre tags (multi-label), MTG-Jamendo's layout: MP3s and split TSVs",
+    },
 )
 DEMO_LABELS = Registry(
     "demo label scheme",
     {
         "top": "one genre per track",
-        "top-multi": "multi-label: FMA's large subset with two-genre tracks added",
+        "top-multi": "multi-label (fma: the large subset with two-genre tracks added; "
+        "melon: every top genre of a song)",
     },
 )
 
@@ -369,13 +375,15 @@ class DemoOptions:
     dataset: str = setting("fma", "Synthetic dataset.", choices=DEMO_DATASETS)
     n_per_genre: int | None = setting(
         None,
-        "Synthetic tracks per genre (default: 40 for fma; 100 for gtzan, its full set of "
-        "names: with fewer, GTZAN's filtered split is replaced by 5-fold cross-validation).",
+        "Synthetic tracks per genre (default: 40; 100 for gtzan, its full set of names: "
+        "with fewer, GTZAN's filtered split is replaced by 5-fold cross-validation).",
     )
     seconds: float | None = setting(
-        None, "Length of each synthetic clip, s (default: 30 for fma, 10 for gtzan)."
+        None, "Length of each synthetic clip, s (default: 30; 10 for gtzan)."
     )
-    labels: str = setting("top", "Labels (fma only).", choices=DEMO_LABELS)
+    labels: str = setting(
+        "top", "Labels (fma and melon; jamendo is multi-label, its tags).", choices=DEMO_LABELS
+    )
     epochs: int | None = setting(None, "Training epochs (default: the demo recipe's).")
     channels: int | None = setting(None, "MRNet width C (default: the demo recipe's).")
     jobs: int | None = setting(None, "Processes for generation and preprocessing.")
@@ -384,5 +392,5 @@ class DemoOptions:
     def check(self) -> None:
         if self.out.exists() and not self.out.is_dir():
             raise BadInput(f"--out {self.out} is a file; pass a directory for the demo")
-        if self.labels != "top" and self.dataset != "fma":
-            raise BadInput("--labels top-multi is for the FMA demo; drop --dataset gtzan")
+        if self.labels != "top" and self.dataset == "gtzan":
+            raise BadInput("--labels top-multi is for the fma and melon demos; drop it for gtzan")

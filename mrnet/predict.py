@@ -21,13 +21,12 @@ import torch
 
 from mrnet import checkpoint
 from mrnet.checkpoint import Checkpoint
-from mrnet.inputs import MIN_SECONDS, expand_inputs, file_outputs
+from mrnet.inputs import MIN_SECONDS, audio_features, expand_inputs, file_outputs
 from mrnet.options import WINDOW_SECONDS, PredictOptions
 from mrnet.runtime import resolve_device
 from mrnet.scoring import model_forward, window_frames
 from mrnet.task import TASKS
 from pipeline.errors import BadInput
-from pipeline.features import FeatureConfig
 from pipeline.settings import check_choices
 
 
@@ -79,7 +78,7 @@ def predict_files(
     Returns:
         An iterator of Predictions, one per file.
     """
-    cfg = FeatureConfig.from_dict(ckpt.feature_config)
+    cfg = audio_features(ckpt.feature_config)
     names, task = list(ckpt.labels), TASKS[ckpt.task]
     forward = model_forward(model.to(device).eval(), device, task)
     window = window_frames(window_seconds, ckpt.feature_config)
@@ -110,6 +109,7 @@ def run(opts: PredictOptions, echo: Callable[[str], None] = print) -> Predicted:
     check_choices(opts)
     opts.check()
     ckpt = checkpoint.load(opts.checkpoint)
+    audio_features(ckpt.feature_config)  # refuses a model of precomputed features first
     model = checkpoint.load_model(ckpt)
     readable, skipped = expand_inputs(opts.paths)
     device = resolve_device(opts.device)

@@ -19,6 +19,7 @@ FAILURE_REASONS = (
     "truncated_decode",  # decoded length implausibly short for the file size
     "non_finite",  # features hold NaN or infinity (e.g. a float WAV with NaN samples)
     "checksum_mismatch",  # the file's SHA-1 is not the one the checksums file lists
+    "bad_array",  # a precomputed feature array (Melon) of the wrong shape or dtype
 )
 
 

@@ -1,4 +1,5 @@
-"""One shard job: decode and featurise its tracks into one shard file (in a worker).
+"""One shard job: decode and featurise its tracks (or read their precomputed arrays) into
+one shard file (in a worker).
 
 This is all a preprocess worker runs, so it imports only what that needs (numpy, scipy's
 FFT, h5py, the decoders; no pandas, no torch): a fresh worker starts in ~0.2 s and stays
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.arrays import convert, read_array
 from pipeline.audio import DecodeError, load_audio, stream_audio
 from pipeline.cache.shards import ShardWriter
 from pipeline.errors import TrackFailed
@@ -109,7 +111,7 @@ def build_shard(
     sha1s = job.sha1s or (None,) * len(job.track_ids)
     try:
         for tid, label, path, sha1 in zip(job.track_ids, job.labels, job.paths, sha1s):
-            track = TrackFeatures(path, cfg, min_seconds, sha1)
+            track = track_frames(path, cfg, min_seconds, sha1)
             try:
                 for frames in track:
                     if orphaned():  # checked before every write, between the watchdog's looks
@@ -131,6 +133,15 @@ def build_shard(
     result.failed = sum(result.failures.values())
     result.tracks = len(job.track_ids) - result.failed
     return result
+
+
+def track_frames(
+    path: str, cfg: FeatureConfig, min_seconds: float, sha1: str | None
+) -> TrackFeatures | ArrayFeatures:
+    """The reader of one track's frames: audio for log-mels, the array for precomputed
+    features (``cfg.kind``)."""
+    reader = TrackFeatures if cfg.from_audio else ArrayFeatures
+    return reader(path, cfg, min_seconds, sha1)
 
 
 class TrackFeatures:
@@ -174,6 +185,19 @@ class TrackFeatures:
         if self.seconds < self.min_seconds:
             raise DecodeError("too_short", f"{self.seconds:.2f} s < {self.min_seconds} s")
         yield last
+
+
+class ArrayFeatures(TrackFeatures):
+    """One precomputed feature array (Melon's mels) as the cache stores it, read as
+    TrackFeatures reads audio: one float16 [frames, n_mels] chunk (`pipeline.arrays`);
+    ``seconds`` is its length at the array's frame rate."""
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        a = read_array(self.path, self.cfg.n_mels, self.sha1)
+        self.seconds = len(a) / self.cfg.frames_per_second
+        if self.seconds < self.min_seconds or not len(a):
+            raise TrackFailed("too_short", f"{self.seconds:.2f} s < {self.min_seconds} s")
+        yield convert(a, self.cfg)
 
 
 _tuned = False

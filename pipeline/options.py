@@ -36,8 +36,9 @@ class PreprocessOptions:
     )
     manifest: Path | None = setting(
         None,
-        "CSV manifest (--dataset csv only): columns path and label (or labels), optionally "
-        "split and group; paths relative to the file's folder.",
+        "CSV manifest (--dataset csv only): columns path and label (or labels, names joined "
+        "by '|'), optionally split, group, track_id, artist, title; relative paths resolve "
+        "against --audio-dir, by default the manifest's folder.",
     )
     splits_dir: Path | None = setting(
         None,
@@ -49,6 +50,11 @@ class PreprocessOptions:
         "auto",
         "Melon: the scale of its mel arrays (auto: decided from the data and recorded).",
         choices=ARRAY_SCALES,
+    )
+    split_file: Path | None = setting(
+        None,
+        "CSV with columns track_id,split (training/validation/test) replacing the dataset's "
+        "own split, e.g. a published one; tracks it does not list are skipped.",
     )
     subset: str = setting("small", "FMA subset (they nest).", choices=SUBSETS)
     labels: str = setting(
@@ -67,7 +73,11 @@ class PreprocessOptions:
     fold: int | None = setting(
         None, "With --folds N: fold K (0..N-1) is the test split, fold K+1 mod N validation."
     )
-    seed: int = setting(0, "Seed of the folds and of a folder dataset's 80/10/10 split.")
+    seed: int = setting(
+        0,
+        "Seed of the folds, and of the 80/10/10 split of a folder, a csv manifest without a "
+        "split column, and melon.",
+    )
     jobs: int | None = setting(None, "Parallel worker processes (default: all cores).")
     sample_rate: int = setting(_FEATURES.sample_rate, "Target sample rate in Hz.")
     n_mels: int = setting(_FEATURES.n_mels, "Mel bands.")
@@ -136,8 +146,15 @@ class PreprocessOptions:
                 raise BadInput(f"--folds must be 2 or more (got {self.folds})")
             if not 0 <= (self.fold or 0) < self.folds:
                 raise BadInput(f"--fold must be in 0..{self.folds - 1} (got {self.fold})")
+        if self.dataset == "csv" and self.manifest is None:
+            raise BadInput(
+                "--dataset csv needs --manifest FILE: a CSV with columns path and label (or labels)"
+            )
+        if self.dataset == "csv" and not self.manifest.is_file():
+            what = "does not exist" if not self.manifest.exists() else "is not a file"
+            raise BadInput(f"manifest {self.manifest} {what}; pass --manifest pointing at the CSV")
         if self.audio_dir is None:
-            if self.dataset != "csv" or self.manifest is None:
+            if self.dataset != "csv":
                 raise BadInput(
                     f"--audio-dir is required for --dataset {self.dataset}; pass the folder "
                     "that holds the audio"

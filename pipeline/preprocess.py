@@ -96,7 +96,9 @@ def _plan(
         "labels": list(selection.labels),
         "task": selection.task,
         "label_mode": opts.labels,
-        "min_label_tracks": opts.min_label_tracks if opts.labels == "all" else None,
+        "min_label_tracks": opts.min_label_tracks
+        if opts.labels == "all" and selection.dataset in ("fma", "melon")
+        else None,
         "tracks_sha256": _fingerprint(jobs),
         "feature_config": cfg.to_dict(),
         "dataset": selection.dataset,
@@ -262,9 +264,10 @@ def _build(opts: PreprocessOptions) -> Manifest:
         metadata_dir=opts.metadata_dir.absolute() if opts.metadata_dir else None,
         manifest=opts.manifest.absolute() if opts.manifest else None,
         splits_dir=opts.splits_dir.absolute() if opts.splits_dir else None,
+        split_file=opts.split_file.absolute() if opts.split_file else None,
     )
-    cfg = opts.feature_config()
     chosen = selection(opts)
+    cfg = chosen.features or opts.feature_config()
     paths = chosen.tracks["path"].tolist()
     present, absent = _check_files(opts, chosen)
     missing = chosen.missing_labels()

@@ -153,6 +153,12 @@ def cli_train(cache: Path, out: Path, *extra: str):
     )
 
 
+def cli_evaluate(checkpoint: Path, cache: Path, out: Path, *extra: str):
+    """`mrnet evaluate` of ``checkpoint`` on ``cache`` into ``out`` (CliRunner result)."""
+    args = ["evaluate", "--checkpoint", str(checkpoint), "--cache", str(cache), "--out", str(out)]
+    return runner.invoke(app, [*args, *extra])
+
+
 def tiny_args(crop_seconds: float = 1.0, workers: int = 0) -> list[str]:
     """CLI arguments of a small, fast training run for tests of everything but learning:
     MRNet C=8, one epoch of one crop per track, whole validation tracks, no progress bar."""

@@ -30,9 +30,9 @@ def describe_cache(path: Path) -> str:
     lines = [
         f"cache {path} ({m.status}, format {m.format_version}, mrnet {m.tool_version})",
         f"  source   {m.dataset} {m.subset} ({m.split_scheme} split) {source}".rstrip(),
-        f"  features log-mel {fc['n_mels']} bands, {fc['sample_rate']} Hz, n_fft {fc['n_fft']}, "
-        f"hop {fc['hop_length']} ({fc['sample_rate'] / fc['hop_length']:.0f} frames/s), "
-        f"f {fc['f_min']:.0f}-{fc['f_max']:.0f} Hz; {_clip(fc)}",
+        f"  features {_kind(fc)} {fc['n_mels']} bands, {fc['sample_rate']} Hz, n_fft "
+        f"{fc['n_fft']}, hop {fc['hop_length']} ({fc['sample_rate'] / fc['hop_length']:g} "
+        f"frames/s), f {fc['f_min']:.0f}-{fc['f_max']:.0f} Hz; {_clip(fc)}",
         f"  shards   {len(m.shards)} of up to {m.plan.get('shard_size')} tracks; "
         f"size {dir_bytes(path) / 2**20:.1f} MiB",
     ]
@@ -64,7 +64,14 @@ def describe_cache(path: Path) -> str:
     return "\n".join(lines)
 
 
+def _kind(fc: dict) -> str:
+    kind = fc.get("kind", "logmel")
+    return "log-mel" if kind == "logmel" else f"{kind} (precomputed, not from audio)"
+
+
 def _clip(fc: dict) -> str:
+    if fc.get("kind", "logmel") != "logmel":
+        return "as the dataset cut them"
     if not fc["max_seconds"]:
         return "whole tracks"
     return f"the {fc.get('clip', 'start')} {fc['max_seconds']:g} s of each track"

@@ -108,8 +108,11 @@ def open_cache(path: str | os.PathLike, *, check_shards: bool = True) -> Cache:
     return Cache(root=root, manifest=manifest, tracks=tracks, shards=shards)
 
 
+INTEGER_IDS = ("fma", "melon")  # datasets whose track ids are integers; the rest: names
+
+
 def _read_tracks(root: Path, manifest: Manifest) -> pd.DataFrame:
-    id_type = "int64" if manifest.dataset == "fma" else str
+    id_type = "int64" if manifest.dataset in INTEGER_IDS else str
     dtypes = {
         "track_id": id_type,
         "split": str,

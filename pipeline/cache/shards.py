@@ -104,7 +104,7 @@ class ShardWriter:
         m = np.ascontiguousarray(mel, dtype=np.float16)
         if m.ndim != 2 or m.shape[1] != self.n_mels:
             raise ValueError(f"mel must be [frames, {self.n_mels}], got {m.shape}")
-        if not np.isfinite(m).all():
+        if ((m.view(np.uint16) & 0x7C00) == 0x7C00).any():  # exponent all ones: inf or NaN
             raise ValueError("mel holds NaN or infinity; the cache stores finite values only")
         if self._frames == 0:
             self._track_start = (self._mel_hash.copy(), sum(self._lengths))

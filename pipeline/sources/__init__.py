@@ -3,7 +3,10 @@
     fma     FMA: tracks.csv / genres.csv, subsets, official splits, genre_top labels
     gtzan   GTZAN in either download layout: the filtered split or k-fold
     folder  any folder of label folders, with or without train/ valid/ test/
-    split   stratified split assignments (k-fold, 80/10/10), pure functions of a seed
+    melon   Melon Playlist Dataset: precomputed mel arrays, song_meta.json, artist-grouped split
+    jamendo MTG-Jamendo autotagging_genre: split TSVs, genre tags, full-length MP3s
+    manifest_csv  any CSV manifest (--dataset csv): path, label(s), split, group
+    split   split assignments (stratified k-fold, 80/10/10, grouped), pure functions of a seed
 
 `DATASETS` names them for the CLI; `selection` turns preprocess's options into a
 `Selection` through the dataset's module.
@@ -16,7 +19,9 @@ source.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.errors import BadInput
@@ -25,6 +30,7 @@ from pipeline.settings import Registry
 if TYPE_CHECKING:
     import pandas as pd
 
+    from pipeline.features import FeatureConfig
     from pipeline.options import PreprocessOptions
 
 SPLITS = ("training", "validation", "test")
@@ -86,6 +92,7 @@ class Selection:
     dropped_labels: list[str] = field(default_factory=list)
     source: dict[str, str] = field(default_factory=dict)  # paths, for people
     warnings: list[str] = field(default_factory=list)  # odd but usable input, said once
+    features: FeatureConfig | None = None  # precomputed frames (Melon): what they are
 
     def __len__(self) -> int:
         return len(self.tracks)
@@ -140,8 +147,67 @@ def unique_ids(tracks: pd.DataFrame, what: str = "track") -> pd.DataFrame:
 
 
 def selection(opts: PreprocessOptions) -> Selection:
-    """The selection of ``opts.dataset`` (its module checks the options it reads)."""
-    return DATASETS.get(opts.dataset, "--dataset")(opts)
+    """The selection of ``opts.dataset`` (its module checks the options it reads), with
+    the splits of ``opts.split_file`` when one is given."""
+    chosen = DATASETS.get(opts.dataset, "--dataset")(opts)
+    return apply_split_file(chosen, opts.split_file) if opts.split_file else chosen
+
+
+SPLIT_NAMES = {"train": "training", "valid": "validation", "val": "validation"} | {
+    s: s for s in SPLITS
+}
+
+
+def apply_split_file(chosen: Selection, path: Path) -> Selection:
+    """``chosen`` with the splits a CSV (columns track_id, split) assigns; tracks it does
+    not list are skipped (``not_in_split_file``). BadInput for an unreadable file, a
+    missing column, an unknown split name or a track listed twice."""
+    import pandas as pd
+
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise BadInput(
+            f"cannot read --split-file {path} ({e}); pass a CSV with columns track_id,split"
+        ) from None
+    missing = [c for c in ("track_id", "split") if c not in table]
+    if missing:
+        raise BadInput(
+            f"--split-file {path} has no column {', '.join(missing)}; it needs track_id,split"
+        )
+    twice = table["track_id"][table["track_id"].duplicated()]
+    if len(twice):
+        raise BadInput(f"--split-file {path} lists track {twice.iloc[0]} twice; keep one row")
+    names = table["split"].str.strip().str.lower().map(SPLIT_NAMES)
+    if names.isna().any():
+        bad = table["split"][names.isna()].iloc[0]
+        raise BadInput(
+            f"--split-file {path}: unknown split {bad!r}; use training, validation or test"
+        )
+    split_of = dict(zip(table["track_id"].str.strip(), names))
+    keys = chosen.tracks["track_id"].astype(str)
+    listed = keys.isin(split_of)
+    tracks = chosen.tracks[listed].copy()
+    tracks["split"] = keys[listed].map(split_of).to_numpy()
+    skipped = dict(chosen.skipped)
+    if (~listed).sum():
+        skipped["not_in_split_file"] = int((~listed).sum())
+    unknown = len(split_of) - int(listed.sum())
+    warnings = list(chosen.warnings)
+    if unknown:
+        warnings.append(f"{unknown} track ids of --split-file {path} are not in the dataset")
+    if not len(tracks):
+        raise BadInput(
+            f"--split-file {path} lists none of the dataset's track ids; check "
+            "that its track_id column uses the ids of tracks.csv"
+        )
+    return dataclasses.replace(
+        chosen,
+        tracks=sort_tracks(tracks),
+        split_scheme=f"split file {path}",
+        skipped=skipped,
+        warnings=warnings,
+    )
 
 
 def single_label_only(opts: PreprocessOptions) -> None:

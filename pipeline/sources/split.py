@@ -59,9 +59,10 @@ def grouped_splits(
     (artist, album) on one side, about ``fractions`` of each label per split.
 
     Groups are taken largest first (ties in an order seeded by ``seed``), each going to
-    the split that most lacks its labels: the sum over the group's tracks and labels of
-    target count minus current count, with the split's own deficit in tracks as the
-    tie-break. A pure function of the track order, the groups and the seed.
+    the split that most lacks its labels: the sum over the group's labels of the share of
+    the split's target count still missing (relative, so that a small split is not
+    starved by a large one's absolute need), with the split's own deficit in tracks as
+    the tie-break. A pure function of the track order, the groups and the seed.
 
     Args:
         labels: each track's label indices (one for single-label tracks).
@@ -90,7 +91,7 @@ def grouped_splits(
     for k in order:
         rows = members[keys[k]]
         counts = np.bincount([i for r in rows for i in labels[r]], minlength=n_labels)
-        need = ((want - have) * (counts > 0)).sum(axis=1)
+        need = ((want - have) / np.maximum(want, 1e-9) * (counts > 0)).sum(axis=1)
         space = tracks_want - tracks_have
         split = max(range(3), key=lambda s: (need[s], space[s]))
         have[split] += counts

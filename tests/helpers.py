@@ -288,3 +288,30 @@ def fill(disk: Path, leave: int) -> Path:
     with open(filler, "wb") as f:
         f.write(b"\0" * max(0, free - leave))
     return filler
+
+
+def tiny_wavlm_dir(path: Path, seed: int = 0, stable: bool = False, layers: int = 3) -> Path:
+    """A tiny random WavLM saved by transformers in Hugging Face's format (config.json,
+    model.safetensors), the format microsoft/wavlm-base-plus is distributed in; with
+    ``stable``, the "stable layer norm" variant of WavLM large. Returns ``path``."""
+    import torch
+    from transformers import WavLMConfig, WavLMModel
+
+    torch.manual_seed(seed)
+    config = WavLMConfig(
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=64,
+        conv_dim=(16, 16),
+        conv_kernel=(10, 3),
+        conv_stride=(5, 2),  # 10 samples a frame: 1,600 frames per second at 16 kHz
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4,
+        num_buckets=32,
+        max_bucket_distance=80,
+        do_stable_layer_norm=stable,
+        feat_extract_norm="layer" if stable else "group",
+    )
+    WavLMModel(config).eval().save_pretrained(path)
+    return path

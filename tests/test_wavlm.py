@@ -1,0 +1,174 @@
+"""The WavLM front-end (mrnet.model.wavlm): a local Hugging Face folder read into
+torchaudio's WavLM gives transformers' hidden states; bad folders are one line; the
+front-end's layer weights train while WavLM stays frozen."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mrnet.model.wavlm import WavLMFrontEnd, hidden_states, load_wavlm
+from pipeline.errors import BadInput
+from tests.helpers import tiny_wavlm_dir
+
+transformers = pytest.importorskip("transformers")
+
+
+@pytest.fixture(scope="module")
+def wavlm_dir(tmp_path_factory):
+    return tiny_wavlm_dir(tmp_path_factory.mktemp("wavlm") / "tiny")
+
+
+def reference(path, wave):
+    model = transformers.WavLMModel.from_pretrained(path).eval()
+    with torch.no_grad():
+        return model(wave, output_hidden_states=True)
+
+
+@pytest.mark.parametrize("stable", [False, True], ids=["base", "stable-layer-norm"])
+def test_hidden_states_match_transformers(tmp_path, stable):
+    path = tiny_wavlm_dir(tmp_path / "m", seed=1, stable=stable)
+    wave = torch.randn(2, 8000, generator=torch.Generator().manual_seed(0))
+    ref = reference(path, wave)
+    with torch.no_grad():
+        got = hidden_states(load_wavlm(path).model, wave)
+    assert got.shape == (4, 2, 799, 32)  # embedding output + 3 layers; 10 samples a frame
+    # the last state is the encoder's output (after its final norm in the stable variant)
+    expected = [*ref.hidden_states[:-1], ref.last_hidden_state]
+    for i, (g, r) in enumerate(zip(got, expected)):
+        torch.testing.assert_close(g, r, atol=1e-5, rtol=1e-4, msg=f"hidden state {i}")
+
+
+def test_legacy_pickle_with_a_task_head_loads_the_same(tmp_path, wavlm_dir):
+    """pytorch_model.bin of older hub uploads: weight_g/weight_v names, and a ``wavlm.``
+    prefix with head tensors when saved from a task model."""
+    from safetensors.torch import load_file
+
+    state = load_file(str(wavlm_dir / "model.safetensors"))
+    legacy = {}
+    for key, value in state.items():
+        key = key.replace("parametrizations.weight.original0", "weight_g")
+        key = key.replace("parametrizations.weight.original1", "weight_v")
+        legacy["wavlm." + key] = value
+    legacy["lm_head.weight"] = torch.zeros(5, 32)
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "config.json").write_bytes((wavlm_dir / "config.json").read_bytes())
+    torch.save(legacy, old / "pytorch_model.bin")
+    wave = torch.randn(1, 4000)
+    with torch.no_grad():
+        a = hidden_states(load_wavlm(wavlm_dir).model, wave)
+        b = hidden_states(load_wavlm(old).model, wave)
+    assert torch.equal(a, b)
+
+
+def test_weights_fingerprint(tmp_path, wavlm_dir):
+    a, b = load_wavlm(wavlm_dir), load_wavlm(wavlm_dir)
+    other = load_wavlm(tiny_wavlm_dir(tmp_path / "other", seed=5))
+    assert a.sha256 == b.sha256 and len(a.sha256) == 64
+    assert other.sha256 != a.sha256
+    assert (a.n_states, a.dim) == (4, 32)
+
+
+def copy_dir(src, dst):
+    dst.mkdir()
+    for f in src.iterdir():
+        (dst / f.name).write_bytes(f.read_bytes())
+    return dst
+
+
+@pytest.mark.parametrize(
+    "damage, words",
+    [
+        ("missing", ["no such folder", "wavlm-base-plus"]),
+        ("no-config", ["has no config.json"]),
+        ("not-json", ["does not read as JSON"]),
+        ("other-model", ["model_type 'wav2vec2'", "not 'wavlm'"]),
+        ("no-weights", ["has no weights", "model.safetensors or pytorch_model.bin"]),
+        ("truncated", ["model.safetensors does not load"]),
+        ("other-size", ["does not match config.json"]),
+        ("foreign-weights", ["lacks", "WavLM tensors"]),
+    ],
+)
+def test_bad_model_folder_is_one_line(tmp_path, wavlm_dir, damage, words):
+    import json
+
+    path = tmp_path / "m"
+    if damage != "missing":
+        copy_dir(wavlm_dir, path)
+    config = path / "config.json"
+    weights = path / "model.safetensors"
+    if damage == "no-config":
+        config.unlink()
+    elif damage == "not-json":
+        config.write_text("{ half")
+    elif damage in ("other-model", "other-size"):
+        c = json.loads(config.read_text())
+        c.update({"model_type": "wav2vec2"} if damage == "other-model" else {"hidden_size": 48})
+        config.write_text(json.dumps(c))
+    elif damage == "no-weights":
+        weights.unlink()
+    elif damage == "truncated":  # an interrupted download
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    elif damage == "foreign-weights":
+        from safetensors.torch import save_file
+
+        save_file({"classifier.weight": torch.zeros(2, 2)}, str(weights))
+    with pytest.raises(BadInput) as e:
+        load_wavlm(path)
+    message = str(e.value)
+    assert "\n" not in message and str(path) in message
+    for w in words:
+        assert w in message
+
+
+def test_front_end_shapes_and_stereo(wavlm_dir):
+    ssl = load_wavlm(wavlm_dir)
+    wave = torch.randn(3, 2, 4000)
+    mono = WavLMFrontEnd(ssl)
+    stereo = WavLMFrontEnd(ssl, channels=2)
+    with torch.no_grad():
+        left, right = mono(wave[:, :1]), mono(wave[:, 1:])
+        both = stereo(wave)
+        duplicated = stereo(wave[:, :1])
+    assert left.shape == (3, 32, 399) and both.shape == (3, 64, 399)
+    torch.testing.assert_close(both, torch.cat([left, right], dim=1))
+    torch.testing.assert_close(duplicated, torch.cat([left, left], dim=1))
+    # the weights start at 1 each and sum the chosen states
+    states = hidden_states(ssl.model, wave[:, 0])
+    with torch.no_grad():
+        picked = WavLMFrontEnd(ssl, layers=[0, 3])(wave[:, :1])
+    torch.testing.assert_close(picked, (states[0] + states[3]).transpose(1, 2))
+
+
+@pytest.mark.parametrize("layers", [[4], [-1], []])
+def test_layers_out_of_range_is_one_line(wavlm_dir, layers):
+    with pytest.raises(BadInput, match=r"hidden states 0\.\.3"):
+        WavLMFrontEnd(load_wavlm(wavlm_dir), layers=layers)
+
+
+def test_layer_weights_train_and_wavlm_stays_frozen(wavlm_dir):
+    torch.manual_seed(0)
+    front = WavLMFrontEnd(load_wavlm(wavlm_dir)).train()
+    head = torch.nn.Linear(32, 2)
+    frozen = {k: v.clone() for k, v in front.wavlm.state_dict().items()}
+    trainable = [n for n, p in front.named_parameters() if p.requires_grad]
+    assert trainable == ["weights.weight"]
+    opt = torch.optim.SGD([*front.parameters(), *head.parameters()], lr=0.1)
+    wave, target = torch.randn(4, 1, 4000), torch.tensor([0, 1, 0, 1])
+    first = None
+    for _ in range(3):
+        out = front(wave)
+        if first is None:
+            first = out.detach()
+        loss = torch.nn.functional.cross_entropy(head(out.mean(-1)), target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert not front.wavlm.training  # no dropout or layer drop inside WavLM
+    assert not torch.equal(front.weights.weight.detach(), torch.ones(4))
+    for k, v in front.wavlm.state_dict().items():
+        assert torch.equal(v, frozen[k]), k
+    # same input, same weights: WavLM's part of the output is deterministic in train mode
+    front.weights.weight.data.fill_(1.0)
+    torch.testing.assert_close(front(wave).detach(), first)

@@ -33,13 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mrnet.model import ModelConfig, build_model  # noqa: E402
-from mrnet.model.wavlm import (  # noqa: E402
-    SAMPLE_RATE,
-    LayerWeights,
-    SSLModel,
-    WavLMFrontEnd,
-    hidden_states,
-)
+from mrnet.model.wavlm import LayerWeights, WavLMFrontEnd  # noqa: E402
+from pipeline.ssl import SAMPLE_RATE, SSLModel, hidden_states  # noqa: E402
 
 CROP_S = 6.0
 TRACK_S = 30.0

@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mrnet.deps import load_torchaudio
 from mrnet.options import TrainConfig
+from pipeline.deps import load_torchaudio
 
 
 class Augment(nn.Module):

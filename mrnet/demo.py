@@ -3,6 +3,11 @@ dataset, on CPU.
 
 synth dataset ─preprocess─▶ OUT/cache ─train─▶ OUT/run ─evaluate─▶ OUT/report
 
+With --features wavlm the cache holds the hidden states of a tiny WavLM with random
+weights written to OUT/wavlm-random (pipeline.synth.wavlm), and training follows
+recipes/wavlm.toml at the demo's size: the authors' input path end to end, not their
+accuracy.
+
 Each stage is run from the same options object that `command_line` prints as the
 equivalent `mrnet` command, so what the demo shows is what it ran.
 """
@@ -15,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mrnet.options import DemoOptions, EvalOptions, RecipeArgs, TrainConfig
-from mrnet.recipe import resolve
+from mrnet.recipe import apply, load, resolve
 from mrnet.task import TASKS
 from pipeline.errors import BadInput
 from pipeline.options import PreprocessOptions
@@ -29,6 +34,21 @@ DEFAULTS = {
     "jamendo": (40, 30.0),
 }  # tracks per genre, seconds per clip
 DEMO_RECIPE = "demo"  # recipes/demo.toml: the demo's training settings
+WAVLM_RECIPE = "wavlm"  # recipes/wavlm.toml: training on WavLM features (sized by the demo's)
+RANDOM_WAVLM = "wavlm-random"  # OUT/wavlm-random/: the tiny random WavLM of --features wavlm
+
+
+def recipe_of(opts: DemoOptions) -> TrainConfig:
+    """The demo's training settings: recipes/demo.toml, or for WavLM features
+    recipes/wavlm.toml with the demo recipe's settings (size, device) over it."""
+    train, _ = resolve(TrainConfig(), RecipeArgs(config=_recipe_name(opts)), set())
+    if opts.features == "wavlm":
+        train = apply(train, load(DEMO_RECIPE), f"recipe {DEMO_RECIPE}")
+    return train
+
+
+def _recipe_name(opts: DemoOptions) -> str:
+    return WAVLM_RECIPE if opts.features == "wavlm" else DEMO_RECIPE
 
 
 def resolved(opts: DemoOptions) -> DemoOptions:
@@ -75,7 +95,9 @@ def stage_options(
         pre = dataclasses.replace(pre, dataset="jamendo", splits_dir=splits_dir, labels="top-multi")
     elif opts.labels != "top":
         pre = dataclasses.replace(pre, subset="large", labels=opts.labels)
-    train, _ = resolve(TrainConfig(), RecipeArgs(config=DEMO_RECIPE), set())
+    if opts.features == "wavlm":
+        pre = dataclasses.replace(pre, features="wavlm", ssl_model=opts.out / RANDOM_WAVLM)
+    train = recipe_of(opts)
     given = {"epochs": opts.epochs, "channels": opts.channels}
     given = {k: v for k, v in given.items() if v is not None}
     if train_tracks is not None and train.batch_size > train_tracks:
@@ -98,11 +120,12 @@ def stage_options(
     return pre, train, evaluate
 
 
-def train_command(cfg: TrainConfig) -> str:
-    """The `mrnet train` command equivalent to ``cfg``: the demo recipe, then what differs."""
-    recipe, _ = resolve(TrainConfig(), RecipeArgs(config=DEMO_RECIPE), set())
+def train_command(cfg: TrainConfig, opts: DemoOptions) -> str:
+    """The `mrnet train` command equivalent to ``cfg``: the recipe, then what differs."""
+    name = _recipe_name(opts)
+    recipe, _ = resolve(TrainConfig(), RecipeArgs(config=name), set())
     changed = _changed(cfg, recipe)
-    return f"mrnet train --config {DEMO_RECIPE} --cache {cfg.cache} --out {cfg.out}" + (
+    return f"mrnet train --config {name} --cache {cfg.cache} --out {cfg.out}" + (
         f" {changed}" if changed else ""
     )
 
@@ -174,6 +197,17 @@ def run(opts: DemoOptions, echo: Callable[[str], None] = print) -> Demoed:
             n_multi=n_multi,
         )
         audio_dir, metadata_dir = ds.audio_dir, ds.metadata_dir
+    if opts.features == "wavlm":
+        from joblib.externals.loky import get_reusable_executor
+
+        # fresh workers for preprocess: loky would take torch, loaded into the generator's
+        # workers by their next job, for a memory leak and restart them, with a warning
+        get_reusable_executor().shutdown(wait=True)
+        if not (opts.out / RANDOM_WAVLM / "config.json").exists():
+            from pipeline.synth.wavlm import NOTE, write_random_wavlm
+
+            write_random_wavlm(opts.out / RANDOM_WAVLM)
+            echo(f"      and a tiny WavLM in {opts.out / RANDOM_WAVLM}: {NOTE}")
     pre, _, _ = stage_options(opts, audio_dir, metadata_dir)
     echo(f"[2/4] {command_line('preprocess', pre)}")
     manifest = preprocess(pre).manifest
@@ -181,7 +215,7 @@ def run(opts: DemoOptions, echo: Callable[[str], None] = print) -> Demoed:
     _, fit, score = stage_options(
         opts, audio_dir, metadata_dir, manifest.splits["training"]["tracks"]
     )
-    echo(f"[3/4] {train_command(fit)}")
+    echo(f"[3/4] {train_command(fit, opts)}")
     train(fit)
     echo(f"[4/4] {command_line('evaluate', score)}")
     rep = evaluate(score)
@@ -192,11 +226,13 @@ def run(opts: DemoOptions, echo: Callable[[str], None] = print) -> Demoed:
     figure = f"test {name} {value:.3f}" + (
         f" (the built-in baseline's: {base:.3f})" if base is not None else ""
     )
+    if opts.features == "wavlm":
+        figure += f" on the features of a WavLM with random weights ({opts.out / RANDOM_WAVLM})"
     files = task.report_files
     try_line = (
         f"mrnet embed --checkpoint {score.checkpoint} --cache {pre.out} --out "
-        f"{opts.out / 'embeddings'}  (Melon has no audio: predict reads audio files)"
-        if opts.dataset == "melon"
+        f"{opts.out / 'embeddings'}  (predict reads audio files into log-mels)"
+        if opts.dataset == "melon" or opts.features == "wavlm"
         else f"mrnet predict --checkpoint {score.checkpoint} "
         f"{audio_dir / {'gtzan': 'jazz', 'jamendo': '00'}.get(opts.dataset, '000')}"
     )

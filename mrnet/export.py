@@ -86,6 +86,11 @@ def export(opts: ExportOptions) -> dict[str, str]:
     opts.check()
     onnx = _require_onnx()
     ckpt = checkpoint.load(opts.checkpoint)
+    if ckpt.model_config.input_layers:
+        raise BadInput(
+            "this model reads WavLM features (trained on a --features wavlm cache) and mrnet "
+            "export writes log-mel models only: WavLM itself is not put into the ONNX graph"
+        )
     model = checkpoint.load_model(ckpt)
     with writing(opts.out, rerun=AGAIN):  # before the export's seconds of work
         opts.out.parent.mkdir(parents=True, exist_ok=True)

@@ -45,8 +45,15 @@ def expand_inputs(inputs: Iterable[Path]) -> tuple[list[Path], list[Path]]:
 def audio_features(feature_config: dict) -> FeatureConfig:
     """The feature settings a checkpoint records, for reading new audio files; BadInput
     when its frames cannot be computed from audio (a model trained on Melon's
-    precomputed mels: their exact computation is not published with the dataset)."""
+    precomputed mels: their exact computation is not published with the dataset; one
+    trained on WavLM features: files are not run through WavLM here)."""
     cfg = FeatureConfig.from_dict(feature_config)
+    if cfg.kind == "wavlm":
+        raise BadInput(
+            "this model was trained on WavLM features (a --features wavlm cache), which "
+            "mrnet predict and embed do not compute from audio files; score it on such a "
+            "cache with mrnet evaluate or mrnet embed --cache"
+        )
     if not cfg.from_audio:
         raise BadInput(
             f"this model was trained on precomputed features ({cfg.kind}: {cfg.n_mels} bands "

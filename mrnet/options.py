@@ -10,6 +10,7 @@ from pathlib import Path
 
 from mrnet.model import ARCHITECTURES, INPUT_NORMS, LEGACY_INPUT_NORM, ModelConfig
 from pipeline.errors import BadInput
+from pipeline.options import INPUT_FEATURES
 from pipeline.settings import Registry, flag_of, setting
 
 DEVICES = Registry(
@@ -178,8 +179,17 @@ class TrainConfig:
             for k, v in dataclasses.asdict(self).items()
         }
 
-    def model_config(self, n_mels: int, n_classes: int) -> ModelConfig:
-        return ModelConfig(self.arch, n_mels, n_classes, self.channels, input_norm=self.input_norm)
+    def model_config(self, n_mels: int, n_classes: int, input_layers: int = 0) -> ModelConfig:
+        """The model these settings make for an input of ``n_mels`` features per frame
+        (``input_layers`` stacked hidden states for WavLM features)."""
+        return ModelConfig(
+            self.arch,
+            n_mels,
+            n_classes,
+            self.channels,
+            input_norm=self.input_norm,
+            input_layers=input_layers,
+        )
 
     def check(self) -> None:
         """Every check that needs nothing but the settings; BadInput in one line."""
@@ -384,6 +394,13 @@ class DemoOptions:
     labels: str = setting(
         "top", "Labels (fma and melon; jamendo is multi-label, its tags).", choices=DEMO_LABELS
     )
+    features: str = setting(
+        "logmel",
+        "Input features; wavlm: the hidden states of a tiny WavLM with random weights "
+        "(written to OUT/wavlm-random; no trained model is downloaded): the authors' input "
+        "path end to end, not their accuracy.",
+        choices=INPUT_FEATURES,
+    )
     epochs: int | None = setting(None, "Training epochs (default: the demo recipe's).")
     channels: int | None = setting(None, "MRNet width C (default: the demo recipe's).")
     jobs: int | None = setting(None, "Processes for generation and preprocessing.")
@@ -394,3 +411,8 @@ class DemoOptions:
             raise BadInput(f"--out {self.out} is a file; pass a directory for the demo")
         if self.labels != "top" and self.dataset == "gtzan":
             raise BadInput("--labels top-multi is for the fma and melon demos; drop it for gtzan")
+        if self.features == "wavlm" and self.dataset == "melon":
+            raise BadInput(
+                "--features wavlm needs audio and the Melon demo has mel arrays only; pick "
+                "another --dataset"
+            )

@@ -105,6 +105,13 @@ def build_shard(
         """Whether the run is alive and still holds the cache's lock (commit checks)."""
         return not orphaned() and (owner is None or lock_token(cache_dir) == owner.token)
 
+    if cfg.kind == "wavlm":
+        # load the model before any track: loky takes a worker's memory after its first
+        # job as the reference, and a model loaded in a later job (the first had no
+        # readable track) would look like a 300-MB leak and restart the worker
+        from pipeline.ssl import cached_model
+
+        cached_model(cfg.ssl_path, cfg.ssl_sha256)
     global _writer
     writer = _writer = ShardWriter(cache_dir / job.name, cfg.to_dict(), job.split, job.n_labels)
     result = ShardResult(job.name, 0, 0, 0.0)
@@ -137,10 +144,10 @@ def build_shard(
 
 def track_frames(
     path: str, cfg: FeatureConfig, min_seconds: float, sha1: str | None
-) -> TrackFeatures | ArrayFeatures:
-    """The reader of one track's frames: audio for log-mels, the array for precomputed
-    features (``cfg.kind``)."""
-    reader = TrackFeatures if cfg.from_audio else ArrayFeatures
+) -> TrackFeatures:
+    """The reader of one track's frames (``cfg.kind``): audio for log-mels, audio and a
+    WavLM for its features, the array for precomputed features."""
+    reader = {"logmel": TrackFeatures, "wavlm": SSLFeatures}.get(cfg.kind, ArrayFeatures)
     return reader(path, cfg, min_seconds, sha1)
 
 
@@ -198,6 +205,23 @@ class ArrayFeatures(TrackFeatures):
         if self.seconds < self.min_seconds or not len(a):
             raise TrackFailed("too_short", f"{self.seconds:.2f} s < {self.min_seconds} s")
         yield convert(a, self.cfg)
+
+
+class SSLFeatures(TrackFeatures):
+    """One track's WavLM features (kind "wavlm") as the cache stores them: the clip that
+    ``cfg`` describes, decoded at 16 kHz, through the frozen model of ``cfg.ssl_path``
+    (loaded once per worker; torch is imported only here), one float16
+    [frames, layers x dim] chunk."""
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        from pipeline.ssl import ssl_frames  # torch: only workers of this kind load it
+
+        cfg = self.cfg
+        x = load_audio(
+            self.path, cfg.sample_rate, cfg.max_seconds, self.min_seconds, cfg.clip, self.sha1
+        )
+        self.seconds = len(x) / cfg.sample_rate
+        yield finite_float16(ssl_frames(x, cfg.ssl_path, cfg.ssl_sha256, cfg.ssl_layers))
 
 
 _tuned = False

@@ -30,8 +30,11 @@ FEATURE_KINDS = Registry(
         "logmel": "mrnet's log-mel, computed from audio (`log_mel`)",
         "melon-log": "Melon's precomputed mels, already logarithmic: stored as they are",
         "melon-linear": "Melon's precomputed mels on a linear scale: stored as log(x + eps)",
+        "wavlm": "hidden states of a frozen WavLM (--ssl-model), computed from audio at "
+        "16 kHz: float16 [frames, layers x dim] at 50 frames/s (pipeline.ssl)",
     },
 )
+SSL_RATE, SSL_HOP = 16000, 320  # WavLM's input rate and frame hop (50 frames/s)
 CLIPS = Registry(
     "clip",
     {
@@ -48,8 +51,12 @@ class FeatureConfig:
     length of the clip taken from each track (0: the whole track), from its ``clip``
     ("start" or "middle"; caches of mrnet 0.1 recorded no clip and took the start).
     ``kind``: what the frames are (FEATURE_KINDS); only "logmel" can be computed from
-    audio, so only it serves `mrnet predict` on new files. It is recorded only when it is
-    not "logmel", so the records of caches written before it existed compare equal."""
+    audio without another model, so only it serves `mrnet predict` on new files. It is
+    recorded only when it is not "logmel", so the records of caches written before it
+    existed compare equal. Kind "wavlm": ``n_mels`` is the frame width (layers x dim),
+    ``ssl_sha256`` and ``ssl_layers`` say which model and which of its hidden states (both
+    recorded), ``ssl_path`` where the model folder is on this machine (not recorded: a
+    cache does not depend on it); the mel settings do not apply."""
 
     sample_rate: int = 16000
     n_fft: int = 1024
@@ -61,10 +68,16 @@ class FeatureConfig:
     max_seconds: float = 30.0
     clip: str = "middle"
     kind: str = "logmel"
+    ssl_sha256: str = ""
+    ssl_layers: tuple[int, ...] = ()
+    ssl_path: str = dataclasses.field(default="", compare=False)
 
     def __post_init__(self) -> None:
         if self.kind not in FEATURE_KINDS:
             raise ValueError(f"kind must be one of {', '.join(FEATURE_KINDS)} (got {self.kind!r})")
+        if self.kind == "wavlm":
+            self._check_ssl()
+            return
         for name in ("sample_rate", "n_fft", "hop_length", "n_mels"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive (got {getattr(self, name)})")
@@ -87,6 +100,23 @@ class FeatureConfig:
                 "use fewer mels or a larger n_fft"
             )
 
+    def _check_ssl(self) -> None:
+        if (self.sample_rate, self.hop_length) != (SSL_RATE, SSL_HOP):
+            raise ValueError(
+                f"WavLM features are {SSL_RATE} Hz audio at a hop of {SSL_HOP} samples "
+                f"(got {self.sample_rate} Hz, hop {self.hop_length})"
+            )
+        if not self.ssl_sha256 or not self.ssl_layers:
+            raise ValueError("WavLM features need the model's SHA-256 and the layers they keep")
+        if self.n_mels % len(self.ssl_layers):
+            n = len(self.ssl_layers)
+            raise ValueError(f"{self.n_mels} features do not split into {n} layers")
+        if not self.max_seconds > 0:
+            raise ValueError(
+                "WavLM features are computed on clips (its attention grows with the square of "
+                "a track's length): set max_seconds above 0, e.g. 30"
+            )
+
     @property
     def frames_per_second(self) -> float:
         """Frames per second: sample_rate / hop_length (50 by default)."""
@@ -99,6 +129,11 @@ class FeatureConfig:
     def to_dict(self) -> dict:
         """The settings as a plain dict (what manifests and checkpoints record)."""
         d = dataclasses.asdict(self)
+        del d["ssl_path"]
+        if self.kind != "wavlm":
+            del d["ssl_sha256"], d["ssl_layers"]
+        else:
+            d["ssl_layers"] = list(self.ssl_layers)
         if d["kind"] == "logmel":
             del d["kind"]
         return d
@@ -118,6 +153,8 @@ class FeatureConfig:
         """The settings a dict records; unknown keys dropped, clip "start" when missing."""
         names = {f.name for f in dataclasses.fields(cls)}
         d = {"clip": "start", **d}  # recorded before clips could be taken from the middle
+        if "ssl_layers" in d:
+            d["ssl_layers"] = tuple(int(i) for i in d["ssl_layers"])
         return cls(**{k: v for k, v in d.items() if k in names})
 
 

@@ -9,11 +9,20 @@ from pathlib import Path
 
 from pipeline.errors import BadInput
 from pipeline.features import CLIPS, FeatureConfig
-from pipeline.settings import setting
+from pipeline.settings import Registry, setting
 from pipeline.sources import ARRAY_SCALES, DATASETS, LABEL_SCHEMES, SUBSETS
 from pipeline.workers import BACKENDS
 
 _FEATURES = FeatureConfig()  # the feature defaults, in one place
+INPUT_FEATURES = Registry(
+    "input features",
+    {
+        "logmel": "log-mel spectrograms (mrnet's default)",
+        "wavlm": "the hidden states of a frozen WavLM (--ssl-model), the MRNet authors' "
+        "input, computed once here: about 30 MB per 30-s track with all 13 layers of "
+        "wavlm-base-plus (78x a log-mel; --layers keeps fewer)",
+    },
+)
 
 
 @dataclass
@@ -79,6 +88,18 @@ class PreprocessOptions:
         "split column, and melon.",
     )
     jobs: int | None = setting(None, "Parallel worker processes (default: all cores).")
+    features: str = setting(_FEATURES.kind, "What the cache holds.", choices=INPUT_FEATURES)
+    ssl_model: Path | None = setting(
+        None,
+        "--features wavlm: a local WavLM folder in Hugging Face's format (config.json and "
+        "model.safetensors or pytorch_model.bin), e.g. microsoft/wavlm-base-plus from the "
+        "Hugging Face hub; nothing is downloaded.",
+    )
+    layers: str | None = setting(
+        None,
+        "--features wavlm: the hidden states to keep, comma-separated (0: the embedding "
+        "output, 1..12: the transformer layers of a base model); default: all.",
+    )
     sample_rate: int = setting(_FEATURES.sample_rate, "Target sample rate in Hz.")
     n_mels: int = setting(_FEATURES.n_mels, "Mel bands.")
     n_fft: int = setting(_FEATURES.n_fft, "FFT size in samples.")
@@ -173,6 +194,13 @@ class PreprocessOptions:
                 f"audio dir {self.audio_dir} does not exist; pass --audio-dir pointing at the "
                 f"{what}"
             )
+        if self.features == "wavlm" and self.dataset == "melon":
+            raise BadInput(
+                "--features wavlm computes features from audio; Melon ships mel arrays and no "
+                "audio: drop --features for --dataset melon"
+            )
+        if self.features != "wavlm" and (self.ssl_model or self.layers):
+            raise BadInput("--ssl-model and --layers are for --features wavlm; add it or drop them")
         if self.backend == "dask" and not self.scheduler:
             raise BadInput(
                 "--backend dask needs --scheduler tcp://HOST:8786 (a running dask scheduler)"
@@ -182,6 +210,8 @@ class PreprocessOptions:
     def feature_config(self) -> FeatureConfig:
         """The FeatureConfig these options describe (f_max 0: the Nyquist frequency);
         BadInput when the settings are invalid."""
+        if self.features == "wavlm":
+            return self._ssl_config()
         try:
             return FeatureConfig(
                 sample_rate=self.sample_rate,
@@ -194,6 +224,47 @@ class PreprocessOptions:
             )
         except ValueError as e:
             raise BadInput(f"invalid feature settings: {e}") from e
+
+    def _ssl_config(self) -> FeatureConfig:
+        """Kind "wavlm": the model's identity and the chosen layers (the mel settings do
+        not apply); reads the folder's config and hashes its weights, loads no model."""
+        from pipeline import ssl  # torch: only for this kind
+
+        if self.ssl_model is None:
+            raise BadInput(f"--features wavlm needs --ssl-model DIR: {ssl.WHERE_FROM}")
+        config = ssl.read_config(self.ssl_model)
+        n = int(config["num_hidden_layers"]) + 1
+        try:
+            layers = tuple(range(n)) if self.layers is None else parse_layers(self.layers)
+        except ValueError:
+            raise BadInput(
+                f"--layers {self.layers!r}: give hidden-state numbers separated by commas, "
+                "e.g. 0,6,12"
+            ) from None
+        if not layers or len(set(layers)) < len(layers) or not all(0 <= i < n for i in layers):
+            raise BadInput(
+                f"--layers {self.layers}: pick distinct hidden states among 0..{n - 1} "
+                f"(this model has {n})"
+            )
+        try:
+            return FeatureConfig(
+                sample_rate=ssl.SAMPLE_RATE,
+                hop_length=ssl.HOP,
+                n_mels=len(layers) * int(config["hidden_size"]),
+                max_seconds=self.max_seconds,
+                clip=self.clip,
+                kind="wavlm",
+                ssl_sha256=ssl.weights_sha256(self.ssl_model),
+                ssl_layers=layers,
+                ssl_path=str(self.ssl_model.absolute()),
+            )
+        except ValueError as e:
+            raise BadInput(f"invalid feature settings: {e}") from e
+
+
+def parse_layers(text: str) -> tuple[int, ...]:
+    """ "0, 6,12" -> (0, 6, 12); ValueError when a part is not an integer."""
+    return tuple(int(part) for part in text.split(",") if part.strip())
 
 
 @dataclass

@@ -303,9 +303,9 @@ def tiny_wavlm_dir(path: Path, seed: int = 0, stable: bool = False, layers: int 
         num_hidden_layers=layers,
         num_attention_heads=2,
         intermediate_size=64,
-        conv_dim=(16, 16),
-        conv_kernel=(10, 3),
-        conv_stride=(5, 2),  # 10 samples a frame: 1,600 frames per second at 16 kHz
+        conv_dim=(16,) * 7,  # WavLM's convolutions, narrow: 320 samples a frame (50/s)
+        conv_kernel=(10, 3, 3, 3, 3, 2, 2),
+        conv_stride=(5, 2, 2, 2, 2, 2, 2),
         num_conv_pos_embeddings=16,
         num_conv_pos_embedding_groups=4,
         num_buckets=32,

@@ -228,7 +228,8 @@ def test_predict_all_unreadable_is_bad_input_and_skips_folders(run, tmp_path):
     assert "bad.mp3: cannot read" in r.output and "none of the 1 files" in r.output
 
 
-def test_demo_prints_the_commands_it_runs(tmp_path, monkeypatch):
+@pytest.mark.parametrize("features", ["logmel", "wavlm"])
+def test_demo_prints_the_commands_it_runs(tmp_path, monkeypatch, features):
     """Each command the demo prints, given to the real CLI, makes the very options the
     demo ran that stage with (so the printed commands cannot drift from the CLI)."""
     import dataclasses
@@ -241,14 +242,25 @@ def test_demo_prints_the_commands_it_runs(tmp_path, monkeypatch):
     from mrnet.options import DemoOptions
     from pipeline.settings import command_line
 
-    opts = DemoOptions(out=tmp_path / "demo", epochs=3, channels=16, jobs=2, progress=False)
+    opts = DemoOptions(
+        out=tmp_path / "demo", epochs=3, channels=16, jobs=2, progress=False, features=features
+    )
+    if features == "wavlm":
+        from mrnet.demo import RANDOM_WAVLM
+        from pipeline.synth.wavlm import write_random_wavlm
+
+        write_random_wavlm(opts.out / RANDOM_WAVLM)
     stages = stage_options(opts, tmp_path / "fma_large", tmp_path / "fma_metadata", 20)
     seen = {}
     monkeypatch.setattr(pipeline.preprocess, "run", lambda o: seen.setdefault("p", o) and None)
     monkeypatch.setattr(mrnet.train.loop, "train", lambda o, *a: seen.setdefault("t", o) and None)
     monkeypatch.setattr(mrnet.evaluate, "run", lambda o: seen.setdefault("e", o) and None)
     pre, fit, score = stages
-    lines = [command_line("preprocess", pre), train_command(fit), command_line("evaluate", score)]
+    lines = [
+        command_line("preprocess", pre),
+        train_command(fit, opts),
+        command_line("evaluate", score),
+    ]
     for key, line, stage in zip("pte", lines, stages):
         r = runner.invoke(app, shlex.split(line)[1:])  # without the leading "mrnet"
         assert r.exit_code == 0, (line, r.output)

@@ -7,8 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mrnet.model.wavlm import WavLMFrontEnd, hidden_states, load_wavlm
+from mrnet.model.wavlm import WavLMFrontEnd
 from pipeline.errors import BadInput
+from pipeline.ssl import hidden_states, load_wavlm
 from tests.helpers import tiny_wavlm_dir
 
 transformers = pytest.importorskip("transformers")
@@ -32,7 +33,7 @@ def test_hidden_states_match_transformers(tmp_path, stable):
     ref = reference(path, wave)
     with torch.no_grad():
         got = hidden_states(load_wavlm(path).model, wave)
-    assert got.shape == (4, 2, 799, 32)  # embedding output + 3 layers; 10 samples a frame
+    assert got.shape == (4, 2, 24, 32)  # embedding output + 3 layers; 0.5 s at 50 frames/s
     # the last state is the encoder's output (after its final norm in the stable variant)
     expected = [*ref.hidden_states[:-1], ref.last_hidden_state]
     for i, (g, r) in enumerate(zip(got, expected)):
@@ -88,6 +89,7 @@ def copy_dir(src, dst):
         ("truncated", ["model.safetensors does not load"]),
         ("other-size", ["does not match config.json"]),
         ("foreign-weights", ["lacks", "WavLM tensors"]),
+        ("other-hop", ["advance 160 samples a frame, not 320"]),
     ],
 )
 def test_bad_model_folder_is_one_line(tmp_path, wavlm_dir, damage, words):
@@ -102,9 +104,15 @@ def test_bad_model_folder_is_one_line(tmp_path, wavlm_dir, damage, words):
         config.unlink()
     elif damage == "not-json":
         config.write_text("{ half")
-    elif damage in ("other-model", "other-size"):
+    elif damage in ("other-model", "other-size", "other-hop"):
         c = json.loads(config.read_text())
-        c.update({"model_type": "wav2vec2"} if damage == "other-model" else {"hidden_size": 48})
+        c.update(
+            {
+                "other-model": {"model_type": "wav2vec2"},
+                "other-size": {"hidden_size": 48},
+                "other-hop": {"conv_stride": [5, 2, 2, 2, 2, 2, 1]},
+            }[damage]
+        )
         config.write_text(json.dumps(c))
     elif damage == "no-weights":
         weights.unlink()
@@ -131,7 +139,7 @@ def test_front_end_shapes_and_stereo(wavlm_dir):
         left, right = mono(wave[:, :1]), mono(wave[:, 1:])
         both = stereo(wave)
         duplicated = stereo(wave[:, :1])
-    assert left.shape == (3, 32, 399) and both.shape == (3, 64, 399)
+    assert left.shape == (3, 32, 12) and both.shape == (3, 64, 12)
     torch.testing.assert_close(both, torch.cat([left, right], dim=1))
     torch.testing.assert_close(duplicated, torch.cat([left, left], dim=1))
     # the weights start at 1 each and sum the chosen states
@@ -172,3 +180,21 @@ def test_layer_weights_train_and_wavlm_stays_frozen(wavlm_dir):
     # same input, same weights: WavLM's part of the output is deterministic in train mode
     front.weights.weight.data.fill_(1.0)
     torch.testing.assert_close(front(wave).detach(), first)
+
+
+def test_random_demo_model_is_read_alike_by_transformers(tmp_path):
+    """The demo's tiny random WavLM (written without transformers) is a valid Hugging
+    Face folder: transformers and mrnet read it to the same hidden states."""
+    from pipeline.synth.wavlm import NOTE, write_random_wavlm
+
+    path = write_random_wavlm(tmp_path / "random", seed=3)
+    ssl = load_wavlm(path)
+    assert ssl.config["_mrnet_note"] == NOTE and (ssl.n_states, ssl.dim) == (4, 32)
+    wave = torch.randn(2, 8000, generator=torch.Generator().manual_seed(1))
+    ref = reference(path, wave)
+    with torch.no_grad():
+        got = hidden_states(ssl.model, wave)
+    for i, (g, r) in enumerate(zip(got, ref.hidden_states)):
+        torch.testing.assert_close(g, r, atol=1e-5, rtol=1e-4, msg=f"hidden state {i}")
+    again = load_wavlm(write_random_wavlm(tmp_path / "again", seed=3))
+    assert again.sha256 != "" and torch.equal(hidden_states(again.model, wave), got)

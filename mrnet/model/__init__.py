@@ -50,10 +50,15 @@ class ModelConfig:
     # norm erases the long-term spectrum that carries timbre); recipes of the authors'
     # setting ask for "instance"
     input_norm: str = "batch"
+    # WavLM features: the input is this many hidden states stacked along the feature axis
+    # (n_mels = input_layers x dim), summed with learned weights first; 0: a plain input
+    input_layers: int = 0
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["dilations"] = list(self.dilations)
+        if not self.input_layers:  # as recorded before the setting existed
+            del d["input_layers"]
         return d
 
     @classmethod
@@ -75,6 +80,8 @@ class ModelConfig:
         for name in ("n_mels", "n_classes", "channels", "embed_dim", "scale"):
             if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
                 raise ValueError(f"{name} must be a positive integer")
+        if cfg.input_layers < 0 or (cfg.input_layers and cfg.n_mels % cfg.input_layers):
+            raise ValueError(f"input_layers {cfg.input_layers} does not divide n_mels {cfg.n_mels}")
         return cfg
 
 

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mrnet.model import ModelConfig
+from mrnet.model.wavlm import LayerWeights
 
 
 class ConvReluBN(nn.Sequential):
@@ -197,6 +198,11 @@ class MRNet(nn.Module):
         super().__init__()
         c, n_mels = cfg.channels, cfg.n_mels
         self.channels = c
+        # WavLM features: the stacked hidden states summed with learned weights (authors')
+        self.layers = cfg.input_layers
+        if self.layers:
+            self.layer_weights = LayerWeights(self.layers, dim=1)
+            n_mels //= self.layers
         # instance (the authors'): each track's bands to zero mean, unit variance over
         # time, which removes its long-term spectrum; batch: bands normalised with
         # statistics over the training set, which keeps it
@@ -222,6 +228,8 @@ class MRNet(nn.Module):
     def embedding(self, x: torch.Tensor) -> torch.Tensor:
         """[B, n_mels, T] -> [B, embed_dim]."""
         c = self.channels
+        if self.layers:  # [B, L * D, T] -> [B, D, T]
+            x = self.layer_weights(x.unflatten(1, (self.layers, -1)))
         x = self.stem(self.dropout(self.norm(x)))
         shorts, longs, rests = [], [], []
         for block in self.blocks:

@@ -14,7 +14,6 @@ from tqdm import tqdm
 
 from mrnet import checkpoint
 from mrnet.checkpoint import Checkpoint
-from mrnet.deps import load_torchaudio
 from mrnet.options import TrainConfig
 from mrnet.recipe import resumed
 from mrnet.runtime import Torchrun, resolve_device, same_outcome
@@ -23,6 +22,7 @@ from mrnet.tracking import require_wandb
 from pipeline.atomic import remove_temps
 from pipeline.cache.reader import Cache, SplitIndex, open_cache, split_index
 from pipeline.cache.verify import damaged_error, format_report, verify_cache
+from pipeline.deps import load_torchaudio
 from pipeline.errors import BadInput
 from pipeline.lock import DirLock
 

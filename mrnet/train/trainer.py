@@ -21,6 +21,7 @@ from mrnet.runtime import Torchrun
 from mrnet.seeds import rng_state, seed_all, set_rng_state
 from mrnet.task import TASKS, Task
 from pipeline.cache.reader import Cache, SplitIndex
+from pipeline.errors import BadInput
 from pipeline.features import FeatureConfig
 
 
@@ -127,7 +128,12 @@ def build(
     """
     task = TASKS[cache.manifest.task]
     frames = crop_frames(cfg.crop_seconds, cache.feature_config)
-    model_config = cfg.model_config(train_idx.n_mels, len(cache.labels))
+    features = FeatureConfig.from_dict(cache.feature_config)
+    if features.ssl_layers and cfg.arch != "mrnet":
+        raise BadInput(
+            f"--arch {cfg.arch} reads log-mel images; a cache of WavLM features trains --arch mrnet"
+        )
+    model_config = cfg.model_config(train_idx.n_mels, len(cache.labels), len(features.ssl_layers))
     seed_all(cfg.seed)
     model = build_model(model_config).to(device)
     if cfg.sync_bn and torchrun.enabled:

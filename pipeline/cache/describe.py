@@ -30,9 +30,7 @@ def describe_cache(path: Path) -> str:
     lines = [
         f"cache {path} ({m.status}, format {m.format_version}, mrnet {m.tool_version})",
         f"  source   {m.dataset} {m.subset} ({m.split_scheme} split) {source}".rstrip(),
-        f"  features {_kind(fc)} {fc['n_mels']} bands, {fc['sample_rate']} Hz, n_fft "
-        f"{fc['n_fft']}, hop {fc['hop_length']} ({fc['sample_rate'] / fc['hop_length']:g} "
-        f"frames/s), f {fc['f_min']:.0f}-{fc['f_max']:.0f} Hz; {_clip(fc)}",
+        f"  features {_features(fc)}; {_clip(fc)}",
         f"  shards   {len(m.shards)} of up to {m.plan.get('shard_size')} tracks; "
         f"size {dir_bytes(path) / 2**20:.1f} MiB",
     ]
@@ -64,13 +62,25 @@ def describe_cache(path: Path) -> str:
     return "\n".join(lines)
 
 
-def _kind(fc: dict) -> str:
+def _features(fc: dict) -> str:
     kind = fc.get("kind", "logmel")
-    return "log-mel" if kind == "logmel" else f"{kind} (precomputed, not from audio)"
+    sr, hop = fc["sample_rate"], fc["hop_length"]
+    fps = f"hop {hop} ({sr / hop:g} frames/s)"
+    if kind == "wavlm":
+        layers = fc["ssl_layers"]
+        return (
+            f"wavlm hidden states {','.join(map(str, layers))} x {fc['n_mels'] // len(layers)} "
+            f"features of the model with weights SHA-256 {fc['ssl_sha256'][:12]}, {sr} Hz, {fps}"
+        )
+    what = "log-mel" if kind == "logmel" else f"{kind} (precomputed, not from audio)"
+    return (
+        f"{what} {fc['n_mels']} bands, {sr} Hz, n_fft {fc['n_fft']}, {fps}, "
+        f"f {fc['f_min']:.0f}-{fc['f_max']:.0f} Hz"
+    )
 
 
 def _clip(fc: dict) -> str:
-    if fc.get("kind", "logmel") != "logmel":
+    if fc.get("kind", "logmel") not in ("logmel", "wavlm"):
         return "as the dataset cut them"
     if not fc["max_seconds"]:
         return "whole tracks"

@@ -1,10 +1,13 @@
 """torchaudio, imported where a run needs it, with a one-line error when it cannot load.
 
+In pipeline/ because both sides use it: `mrnet train` (SpecAugment masks) and the WavLM
+feature kind of `mrnet preprocess` (pipeline.ssl).
+
 A torchaudio wheel loads only beside the exact torch release it was built for and does
 not declare that pin, so a later torchaudio next to an older torch fails deep inside its
 import (an OSError from its compiled library). mrnet imports torchaudio only where it is
 used (SpecAugment masks in `mrnet train`, on by default; `--no-specaugment` runs without
-it); preprocess, evaluate and predict never load it.
+it; WavLM features); log-mel preprocess, evaluate and predict never load it.
 """
 
 from __future__ import annotations

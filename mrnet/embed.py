@@ -117,7 +117,7 @@ def _label_names(label: np.ndarray, names: list[str]) -> list[str]:
 
 def _from_files(opts: EmbedOptions, ckpt, forward, window: int):
     files, skipped = expand_inputs(opts.paths)
-    cfg = audio_features(ckpt.feature_config)
+    cfg = audio_features(ckpt.feature_config, opts.ssl_model)
     out, kept, failed = [], [], []
     bar = tqdm(files, unit="file", desc="embed", disable=not opts.progress)
     for path, e, error in file_outputs(bar, cfg, forward, window, opts.batch_size):

@@ -53,7 +53,8 @@ def _checkpoint_lines(path: Path, ck: Checkpoint) -> list[str]:
     return [
         f"checkpoint {path}",
         f"  model    {mc.arch} channels={mc.channels} n_mels={mc.n_mels} "
-        f"{mc.n_classes} {ck.task}-label outputs ({n_params / 1e6:.2f} M weights and buffers)",
+        + (f"(input_layers={mc.input_layers}: learned layer weights) " if mc.input_layers else "")
+        + f"{mc.n_classes} {ck.task}-label outputs ({n_params / 1e6:.2f} M weights and buffers)",
         f"  epoch    {ck.epoch}  {ck.select_by} {row.get(ck.select_by, float('nan')):.4f}  "
         f"(best epoch of the run so far: {ck.best_epoch})",
         f"  labels   {', '.join(ck.labels)}",

@@ -3,6 +3,7 @@ read, and a model's output for each, read as `preprocess` reads it."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import torch
 from mrnet.scoring import file_means
 from pipeline.audio import AUDIO_SUFFIXES, audio_files
 from pipeline.errors import BadInput, TrackFailed
-from pipeline.extract import TrackFeatures
+from pipeline.extract import track_frames
 from pipeline.features import FeatureConfig
 
 MIN_SECONDS = 0.5  # shorter files are reported as too_short
@@ -42,18 +43,38 @@ def expand_inputs(inputs: Iterable[Path]) -> tuple[list[Path], list[Path]]:
     return files, skipped
 
 
-def audio_features(feature_config: dict) -> FeatureConfig:
-    """The feature settings a checkpoint records, for reading new audio files; BadInput
-    when its frames cannot be computed from audio (a model trained on Melon's
-    precomputed mels: their exact computation is not published with the dataset; one
-    trained on WavLM features: files are not run through WavLM here)."""
+def audio_features(feature_config: dict, ssl_model: Path | None = None) -> FeatureConfig:
+    """The feature settings a checkpoint records, for reading new audio files.
+
+    Args:
+        feature_config: the checkpoint's record.
+        ssl_model: the WavLM folder, for a model trained on WavLM features (its weights
+            must be the ones the record names).
+
+    Raises:
+        BadInput: in one line, when the frames cannot be computed from audio (a model
+            trained on Melon's precomputed mels: their exact computation is not published
+            with the dataset), or when a WavLM model's folder is missing or another.
+    """
     cfg = FeatureConfig.from_dict(feature_config)
     if cfg.kind == "wavlm":
-        raise BadInput(
-            "this model was trained on WavLM features (a --features wavlm cache), which "
-            "mrnet predict and embed do not compute from audio files; score it on such a "
-            "cache with mrnet evaluate or mrnet embed --cache"
-        )
+        from pipeline.ssl import weights_sha256
+
+        if ssl_model is None:
+            raise BadInput(
+                "this model was trained on WavLM features: pass --ssl-model DIR, the WavLM "
+                "folder its cache was made with"
+            )
+        sha = weights_sha256(ssl_model) if ssl_model.is_dir() else ""
+        if sha != cfg.ssl_sha256:
+            found = f"weights with SHA-256 {sha[:12]}" if sha else "no such folder"
+            raise BadInput(
+                f"--ssl-model {ssl_model}: {found}; this model was trained on the features "
+                f"of the WavLM whose weights have SHA-256 {cfg.ssl_sha256[:12]}"
+            )
+        return dataclasses.replace(cfg, ssl_path=str(ssl_model.absolute()))
+    if ssl_model is not None:
+        raise BadInput("--ssl-model is for models trained on WavLM features; drop it")
     if not cfg.from_audio:
         raise BadInput(
             f"this model was trained on precomputed features ({cfg.kind}: {cfg.n_mels} bands "
@@ -75,7 +96,7 @@ def file_outputs(
     """Per file, in order, its mean ``forward`` output over its windows, or why there is none.
 
     Args:
-        files: the audio files, read as `preprocess` reads them (TrackFeatures).
+        files: the audio files, read as `preprocess` reads them (`track_frames`).
         cfg: the feature settings (the cache's the model was trained on).
         forward: a window batch's outputs, float [b, d] (see mrnet.scoring.track_means).
         window: window length (frames); 0: the whole file in one window.
@@ -89,7 +110,8 @@ def file_outputs(
     """
     for path in files:
         try:
-            out = file_means(TrackFeatures(path, cfg, min_seconds), window, forward, batch_size)
+            frames = track_frames(path, cfg, min_seconds, None)
+            out = file_means(frames, window, forward, batch_size)
         except TrackFailed as e:
             yield path, None, e.reason
             continue

@@ -29,6 +29,14 @@ def _device(help_: str = "Where the model runs.") -> object:
     return setting("auto", help_, choices=DEVICES)
 
 
+def _ssl_model() -> object:
+    return setting(
+        None,
+        "Audio files for a model trained on WavLM features: the WavLM folder its cache was "
+        "made with (checked against the SHA-256 the model records).",
+    )
+
+
 def _progress() -> object:
     return setting(True, "Show a progress bar.")
 
@@ -278,6 +286,7 @@ class PredictOptions:
         "How many genres to show per file (1 or more); multi-label models: at most this many "
         "of the labels above their thresholds.",
     )
+    ssl_model: Path | None = _ssl_model()
     json: bool = setting(False, "One JSON object per line.", flag="--json")
     csv: bool = setting(False, "CSV: path, genre_1, p_1, ..., error.", flag="--csv")
     device: str = _device()
@@ -305,6 +314,7 @@ class EmbedOptions:
         [], "Audio files or folders (searched recursively); or pass --cache instead."
     )
     cache: Path | None = setting(None, "Embed the tracks of this cache instead of files.")
+    ssl_model: Path | None = _ssl_model()
     split: str | None = setting(None, "With --cache: only this split (default: all).")
     window: float = setting(WINDOW_SECONDS, WINDOW_HELP + " (Embeddings: the mean embedding.)")
     batch_size: int = setting(16, "Windows per forward pass.")

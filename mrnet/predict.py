@@ -58,6 +58,7 @@ def predict_files(
     min_seconds: float = MIN_SECONDS,
     window_seconds: float = WINDOW_SECONDS,
     batch_size: int = 16,
+    ssl_model: Path | None = None,
 ) -> Iterator[Prediction]:
     """Yield one Prediction per file, in order (``model`` from `checkpoint.load_model`).
 
@@ -74,11 +75,12 @@ def predict_files(
         min_seconds: shorter files fail as too short.
         window_seconds: window length (s); 0: every file whole.
         batch_size: windows per forward pass.
+        ssl_model: the WavLM folder, for a model trained on WavLM features.
 
     Returns:
         An iterator of Predictions, one per file.
     """
-    cfg = audio_features(ckpt.feature_config)
+    cfg = audio_features(ckpt.feature_config, ssl_model)
     names, task = list(ckpt.labels), TASKS[ckpt.task]
     forward = model_forward(model.to(device).eval(), device, task)
     window = window_frames(window_seconds, ckpt.feature_config)
@@ -109,13 +111,15 @@ def run(opts: PredictOptions, echo: Callable[[str], None] = print) -> Predicted:
     check_choices(opts)
     opts.check()
     ckpt = checkpoint.load(opts.checkpoint)
-    audio_features(ckpt.feature_config)  # refuses a model of precomputed features first
+    audio_features(ckpt.feature_config, opts.ssl_model)  # refuses what it cannot read first
     model = checkpoint.load_model(ckpt)
     readable, skipped = expand_inputs(opts.paths)
     device = resolve_device(opts.device)
     files = readable + skipped
     predictions = itertools.chain(
-        predict_files(ckpt, model, readable, device, window_seconds=opts.window),
+        predict_files(
+            ckpt, model, readable, device, window_seconds=opts.window, ssl_model=opts.ssl_model
+        ),
         (Prediction(p, error="unsupported_format") for p in skipped),
     )
     task, names = TASKS[ckpt.task], list(ckpt.labels)

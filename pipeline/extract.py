@@ -109,7 +109,7 @@ def build_shard(
         # load the model before any track: loky takes a worker's memory after its first
         # job as the reference, and a model loaded in a later job (the first had no
         # readable track) would look like a 300-MB leak and restart the worker
-        from pipeline.ssl import cached_model
+        from pipeline.ssl import cached_model  # one thread a worker, as numpy (loky)
 
         cached_model(cfg.ssl_path, cfg.ssl_sha256)
     global _writer

@@ -287,7 +287,6 @@ def cached_model(path: str, sha256: str) -> SSLModel:
     not the ones ``sha256`` names (the folder changed since the run began)."""
     ssl = _loaded.get(path)
     if ssl is None:
-        torch.set_num_threads(1)  # one busy worker per core, as for log-mels
         ssl = _loaded[path] = load_wavlm(path)
     if ssl.sha256 != sha256:
         raise BadInput(

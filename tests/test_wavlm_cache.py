@@ -5,8 +5,10 @@ refuses a model of the other input kind in one line."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -142,8 +144,22 @@ def test_train_evaluate_and_the_refusals(data, wavlm_cache, tmp_path):
     mel = tmp_path / "cache-mel"
     assert preprocess(data, mel).exit_code == 0
     one_line_error(cli_evaluate(best, mel, tmp_path / "r2"), "other features", "kind")
-    r = runner.invoke(app, ["predict", "--checkpoint", str(best), str(data / "audio" / "test")])
-    one_line_error(r, "WavLM features", "mrnet evaluate")
+    # predict runs the files through the same WavLM: the cached track's probabilities
+    test = data / "audio" / "test"
+    predict = ["predict", "--checkpoint", str(best), str(test), "--json", "--top", "3"]
+    one_line_error(runner.invoke(app, predict), "trained on WavLM features", "--ssl-model DIR")
+    other = tiny_wavlm_dir(tmp_path / "other", seed=9)
+    r = runner.invoke(app, [*predict, "--ssl-model", str(other)])
+    one_line_error(r, "SHA-256", load_wavlm(other).sha256[:12])
+    r = runner.invoke(app, [*predict, "--ssl-model", str(data / "model")])
+    assert r.exit_code == 0, r.output
+    rows = pd.read_csv(tmp_path / "report" / "predictions.csv").set_index("track_id")
+    lines = [json.loads(line) for line in r.output.splitlines()]
+    assert len(lines) == len(rows) == 3
+    for line in lines:
+        track_id = Path(line["path"]).relative_to(data / "audio").with_suffix("").as_posix()
+        for name, p in line["top"]:
+            assert p == pytest.approx(rows.loc[track_id, f"p_{name}"], abs=1e-4), track_id
     r = runner.invoke(app, ["export", "--checkpoint", str(best), "--out", str(tmp_path / "m.onnx")])
     one_line_error(r, "WavLM features")
     assert not (tmp_path / "m.onnx").exists()

@@ -3,6 +3,10 @@ settings are decided.
 
     built-in defaults  <  recipe (--config)  <  command-line flags  <  --set KEY=VALUE
 
+The input settings (INPUT_SETTINGS) have one more step for caches of another input kind
+than log-mels: a WavLM cache takes them from recipes/wavlm.toml (the authors' InstanceNorm,
+no SpecAugment, noise or mixup) unless they were set explicitly (`input_defaults`).
+
 A recipe is a flat TOML table whose keys are `TrainConfig` fields (`mrnet train
 --print-config` writes one): numbers, booleans, strings and arrays (for tuples such as
 ``noise_std = [0.05, 0.1]``); a setting that is None is left out. Under --resume the
@@ -27,6 +31,19 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+INPUT_SETTINGS = ("input_norm", "specaugment", "noise_prob", "mixup")
+KIND_RECIPES = {"wavlm": "wavlm"}  # feature kind -> the recipe of its input settings
+
+
+def input_defaults(cfg: TrainConfig, kind: str, source: dict) -> tuple[TrainConfig, list[str]]:
+    """``cfg`` with the input settings of feature ``kind``'s recipe (KIND_RECIPES) for
+    those not set explicitly (``source``); returns it and the names changed."""
+    name = KIND_RECIPES.get(kind)
+    if name is None:
+        return cfg, []
+    values = {k: v for k, v in load(name).items() if k in INPUT_SETTINGS and k not in source}
+    values = {k: v for k, v in values.items() if getattr(cfg, k) != v}
+    return apply(cfg, values, f"recipe {find(name)}"), sorted(values)
 
 
 def find(name: Path | str) -> Path:

@@ -169,3 +169,18 @@ def test_train_evaluate_and_the_refusals(data, wavlm_cache, tmp_path):
     one_line_error(r, "other features")
     r = cli_train(wavlm_cache, tmp_path / "run-cnn", "--arch", "cnn")
     one_line_error(r, "--arch cnn", "--arch mrnet")
+
+
+def test_wavlm_cache_trains_with_the_authors_input_settings_by_default(wavlm_cache, tmp_path):
+    """recipes/wavlm.toml's input settings unless set: InstanceNorm, no SpecAugment, noise
+    or mixup; a setting given explicitly wins."""
+    from mrnet.recipe import load
+
+    recipe = load("wavlm")
+    r = cli_train(wavlm_cache, tmp_path / "a", "--mixup", "0.4", "--specaugment")
+    assert r.exit_code == 0, r.output
+    assert "note: a cache of wavlm features: input_norm instance" in r.output
+    tc = checkpoint.load(tmp_path / "a" / "best.pt").train_config
+    assert tc["input_norm"] == recipe["input_norm"] == "instance"
+    assert tc["noise_prob"] == recipe["noise_prob"] == 0.0
+    assert (tc["mixup"], tc["specaugment"]) == (0.4, True)  # given explicitly

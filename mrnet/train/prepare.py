@@ -15,7 +15,7 @@ from tqdm import tqdm
 from mrnet import checkpoint
 from mrnet.checkpoint import Checkpoint
 from mrnet.options import TrainConfig
-from mrnet.recipe import resumed
+from mrnet.recipe import KIND_RECIPES, input_defaults, resumed
 from mrnet.runtime import Torchrun, resolve_device, same_outcome
 from mrnet.task import TASKS, Task
 from mrnet.tracking import require_wandb
@@ -76,6 +76,14 @@ def prepare(cfg: TrainConfig, source: dict, torchrun: Torchrun, stack: ExitStack
         val_idx = split_index(cache, "validation")
         check_labels(cache, train_idx, TASKS[cache.manifest.task], say=torchrun.main)
         if not cfg.resume:  # a resumed run is checked with its recorded settings below
+            kind = cache.feature_config.get("kind", "logmel")
+            cfg, changed = input_defaults(cfg, kind, source)
+            if changed and torchrun.main:
+                tqdm.write(
+                    f"note: a cache of {kind} features: "
+                    + ", ".join(f"{k} {getattr(cfg, k)}" for k in changed)
+                    + f" (recipes/{KIND_RECIPES[kind]}.toml; set them to override)"
+                )
             check_config(cfg, len(train_idx), torchrun.world, cache.root)
         if cfg.wandb and torchrun.main:
             require_wandb()

@@ -58,21 +58,16 @@ def audio_features(feature_config: dict, ssl_model: Path | None = None) -> Featu
     """
     cfg = FeatureConfig.from_dict(feature_config)
     if cfg.kind == "wavlm":
-        from pipeline.ssl import weights_sha256
+        from pipeline.ssl import cached_model
 
         if ssl_model is None:
             raise BadInput(
                 "this model was trained on WavLM features: pass --ssl-model DIR, the WavLM "
                 "folder its cache was made with"
             )
-        sha = weights_sha256(ssl_model) if ssl_model.is_dir() else ""
-        if sha != cfg.ssl_sha256:
-            found = f"weights with SHA-256 {sha[:12]}" if sha else "no such folder"
-            raise BadInput(
-                f"--ssl-model {ssl_model}: {found}; this model was trained on the features "
-                f"of the WavLM whose weights have SHA-256 {cfg.ssl_sha256[:12]}"
-            )
-        return dataclasses.replace(cfg, ssl_path=str(ssl_model.absolute()))
+        path = str(ssl_model.absolute())
+        cached_model(path, cfg.ssl_sha256)  # loaded once, and checked, before any file
+        return dataclasses.replace(cfg, ssl_path=path)
     if ssl_model is not None:
         raise BadInput("--ssl-model is for models trained on WavLM features; drop it")
     if not cfg.from_audio:

@@ -233,7 +233,7 @@ class PreprocessOptions:
         if self.ssl_model is None:
             raise BadInput(f"--features wavlm needs --ssl-model DIR: {ssl.WHERE_FROM}")
         config = ssl.read_config(self.ssl_model)
-        n = int(config["num_hidden_layers"]) + 1
+        n = ssl.n_states(config)
         try:
             layers = tuple(range(n)) if self.layers is None else parse_layers(self.layers)
         except ValueError:

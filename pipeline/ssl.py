@@ -83,13 +83,19 @@ class SSLModel:
 
     @property
     def n_states(self) -> int:
-        """Hidden states per input: the embedding output and one per transformer layer."""
-        return int(self.config["num_hidden_layers"]) + 1
+        """Hidden states per input (`n_states`)."""
+        return n_states(self.config)
 
     @property
     def dim(self) -> int:
         """Feature size D of each hidden state."""
         return int(self.config["hidden_size"])
+
+
+def n_states(config: dict) -> int:
+    """Hidden states per input of a WavLM config: the embedding output and one per
+    transformer layer (13 for base-plus)."""
+    return int(config["num_hidden_layers"]) + 1
 
 
 def _bad(path: Path, problem: str) -> BadInput:
@@ -284,14 +290,15 @@ _loaded: dict[str, SSLModel] = {}  # by folder, in this process (a preprocess wo
 
 def cached_model(path: str, sha256: str) -> SSLModel:
     """The model of folder ``path``, loaded once per process; BadInput when its weights are
-    not the ones ``sha256`` names (the folder changed since the run began)."""
+    not the ones ``sha256`` names (the folder changed since a preprocess run began, or
+    predict was given another model's folder)."""
     ssl = _loaded.get(path)
     if ssl is None:
         ssl = _loaded[path] = load_wavlm(path)
     if ssl.sha256 != sha256:
         raise BadInput(
             f"--ssl-model {path}: its weights (SHA-256 {ssl.sha256[:12]}) are not the ones "
-            f"this cache records ({sha256[:12]}); pass the model the cache was started with"
+            f"the features were made with ({sha256[:12]}); pass that WavLM's folder"
         )
     return ssl
 

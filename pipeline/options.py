@@ -227,13 +227,15 @@ class PreprocessOptions:
 
     def _ssl_config(self) -> FeatureConfig:
         """Kind "wavlm": the model's identity and the chosen layers (the mel settings do
-        not apply); reads the folder's config and hashes its weights, loads no model."""
+        not apply). The model is loaded here, once per process, so that a folder that
+        does not load (a truncated download) stops the run before anything is written."""
         from pipeline import ssl  # torch: only for this kind
 
         if self.ssl_model is None:
             raise BadInput(f"--features wavlm needs --ssl-model DIR: {ssl.WHERE_FROM}")
-        config = ssl.read_config(self.ssl_model)
-        n = ssl.n_states(config)
+        path = str(self.ssl_model.absolute())
+        model = ssl.cached_model(path)
+        n = model.n_states
         try:
             layers = tuple(range(n)) if self.layers is None else parse_layers(self.layers)
         except ValueError:
@@ -250,13 +252,13 @@ class PreprocessOptions:
             return FeatureConfig(
                 sample_rate=ssl.SAMPLE_RATE,
                 hop_length=ssl.HOP,
-                n_mels=len(layers) * int(config["hidden_size"]),
+                n_mels=len(layers) * model.dim,
                 max_seconds=self.max_seconds,
                 clip=self.clip,
                 kind="wavlm",
-                ssl_sha256=ssl.weights_sha256(self.ssl_model),
+                ssl_sha256=model.sha256,
                 ssl_layers=layers,
-                ssl_path=str(self.ssl_model.absolute()),
+                ssl_path=path,
             )
         except ValueError as e:
             raise BadInput(f"invalid feature settings: {e}") from e

@@ -21,7 +21,6 @@ weights that combine the states are part of the model (mrnet.model.wavlm).
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import math
@@ -83,19 +82,14 @@ class SSLModel:
 
     @property
     def n_states(self) -> int:
-        """Hidden states per input (`n_states`)."""
-        return n_states(self.config)
+        """Hidden states per input: the embedding output and one per transformer layer
+        (13 for base-plus)."""
+        return int(self.config["num_hidden_layers"]) + 1
 
     @property
     def dim(self) -> int:
         """Feature size D of each hidden state."""
         return int(self.config["hidden_size"])
-
-
-def n_states(config: dict) -> int:
-    """Hidden states per input of a WavLM config: the embedding output and one per
-    transformer layer (13 for base-plus)."""
-    return int(config["num_hidden_layers"]) + 1
 
 
 def _bad(path: Path, problem: str) -> BadInput:
@@ -146,19 +140,6 @@ def weights_file(path: Path) -> Path:
         if (path / name).is_file():
             return path / name
     raise _bad(path, f"has no weights ({' or '.join(WEIGHT_FILES)})")
-
-
-def weights_sha256(path: Path) -> str:
-    """SHA-256 of the folder's weights file (hex); BadInput when it has none."""
-    file = weights_file(path)
-    stat = file.stat()
-    return _sha256(str(file.absolute()), stat.st_size, stat.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=8)
-def _sha256(file: str, size: int, mtime_ns: int) -> str:
-    """Hashed once per process while the file keeps its size and modification time."""
-    return file_sha256(Path(file))
 
 
 def file_sha256(file: Path) -> str:
@@ -259,7 +240,7 @@ def load_wavlm(path: Path | str) -> SSLModel:
             )
     model.load_state_dict({k: state[k] for k in wanted})
     model.eval().requires_grad_(False)
-    return SSLModel(model=model, config=config, sha256=weights_sha256(path), path=path)
+    return SSLModel(model=model, config=config, sha256=file_sha256(file), path=path)
 
 
 def hidden_states(model: nn.Module, wave: Tensor) -> Tensor:
@@ -288,14 +269,14 @@ def hidden_states(model: nn.Module, wave: Tensor) -> Tensor:
 _loaded: dict[str, SSLModel] = {}  # by folder, in this process (a preprocess worker)
 
 
-def cached_model(path: str, sha256: str) -> SSLModel:
-    """The model of folder ``path``, loaded once per process; BadInput when its weights are
-    not the ones ``sha256`` names (the folder changed since a preprocess run began, or
-    predict was given another model's folder)."""
+def cached_model(path: str, sha256: str | None = None) -> SSLModel:
+    """The model of folder ``path``, loaded once per process; BadInput when it does not
+    load, or when its weights are not the ones ``sha256`` names (the folder changed since
+    a preprocess run began, or predict was given another model's folder)."""
     ssl = _loaded.get(path)
     if ssl is None:
         ssl = _loaded[path] = load_wavlm(path)
-    if ssl.sha256 != sha256:
+    if sha256 is not None and ssl.sha256 != sha256:
         raise BadInput(
             f"--ssl-model {path}: its weights (SHA-256 {ssl.sha256[:12]}) are not the ones "
             f"the features were made with ({sha256[:12]}); pass that WavLM's folder"

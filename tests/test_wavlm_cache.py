@@ -109,10 +109,17 @@ def test_layers_keep_a_subset_in_order(data, model, wavlm_cache, tmp_path):
         (["--features", "wavlm", "--ssl-model", "MODEL", "--layers", "a"], ["e.g. 0,6,12"]),
         (["--features", "wavlm", "--ssl-model", "MODEL", "--max-seconds", "0"], ["on clips"]),
         (["--ssl-model", "MODEL"], ["for --features wavlm"]),
+        (["--features", "wavlm", "--ssl-model", "TRUNCATED"], ["model.safetensors does not load"]),
     ],
 )
 def test_bad_options_are_one_line(data, model, tmp_path, extra, words):
-    named = {"MODEL": str(model), "MISSING": str(tmp_path / "missing")}
+    """Refused before the cache folder exists: a rerun with a good model starts afresh."""
+    truncated = tmp_path / "truncated"  # an interrupted download of the weights
+    truncated.mkdir()
+    (truncated / "config.json").write_bytes((model / "config.json").read_bytes())
+    weights = (model / "model.safetensors").read_bytes()
+    (truncated / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    named = {"MODEL": str(model), "MISSING": str(tmp_path / "missing"), "TRUNCATED": str(truncated)}
     extra = [named.get(a, a) for a in extra]
     r = preprocess(data, tmp_path / "c", *extra)
     one_line_error(r, *words)

@@ -192,10 +192,13 @@ def parse(tp: Any, text: str) -> Any:
 
 def coerce(tp: Any, value: Any) -> Any:
     """A recipe's (TOML) value as type ``tp``; ValueError when it does not fit (an int
-    is a float, a list a tuple, a string a path or a number)."""
+    is a float, a list a tuple, a string a path or a number; None for ``X | None``, as a
+    checkpoint records an unset optional setting)."""
+    inner, optional = _unwrap_optional(tp)
+    if value is None and optional:
+        return None
     if isinstance(value, str):
         return parse(tp, value)
-    inner, optional = _unwrap_optional(tp)
     origin = typing.get_origin(inner)
     if origin in (tuple, list):
         if not isinstance(value, list):

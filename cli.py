@@ -201,7 +201,8 @@ def preprocess() -> None:
     FMA, GTZAN, MTG-Jamendo, a folder of label folders or a CSV manifest (and Melon's
     precomputed mel arrays, ingested without decoding), in parallel processes (or on a
     dask cluster), into HDF5 shards; rerun the same command to resume. With --features
-    wavlm the shards hold a frozen WavLM's hidden states instead (--ssl-model DIR)."""
+    wavlm the shards hold a frozen WavLM's hidden states instead (--ssl-model DIR), with
+    --features wave the 16-kHz waveform (for `mrnet train --frontend wavlm`)."""
 
 
 @command(TrainConfig, "mrnet.train:run", extra=RecipeArgs, interrupted_hint=_resume_hint)

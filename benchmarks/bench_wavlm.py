@@ -9,11 +9,13 @@ after one warm-up):
 
 1. WavLM's forward alone (`hidden_states`, all 13 states, no gradients), mono and stereo;
 2. one training step (forward, backward, AdamW) of MRNet at width --channels on
-   - the on-the-fly front-end (WavLM + learned layer weights, then MRNet on 768 features),
+   - the on-the-fly front-end of `train --frontend wavlm` (waveform frames through the
+     frozen WavLM, learned layer weights, MRNet on 768 features per channel), mono and
+     stereo,
    - cached features (learned layer weights over 13 stored states, then MRNet),
    - log-mels (MRNet on 128 mels, mrnet's default input);
-3. the storage of one 30-s track and of 1,000 tracks in each cache kind (float16 features,
-   int16 waveform), computed from the shapes.
+3. the storage of one 30-s track and of 1,000 tracks in each cache kind (float16 features
+   and waveform), computed from the shapes.
 
 It prints one table; training samples/s are batch / step time.
 """
@@ -33,8 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mrnet.model import ModelConfig, build_model  # noqa: E402
-from mrnet.model.wavlm import LayerWeights, WavLMFrontEnd  # noqa: E402
-from pipeline.ssl import SAMPLE_RATE, SSLModel, hidden_states  # noqa: E402
+from pipeline.ssl import HOP, SAMPLE_RATE, SSLModel, hidden_states  # noqa: E402
 
 CROP_S = 6.0
 TRACK_S = 30.0
@@ -110,31 +111,33 @@ def main() -> None:
     for ch, name in ((1, "mono"), (2, "stereo")):
         rows.append((f"WavLM forward only, {name}", timed(forward(ch), a.repeat, device)))
 
-    def mrnet(n_in: int, norm: str) -> nn.Module:
-        cfg = ModelConfig("mrnet", n_mels=n_in, n_classes=8, channels=a.channels, input_norm=norm)
-        return build_model(cfg).to(device).train()
+    def mrnet(n_in: int, norm: str, **front) -> nn.Module:
+        cfg = ModelConfig(
+            "mrnet", n_mels=n_in, n_classes=8, channels=a.channels, input_norm=norm, **front
+        )
+        return build_model(cfg, ssl if front.get("frontend") else None).to(device).train()
 
-    front = WavLMFrontEnd(ssl).to(device).train()
-    steps = {
-        "train step, on-the-fly WavLM (mono)": train_step(
-            [front, mrnet(768, "instance")], lambda: wave[:, :1], target
-        ),
-    }
-    cached = torch.randn(13, b, frames, 768, device=device, dtype=torch.float16)
-    weights = LayerWeights(13).to(device)
-
-    class Cached(nn.Module):
-        """Stored states (13, B, T, D) float16 -> (B, D, T), learned layer weights."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.weights = weights
-
-        def forward(self, states: torch.Tensor) -> torch.Tensor:
-            return self.weights(states.float()).transpose(1, 2)
-
+    layers = tuple(range(ssl.n_states))
+    n_in = len(layers) * ssl.dim
+    steps = {}
+    for ch, name in ((1, "mono"), (2, "stereo")):
+        # `train --frontend wavlm`: waveform frames (B, C x 320, T) through the frozen
+        # WavLM, learned layer weights, MRNet
+        live = mrnet(
+            n_in * ch,
+            "instance",
+            input_layers=len(layers),
+            frontend="wavlm",
+            ssl_sha256=ssl.sha256,
+            ssl_layers=layers,
+        )
+        t = samples // HOP
+        x = wave[:, :ch, : t * HOP].unflatten(2, (t, HOP)).transpose(2, 3).reshape(b, ch * HOP, t)
+        steps[f"train step, on-the-fly WavLM ({name})"] = train_step([live], lambda x=x: x, target)
+    # `preprocess --features wavlm`: the stored states (B, 13 x 768, T) float16
+    cached = torch.randn(b, n_in, frames, device=device, dtype=torch.float16)
     steps["train step, cached WavLM features"] = train_step(
-        [Cached(), mrnet(768, "instance")], lambda: cached, target
+        [mrnet(n_in, "instance", input_layers=len(layers))], lambda: cached.float(), target
     )
     mel = torch.randn(b, N_MELS, int(CROP_S * MEL_FPS) + 1, device=device)
     steps["train step, log-mels"] = train_step([mrnet(N_MELS, "batch")], lambda: mel, target)
@@ -150,8 +153,8 @@ def main() -> None:
     mb = 1e6
     sizes = {
         "log-mel, float16 [frames, 128]": track_frames * N_MELS * 2 / mb,
-        "waveform, int16 mono": TRACK_S * SAMPLE_RATE * 2 / mb,
-        "waveform, int16 stereo": TRACK_S * SAMPLE_RATE * 2 * 2 / mb,
+        "waveform, float16 mono": TRACK_S * SAMPLE_RATE * 2 / mb,
+        "waveform, float16 stereo": TRACK_S * SAMPLE_RATE * 2 * 2 / mb,
         "WavLM, 13 layers x 768, float16, mono": track_frames * 13 * 768 * 2 / mb,
         "WavLM, 13 layers x 768, float16, stereo": track_frames * 13 * 768 * 2 * 2 / mb,
         "WavLM, 1 layer (or weighted sum) mono": track_frames * 768 * 2 / mb,

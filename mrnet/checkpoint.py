@@ -280,10 +280,20 @@ def save(ckpt: Checkpoint, path: Path, rerun: str = RERUN) -> None:
     write_atomic(path, lambda f: torch.save(ckpt.to_dict(), f), rerun)
 
 
-def load_model(ckpt: Checkpoint) -> nn.Module:
+def load_model(ckpt: Checkpoint, ssl_model: Path | None = None) -> nn.Module:
     """The checkpoint's model with its weights, on the CPU, in eval mode. BadInput when
-    the weights do not fit or are not finite (a run that diverged)."""
-    model = build_model(ckpt.model_config)
+    the weights do not fit or are not finite (a run that diverged), or when the model
+    has a WavLM front-end and ``ssl_model`` (--ssl-model DIR) is missing or another."""
+    ssl = None
+    if ckpt.model_config.frontend:
+        from mrnet.model.wavlm import frontend_ssl
+
+        ssl = frontend_ssl(ckpt.model_config.ssl_sha256, ssl_model)
+    elif ssl_model is not None and ckpt.feature_config.get("kind") != "wavlm":
+        raise BadInput(
+            "--ssl-model is for models trained on WavLM features or with --frontend wavlm; drop it"
+        )
+    model = build_model(ckpt.model_config, ssl)
     try:
         model.load_state_dict(ckpt.model)
     except RuntimeError as e:

@@ -5,8 +5,9 @@ synth dataset ─preprocess─▶ OUT/cache ─train─▶ OUT/run ─evaluate�
 
 With --features wavlm the cache holds the hidden states of a tiny WavLM with random
 weights written to OUT/wavlm-random (pipeline.synth.wavlm), and training follows
-recipes/wavlm.toml at the demo's size: the authors' input path end to end, not their
-accuracy.
+recipes/wavlm.toml at the demo's size; with --features wave the cache holds the waveform
+and training runs that WavLM in each step (--frontend wavlm, recipes/wavlm_wave.toml):
+the authors' input path end to end, not their accuracy.
 
 Each stage is run from the same options object that `command_line` prints as the
 equivalent `mrnet` command, so what the demo shows is what it ran.
@@ -34,21 +35,25 @@ DEFAULTS = {
     "jamendo": (40, 30.0),
 }  # tracks per genre, seconds per clip
 DEMO_RECIPE = "demo"  # recipes/demo.toml: the demo's training settings
-WAVLM_RECIPE = "wavlm"  # recipes/wavlm.toml: training on WavLM features (sized by the demo's)
-RANDOM_WAVLM = "wavlm-random"  # OUT/wavlm-random/: the tiny random WavLM of --features wavlm
+# the recipe of each input kind (sized by the demo's): training on cached WavLM features,
+# or on a waveform cache through the WavLM front-end
+RECIPES = {"logmel": DEMO_RECIPE, "wavlm": "wavlm", "wave": "wavlm_wave"}
+RANDOM_WAVLM = "wavlm-random"  # OUT/wavlm-random/: the tiny random WavLM of wavlm and wave
 
 
 def recipe_of(opts: DemoOptions) -> TrainConfig:
-    """The demo's training settings: recipes/demo.toml, or for WavLM features
-    recipes/wavlm.toml with the demo recipe's settings (size, device) over it."""
+    """The demo's training settings: recipes/demo.toml, or for WavLM input the recipe of
+    its kind with the demo recipe's settings (size, device) over it."""
     train, _ = resolve(TrainConfig(), RecipeArgs(config=_recipe_name(opts)), set())
-    if opts.features == "wavlm":
+    if opts.features != "logmel":
         train = apply(train, load(DEMO_RECIPE), f"recipe {DEMO_RECIPE}")
+    if opts.features == "wave":
+        train = dataclasses.replace(train, ssl_model=opts.out / RANDOM_WAVLM)
     return train
 
 
 def _recipe_name(opts: DemoOptions) -> str:
-    return WAVLM_RECIPE if opts.features == "wavlm" else DEMO_RECIPE
+    return RECIPES[opts.features]
 
 
 def resolved(opts: DemoOptions) -> DemoOptions:
@@ -97,6 +102,8 @@ def stage_options(
         pre = dataclasses.replace(pre, subset="large", labels=opts.labels)
     if opts.features == "wavlm":
         pre = dataclasses.replace(pre, features="wavlm", ssl_model=opts.out / RANDOM_WAVLM)
+    elif opts.features == "wave":
+        pre = dataclasses.replace(pre, features="wave")
     train = recipe_of(opts)
     given = {"epochs": opts.epochs, "channels": opts.channels}
     given = {k: v for k, v in given.items() if v is not None}
@@ -116,6 +123,7 @@ def stage_options(
         out=report,
         device=train.device,
         progress=opts.progress,
+        ssl_model=train.ssl_model,
     )
     return pre, train, evaluate
 
@@ -197,7 +205,7 @@ def run(opts: DemoOptions, echo: Callable[[str], None] = print) -> Demoed:
             n_multi=n_multi,
         )
         audio_dir, metadata_dir = ds.audio_dir, ds.metadata_dir
-    if opts.features == "wavlm":
+    if opts.features != "logmel":
         from joblib.externals.loky import get_reusable_executor
 
         # fresh workers for preprocess: loky would take torch, loaded into the generator's
@@ -226,7 +234,7 @@ def run(opts: DemoOptions, echo: Callable[[str], None] = print) -> Demoed:
     figure = f"test {name} {value:.3f}" + (
         f" (the built-in baseline's: {base:.3f})" if base is not None else ""
     )
-    if opts.features == "wavlm":
+    if opts.features != "logmel":
         figure += f" on the features of a WavLM with random weights ({opts.out / RANDOM_WAVLM})"
     files = task.report_files
     try_line = (
@@ -235,6 +243,7 @@ def run(opts: DemoOptions, echo: Callable[[str], None] = print) -> Demoed:
         if opts.dataset == "melon" or opts.features == "wavlm"
         else f"mrnet predict --checkpoint {score.checkpoint} "
         f"{audio_dir / {'gtzan': 'jazz', 'jamendo': '00'}.get(opts.dataset, '000')}"
+        + (f" --ssl-model {score.ssl_model}" if score.ssl_model else "")
     )
     echo(
         f"\ndemo finished in {time.perf_counter() - t0:.0f} s; {figure}\n"

@@ -64,7 +64,7 @@ def run(opts: EmbedOptions) -> Embedded:
     check_choices(opts)
     opts.check()
     ckpt = checkpoint.load(opts.checkpoint)
-    model = checkpoint.load_model(ckpt)
+    model = checkpoint.load_model(ckpt, opts.ssl_model)
     device = resolve_device(opts.device)
     model = model.to(device).eval()
     window = window_frames(opts.window, ckpt.feature_config)

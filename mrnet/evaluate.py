@@ -83,7 +83,7 @@ def evaluate(opts: EvalOptions) -> dict:
         raise BadInput(
             f"split {opts.split!r} of cache {opts.cache} has no tracks; use one of {known}"
         )
-    model = checkpoint.load_model(ckpt).to(device).eval()
+    model = checkpoint.load_model(ckpt, opts.ssl_model).to(device).eval()
     task = TASKS[ckpt.task]
     index = split_index(cache, opts.split)
     check_checksums(cache.root, index.shards, opts.progress)  # figures only from sound bytes

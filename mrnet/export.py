@@ -88,8 +88,9 @@ def export(opts: ExportOptions) -> dict[str, str]:
     ckpt = checkpoint.load(opts.checkpoint)
     if ckpt.model_config.input_layers:
         raise BadInput(
-            "this model reads WavLM features (trained on a --features wavlm cache) and mrnet "
-            "export writes log-mel models only: WavLM itself is not put into the ONNX graph"
+            "this model reads WavLM features (a --features wavlm cache or --frontend wavlm) "
+            "and mrnet export writes log-mel models only: WavLM itself is not put into the "
+            "ONNX graph; score it with mrnet evaluate or predict --ssl-model DIR"
         )
     model = checkpoint.load_model(ckpt)
     with writing(opts.out, rerun=AGAIN):  # before the export's seconds of work

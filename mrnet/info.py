@@ -55,6 +55,14 @@ def _checkpoint_lines(path: Path, ck: Checkpoint) -> list[str]:
         f"  model    {mc.arch} channels={mc.channels} n_mels={mc.n_mels} "
         + (f"(input_layers={mc.input_layers}: learned layer weights) " if mc.input_layers else "")
         + f"{mc.n_classes} {ck.task}-label outputs ({n_params / 1e6:.2f} M weights and buffers)",
+        *(
+            [
+                f"  frontend {mc.frontend}: a frozen WavLM of {len(mc.ssl_layers)} hidden states, "
+                f"weights SHA-256 {mc.ssl_sha256[:12]} (not in this file: --ssl-model DIR)"
+            ]
+            if mc.frontend
+            else []
+        ),
         f"  epoch    {ck.epoch}  {ck.select_by} {row.get(ck.select_by, float('nan')):.4f}  "
         f"(best epoch of the run so far: {ck.best_epoch})",
         f"  labels   {', '.join(ck.labels)}",

@@ -68,6 +68,8 @@ def audio_features(feature_config: dict, ssl_model: Path | None = None) -> Featu
         path = str(ssl_model.absolute())
         cached_model(path, cfg.ssl_sha256)  # loaded once, and checked, before any file
         return dataclasses.replace(cfg, ssl_path=path)
+    if cfg.kind == "wave":  # the model's front-end needs --ssl-model (checkpoint.load_model)
+        return cfg
     if ssl_model is not None:
         raise BadInput("--ssl-model is for models trained on WavLM features; drop it")
     if not cfg.from_audio:

@@ -8,7 +8,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from mrnet.model import ARCHITECTURES, INPUT_NORMS, LEGACY_INPUT_NORM, ModelConfig
+from mrnet.model import ARCHITECTURES, FRONTENDS, INPUT_NORMS, LEGACY_INPUT_NORM, ModelConfig
 from pipeline.errors import BadInput
 from pipeline.options import INPUT_FEATURES
 from pipeline.settings import Registry, flag_of, setting
@@ -32,8 +32,8 @@ def _device(help_: str = "Where the model runs.") -> object:
 def _ssl_model() -> object:
     return setting(
         None,
-        "Audio files for a model trained on WavLM features: the WavLM folder its cache was "
-        "made with (checked against the SHA-256 the model records).",
+        "A model trained on WavLM features (audio files) or with --frontend wavlm: the "
+        "WavLM folder it was made with (checked against the SHA-256 the model records).",
     )
 
 
@@ -64,6 +64,20 @@ class TrainConfig:
     cache: Path | None = setting(None, "Cache directory written by `mrnet preprocess`.")
     out: Path | None = setting(None, "Run directory: last.pt, best.pt, metrics.csv, tb/.")
     arch: str = setting("mrnet", "Model.", choices=ARCHITECTURES, resume="keep")
+    frontend: str | None = setting(
+        None,
+        "Compute the input inside the model from a waveform cache (preprocess --features "
+        "wave): wavlm, a frozen WavLM (--ssl-model) whose hidden states MRNet sums with "
+        "learned weights, as the MRNet authors train.",
+        choices=FRONTENDS,
+        resume="keep",
+    )
+    ssl_model: Path | None = setting(
+        None,
+        "--frontend wavlm: a local WavLM folder in Hugging Face's format (config.json and "
+        "model.safetensors or pytorch_model.bin), e.g. microsoft/wavlm-base-plus; nothing "
+        "is downloaded. Give it again to --resume.",
+    )
     epochs: int = setting(20, "Epochs in total (a resumed run continues up to this).")
     batch_size: int = setting(48, "Crops per step (per process under torchrun).", resume="keep")
     lr: float = setting(1e-3, "Peak learning rate (AdamW, cosine warm restarts).", resume="keep")
@@ -246,6 +260,7 @@ class EvalOptions:
     cache: Path = setting(help="Cache directory written by `mrnet preprocess`.")
     out: Path = setting(help="Report directory (created): report.json, CSVs, PNG.")
     split: str = setting("test", "Split to evaluate: training | validation | test.")
+    ssl_model: Path | None = _ssl_model()
     device: str = _device()
     batch_size: int = setting(
         16, "Windows (or whole tracks) per forward pass (more when they are shorter)."
@@ -407,8 +422,9 @@ class DemoOptions:
     features: str = setting(
         "logmel",
         "Input features; wavlm: the hidden states of a tiny WavLM with random weights "
-        "(written to OUT/wavlm-random; no trained model is downloaded): the authors' input "
-        "path end to end, not their accuracy.",
+        "(written to OUT/wavlm-random; no trained model is downloaded), cached; wave: the "
+        "same WavLM computed in each training step from a waveform cache (--frontend "
+        "wavlm): the authors' input path end to end, not their accuracy.",
         choices=INPUT_FEATURES,
     )
     epochs: int | None = setting(None, "Training epochs (default: the demo recipe's).")
@@ -421,8 +437,8 @@ class DemoOptions:
             raise BadInput(f"--out {self.out} is a file; pass a directory for the demo")
         if self.labels != "top" and self.dataset == "gtzan":
             raise BadInput("--labels top-multi is for the fma and melon demos; drop it for gtzan")
-        if self.features == "wavlm" and self.dataset == "melon":
+        if self.features != "logmel" and self.dataset == "melon":
             raise BadInput(
-                "--features wavlm needs audio and the Melon demo has mel arrays only; pick "
-                "another --dataset"
+                f"--features {self.features} needs audio and the Melon demo has mel arrays "
+                "only; pick another --dataset"
             )

@@ -112,7 +112,7 @@ def run(opts: PredictOptions, echo: Callable[[str], None] = print) -> Predicted:
     opts.check()
     ckpt = checkpoint.load(opts.checkpoint)
     audio_features(ckpt.feature_config, opts.ssl_model)  # refuses what it cannot read first
-    model = checkpoint.load_model(ckpt)
+    model = checkpoint.load_model(ckpt, opts.ssl_model)
     readable, skipped = expand_inputs(opts.paths)
     device = resolve_device(opts.device)
     files = readable + skipped

@@ -5,7 +5,8 @@ settings are decided.
 
 The input settings (INPUT_SETTINGS) have one more step for caches of another input kind
 than log-mels: a WavLM cache takes them from recipes/wavlm.toml (the authors' InstanceNorm,
-no SpecAugment, noise or mixup) unless they were set explicitly (`input_defaults`).
+no SpecAugment, noise or mixup), a waveform cache from recipes/wavlm_wave.toml (the same,
+with the authors' noise on the waveform) unless they were set explicitly (`input_defaults`).
 
 A recipe is a flat TOML table whose keys are `TrainConfig` fields (`mrnet train
 --print-config` writes one): numbers, booleans, strings and arrays (for tuples such as
@@ -32,7 +33,8 @@ else:  # pragma: no cover - Python 3.10
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 INPUT_SETTINGS = ("input_norm", "specaugment", "noise_prob", "mixup")
-KIND_RECIPES = {"wavlm": "wavlm"}  # feature kind -> the recipe of its input settings
+# feature kind -> the recipe of its input settings
+KIND_RECIPES = {"wavlm": "wavlm", "wave": "wavlm_wave"}
 
 
 def input_defaults(cfg: TrainConfig, kind: str, source: dict) -> tuple[TrainConfig, list[str]]:

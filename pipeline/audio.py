@@ -394,8 +394,15 @@ def to_mono(d: Decoded) -> np.ndarray:
     return x
 
 
+def _stereo(d: Decoded) -> np.ndarray:
+    """Float32 [frames, 2]: a mono file's channel twice, or the first two channels."""
+    x = d.samples.reshape(-1, d.channels)
+    return np.repeat(x, 2, axis=1) if d.channels == 1 else np.ascontiguousarray(x[:, :2])
+
+
 def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
-    """float32 [n] at sr_in → float32 [≈ n * sr_out / sr_in] at sr_out (soxr HQ)."""
+    """float32 [n] (or [n, channels]) at sr_in → float32 [≈ n * sr_out / sr_in] at sr_out
+    (soxr HQ)."""
     if sr_in == sr_out:
         return x
     return soxr.resample(x, sr_in, sr_out, quality="HQ").astype(np.float32, copy=False)
@@ -408,8 +415,11 @@ def load_audio(
     min_seconds: float = 0.0,
     clip: str = "start",
     sha1: str | None = None,
+    channels: int = 1,
 ) -> np.ndarray:
-    """Mono float32 [samples] at ``sample_rate``: a clip of the file, or all of it.
+    """Mono float32 [samples] at ``sample_rate``: a clip of the file, or all of it
+    (``channels`` 2: float32 [samples, 2], a mono file's channel duplicated, a file of
+    more channels giving its first two).
 
     Raises DecodeError, including reason "too_short" below ``min_seconds`` and
     "checksum_mismatch" when ``sha1`` is given and differs.
@@ -421,18 +431,20 @@ def load_audio(
         min_seconds: shorter decoded audio (s) fails as "too_short".
         clip: which ``max_seconds`` to keep: "start" (the first) or "middle".
         sha1: the file's expected SHA-1 (hex), checked before decoding.
+        channels: 1 (mono, down-mixed) or 2 (stereo).
 
     Returns:
-        Float32 [samples], at most ``max_seconds * sample_rate`` of them.
+        Float32 [samples] (or [samples, 2]), at most ``max_seconds * sample_rate`` of them.
     """
     af = open_audio(path, sha1)
+    mono = channels == 1
     if clip == "middle" and max_seconds:
-        d = _middle(af, max_seconds, mono=True)
+        d = _middle(af, max_seconds, mono=mono)
     else:
-        d = decode_file(af, max_seconds, mono=True)
+        d = decode_file(af, max_seconds, mono=mono)
     if d.seconds < min_seconds:
         raise DecodeError("too_short", f"{d.seconds:.2f} s < {min_seconds} s")
-    x = resample(to_mono(d), d.sample_rate, sample_rate)
+    x = resample(to_mono(d) if mono else _stereo(d), d.sample_rate, sample_rate)
     if max_seconds:
         x = x[: int(max_seconds * sample_rate)]
     return x

@@ -30,7 +30,13 @@ from pipeline.arrays import convert, read_array
 from pipeline.audio import DecodeError, load_audio, stream_audio
 from pipeline.cache.shards import ShardWriter
 from pipeline.errors import TrackFailed
-from pipeline.features import FeatureConfig, LogMelStream, cached_log_mel, finite_float16
+from pipeline.features import (
+    FeatureConfig,
+    LogMelStream,
+    cached_log_mel,
+    finite_float16,
+    wave_frames,
+)
 from pipeline.lock import lock_token
 
 
@@ -145,9 +151,10 @@ def build_shard(
 def track_frames(
     path: str, cfg: FeatureConfig, min_seconds: float, sha1: str | None
 ) -> TrackFeatures:
-    """The reader of one track's frames (``cfg.kind``): audio for log-mels, audio and a
-    WavLM for its features, the array for precomputed features."""
-    reader = {"logmel": TrackFeatures, "wavlm": SSLFeatures}.get(cfg.kind, ArrayFeatures)
+    """The reader of one track's frames (``cfg.kind``): audio for log-mels and waveforms,
+    audio and a WavLM for its features, the array for precomputed features."""
+    readers = {"logmel": TrackFeatures, "wavlm": SSLFeatures, "wave": WaveFeatures}
+    reader = readers.get(cfg.kind, ArrayFeatures)
     return reader(path, cfg, min_seconds, sha1)
 
 
@@ -222,6 +229,26 @@ class SSLFeatures(TrackFeatures):
         )
         self.seconds = len(x) / cfg.sample_rate
         yield finite_float16(ssl_frames(x, cfg.ssl_path, cfg.ssl_sha256, cfg.ssl_layers))
+
+
+class WaveFeatures(TrackFeatures):
+    """One track's waveform (kind "wave") as the cache stores it: the clip that ``cfg``
+    describes, decoded at 16 kHz in ``cfg.channels`` channels, one float16
+    [frames, channels x 320] chunk (`wave_frames`)."""
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        cfg = self.cfg
+        x = load_audio(
+            self.path,
+            cfg.sample_rate,
+            cfg.max_seconds,
+            self.min_seconds,
+            cfg.clip,
+            self.sha1,
+            cfg.channels,
+        )
+        self.seconds = len(x) / cfg.sample_rate
+        yield wave_frames(x, cfg)
 
 
 _tuned = False

@@ -32,6 +32,8 @@ FEATURE_KINDS = Registry(
         "melon-linear": "Melon's precomputed mels on a linear scale: stored as log(x + eps)",
         "wavlm": "hidden states of a frozen WavLM (--ssl-model), computed from audio at "
         "16 kHz: float16 [frames, layers x dim] at 50 frames/s (pipeline.ssl)",
+        "wave": "the 16-kHz waveform itself, for a front-end inside the model (`train "
+        "--frontend wavlm`): float16 [frames, channels x 320], one frame per WavLM frame",
     },
 )
 SSL_RATE, SSL_HOP = 16000, 320  # WavLM's input rate and frame hop (50 frames/s)
@@ -56,7 +58,10 @@ class FeatureConfig:
     existed compare equal. Kind "wavlm": ``n_mels`` is the frame width (layers x dim),
     ``ssl_sha256`` and ``ssl_layers`` say which model and which of its hidden states (both
     recorded), ``ssl_path`` where the model folder is on this machine (not recorded: a
-    cache does not depend on it); the mel settings do not apply."""
+    cache does not depend on it); the mel settings do not apply. Kind "wave": frame t
+    holds samples [t * hop_length, (t + 1) * hop_length) of each channel, channel after
+    channel (``n_mels`` = channels x hop_length; `wave_frames`), so that crops, windows
+    and every rule of the cache work in frames as for the other kinds."""
 
     sample_rate: int = 16000
     n_fft: int = 1024
@@ -77,6 +82,9 @@ class FeatureConfig:
             raise ValueError(f"kind must be one of {', '.join(FEATURE_KINDS)} (got {self.kind!r})")
         if self.kind == "wavlm":
             self._check_ssl()
+            return
+        if self.kind == "wave":
+            self._check_wave()
             return
         for name in ("sample_rate", "n_fft", "hop_length", "n_mels"):
             if getattr(self, name) < 1:
@@ -117,13 +125,35 @@ class FeatureConfig:
                 "a track's length): set max_seconds above 0, e.g. 30"
             )
 
+    def _check_wave(self) -> None:
+        if (self.sample_rate, self.hop_length) != (SSL_RATE, SSL_HOP):
+            raise ValueError(
+                f"a waveform cache is {SSL_RATE} Hz audio in frames of {SSL_HOP} samples "
+                f"(got {self.sample_rate} Hz, hop {self.hop_length})"
+            )
+        if self.n_mels not in (SSL_HOP, 2 * SSL_HOP):
+            raise ValueError(f"a waveform frame holds 1 or 2 channels of {SSL_HOP} samples")
+        if not self.max_seconds > 0:
+            raise ValueError(
+                "a waveform cache holds clips (a WavLM's attention grows with the square of "
+                "a track's length): set max_seconds above 0, e.g. 30"
+            )
+
+    @property
+    def channels(self) -> int:
+        """Audio channels of a waveform cache (kind "wave"): 1 or 2; 1 for other kinds."""
+        return self.n_mels // self.hop_length if self.kind == "wave" else 1
+
     @property
     def frames_per_second(self) -> float:
         """Frames per second: sample_rate / hop_length (50 by default)."""
         return self.sample_rate / self.hop_length
 
     def n_frames(self, n_samples: int) -> int:
-        """Frames produced for a clip of ``n_samples`` (centered STFT)."""
+        """Frames produced for a clip of ``n_samples`` (centered STFT; kind "wave": the
+        samples in whole frames, the last one zero-padded)."""
+        if self.kind == "wave":
+            return -(-n_samples // self.hop_length)
         return n_samples // self.hop_length + 1
 
     def to_dict(self) -> dict:
@@ -141,7 +171,7 @@ class FeatureConfig:
     @property
     def from_audio(self) -> bool:
         """Whether these frames are computed from audio (so new files can be featurised)."""
-        return self.kind == "logmel"
+        return self.kind in ("logmel", "wave")
 
     @property
     def whole(self) -> bool:
@@ -250,6 +280,32 @@ def finite_float16(mel: np.ndarray) -> np.ndarray:
     return mel.astype(np.float16, order="C")
 
 
+def wave_frames(audio: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """A clip as a waveform cache stores it (kind "wave").
+
+    audio: float32 [samples] (mono) or [samples, channels] at ``cfg.sample_rate``.
+    Returns float16 [cfg.n_frames(samples), channels x hop_length]: frame t holds samples
+    t * hop .. (t + 1) * hop - 1 of channel 0, then of channel 1; the last frame is
+    zero-padded. TrackFailed("non_finite") when a sample is not finite.
+    """
+    x = np.asarray(audio, np.float32).reshape(len(audio), -1)
+    hop = cfg.hop_length
+    frames = np.zeros((cfg.n_frames(len(x)) * hop, x.shape[1]), np.float32)
+    frames[: len(x)] = x
+    return finite_float16(
+        frames.reshape(-1, hop, x.shape[1]).transpose(0, 2, 1).reshape(len(frames) // hop, -1)
+    )
+
+
+def wave_log_mel(frames: np.ndarray) -> np.ndarray:
+    """The log-mel (the default FeatureConfig's bands, whole clip) of waveform frames
+    [frames, channels x 320] (`wave_frames`; channels averaged): what the baseline's
+    statistics of a waveform cache are computed from. Float32 [frames', 128]."""
+    x = np.asarray(frames, np.float32)
+    x = x.reshape(len(x), -1, SSL_HOP).mean(axis=1).reshape(-1)
+    return log_mel(x, STATS_FEATURES)
+
+
 def log_mel(audio: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     """Log-mel of one clip.
 
@@ -341,6 +397,7 @@ def _frames_power(x: np.ndarray, n_fft: int, hop: int, k: int) -> np.ndarray:
 
 STATS_VERSION = 1
 N_MFCC = 20
+STATS_FEATURES = FeatureConfig(max_seconds=0)  # the log-mel a waveform's statistics are of
 
 
 def stats_dim(n_mels: int) -> int:

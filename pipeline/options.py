@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import BadInput
-from pipeline.features import CLIPS, FeatureConfig
+from pipeline.features import CLIPS, SSL_HOP, SSL_RATE, FeatureConfig
 from pipeline.settings import Registry, setting
 from pipeline.sources import ARRAY_SCALES, DATASETS, LABEL_SCHEMES, SUBSETS
 from pipeline.workers import BACKENDS
@@ -21,6 +21,9 @@ INPUT_FEATURES = Registry(
         "wavlm": "the hidden states of a frozen WavLM (--ssl-model), the MRNet authors' "
         "input, computed once here: about 30 MB per 30-s track with all 13 layers of "
         "wavlm-base-plus (78x a log-mel; --layers keeps fewer)",
+        "wave": "the 16-kHz waveform (float16, mono or --stereo), for a WavLM front-end "
+        "computed inside training (`mrnet train --frontend wavlm`): 1 MB per mono 30-s "
+        "track (2.5x a log-mel)",
     },
 )
 
@@ -99,6 +102,12 @@ class PreprocessOptions:
         None,
         "--features wavlm: the hidden states to keep, comma-separated (0: the embedding "
         "output, 1..12: the transformer layers of a base model); default: all.",
+    )
+    stereo: bool = setting(
+        False,
+        "--features wave: keep two channels (a mono file's channel twice), as the MRNet "
+        "authors feed WavLM; default: mono.",
+        flag="--stereo",
     )
     sample_rate: int = setting(_FEATURES.sample_rate, "Target sample rate in Hz.")
     n_mels: int = setting(_FEATURES.n_mels, "Mel bands.")
@@ -194,13 +203,15 @@ class PreprocessOptions:
                 f"audio dir {self.audio_dir} does not exist; pass --audio-dir pointing at the "
                 f"{what}"
             )
-        if self.features == "wavlm" and self.dataset == "melon":
+        if self.features in ("wavlm", "wave") and self.dataset == "melon":
             raise BadInput(
-                "--features wavlm computes features from audio; Melon ships mel arrays and no "
+                f"--features {self.features} reads audio; Melon ships mel arrays and no "
                 "audio: drop --features for --dataset melon"
             )
         if self.features != "wavlm" and (self.ssl_model or self.layers):
             raise BadInput("--ssl-model and --layers are for --features wavlm; add it or drop them")
+        if self.stereo and self.features != "wave":
+            raise BadInput("--stereo is for --features wave; add it or drop --stereo")
         if self.backend == "dask" and not self.scheduler:
             raise BadInput(
                 "--backend dask needs --scheduler tcp://HOST:8786 (a running dask scheduler)"
@@ -213,6 +224,15 @@ class PreprocessOptions:
         if self.features == "wavlm":
             return self._ssl_config()
         try:
+            if self.features == "wave":  # WavLM's rate, one frame per WavLM frame
+                return FeatureConfig(
+                    sample_rate=SSL_RATE,
+                    hop_length=SSL_HOP,
+                    n_mels=SSL_HOP * (2 if self.stereo else 1),
+                    max_seconds=self.max_seconds,
+                    clip=self.clip,
+                    kind="wave",
+                )
             return FeatureConfig(
                 sample_rate=self.sample_rate,
                 n_fft=self.n_fft,

@@ -153,6 +153,13 @@ def cli_train(cache: Path, out: Path, *extra: str):
     )
 
 
+def cli_preprocess_folder(audio: Path, out: Path, *extra: str):
+    """`mrnet preprocess --dataset folder` of ``audio`` into ``out``, one job, no progress
+    bar (CliRunner result)."""
+    args = ["preprocess", "--dataset", "folder", "--audio-dir", str(audio), "--out", str(out)]
+    return runner.invoke(app, [*args, "--jobs", "1", "--no-progress", *extra])
+
+
 def cli_evaluate(checkpoint: Path, cache: Path, out: Path, *extra: str):
     """`mrnet evaluate` of ``checkpoint`` on ``cache`` into ``out`` (CliRunner result)."""
     args = ["evaluate", "--checkpoint", str(checkpoint), "--cache", str(cache), "--out", str(out)]

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile
-from helpers import ROOT, one_line_error, tiny_args
+from helpers import ROOT, cli_preprocess_folder, one_line_error, tiny_args
 from typer.testing import CliRunner
 
 from cli import app
@@ -29,24 +29,7 @@ TINY = (*tiny_args(crop_seconds=0.5), *CPU)
 
 
 def preprocess_folder(audio: Path, out: Path, *extra: str):
-    return runner.invoke(
-        app,
-        [
-            "preprocess",
-            "--dataset",
-            "folder",
-            "--audio-dir",
-            str(audio),
-            "--out",
-            str(out),
-            "--min-seconds",
-            "0.1",
-            "--jobs",
-            "1",
-            "--no-progress",
-            *extra,
-        ],
-    )
+    return cli_preprocess_folder(audio, out, "--min-seconds", "0.1", *extra)
 
 
 @pytest.fixture(scope="module")

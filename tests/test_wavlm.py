@@ -4,10 +4,13 @@ front-end's layer weights train while WavLM stays frozen."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
-from mrnet.model.wavlm import WavLMFrontEnd
+from mrnet.model import ModelConfig, build_model
+from mrnet.model.wavlm import WaveFrontEnd
 from pipeline.errors import BadInput
 from pipeline.ssl import hidden_states, load_wavlm
 from tests.helpers import tiny_wavlm_dir
@@ -130,56 +133,62 @@ def test_bad_model_folder_is_one_line(tmp_path, wavlm_dir, damage, words):
         assert w in message
 
 
-def test_front_end_shapes_and_stereo(wavlm_dir):
+def frames_of(wave: torch.Tensor) -> torch.Tensor:
+    """(B, C, T x 320) waveform -> (B, C x 320, T) frames, as a waveform cache holds them."""
+    b, c, s = wave.shape
+    return wave.unflatten(2, (s // 320, 320)).transpose(2, 3).reshape(b, c * 320, s // 320)
+
+
+def test_front_end_computes_each_channel_alone(wavlm_dir):
     ssl = load_wavlm(wavlm_dir)
-    wave = torch.randn(3, 2, 4000)
-    mono = WavLMFrontEnd(ssl)
-    stereo = WavLMFrontEnd(ssl, channels=2)
+    wave = torch.randn(3, 2, 4160)  # 13 frames
+    front = WaveFrontEnd(ssl)
     with torch.no_grad():
-        left, right = mono(wave[:, :1]), mono(wave[:, 1:])
-        both = stereo(wave)
-        duplicated = stereo(wave[:, :1])
-    assert left.shape == (3, 32, 12) and both.shape == (3, 64, 12)
-    torch.testing.assert_close(both, torch.cat([left, right], dim=1))
-    torch.testing.assert_close(duplicated, torch.cat([left, left], dim=1))
-    # the weights start at 1 each and sum the chosen states
+        left, right = front(frames_of(wave[:, :1])), front(frames_of(wave[:, 1:]))
+        both = front(frames_of(wave))
+    assert left.shape == (3, 4 * 32, 12) and both.shape == (3, 4 * 64, 12)
+    for layer in range(4):  # per layer: channel 0's features, then channel 1's
+        torch.testing.assert_close(
+            both[:, layer * 64 : layer * 64 + 32], left[:, layer * 32 :][:, :32]
+        )
+        torch.testing.assert_close(
+            both[:, layer * 64 + 32 : (layer + 1) * 64], right[:, layer * 32 :][:, :32]
+        )
     states = hidden_states(ssl.model, wave[:, 0])
     with torch.no_grad():
-        picked = WavLMFrontEnd(ssl, layers=[0, 3])(wave[:, :1])
-    torch.testing.assert_close(picked, (states[0] + states[3]).transpose(1, 2))
+        picked = WaveFrontEnd(ssl, layers=[3, 0])(frames_of(wave[:, :1]))
+    torch.testing.assert_close(picked, torch.cat([states[3], states[0]], 2).transpose(1, 2))
 
 
 @pytest.mark.parametrize("layers", [[4], [-1], []])
 def test_layers_out_of_range_is_one_line(wavlm_dir, layers):
     with pytest.raises(BadInput, match=r"hidden states 0\.\.3"):
-        WavLMFrontEnd(load_wavlm(wavlm_dir), layers=layers)
+        WaveFrontEnd(load_wavlm(wavlm_dir), layers=layers)
 
 
 def test_layer_weights_train_and_wavlm_stays_frozen(wavlm_dir):
     torch.manual_seed(0)
-    front = WavLMFrontEnd(load_wavlm(wavlm_dir)).train()
-    head = torch.nn.Linear(32, 2)
-    frozen = {k: v.clone() for k, v in front.wavlm.state_dict().items()}
-    trainable = [n for n, p in front.named_parameters() if p.requires_grad]
-    assert trainable == ["weights.weight"]
-    opt = torch.optim.SGD([*front.parameters(), *head.parameters()], lr=0.1)
-    wave, target = torch.randn(4, 1, 4000), torch.tensor([0, 1, 0, 1])
-    first = None
+    ssl = load_wavlm(wavlm_dir)
+    cfg = ModelConfig("mrnet", 4 * 32, 2, 8, input_layers=4, input_norm="instance")
+    live = ModelConfig(**{**cfg.__dict__, "frontend": "wavlm", "ssl_sha256": ssl.sha256})
+    live = dataclasses.replace(live, ssl_layers=(0, 1, 2, 3))
+    model = build_model(live, ssl).train()
+    frozen = {k: v.clone() for k, v in ssl.model.state_dict().items()}
+    assert not any(p.requires_grad for p in ssl.model.parameters())
+    assert "net.layer_weights.weight" in dict(model.named_parameters())
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    wave, target = frames_of(torch.randn(4, 1, 4160)), torch.tensor([0, 1, 0, 1])
+    first = model.front(wave)
     for _ in range(3):
-        out = front(wave)
-        if first is None:
-            first = out.detach()
-        loss = torch.nn.functional.cross_entropy(head(out.mean(-1)), target)
+        loss = torch.nn.functional.cross_entropy(model(wave), target)
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert not front.wavlm.training  # no dropout or layer drop inside WavLM
-    assert not torch.equal(front.weights.weight.detach(), torch.ones(4))
-    for k, v in front.wavlm.state_dict().items():
+    assert not ssl.model.training  # no dropout or layer drop inside WavLM
+    assert not torch.equal(model.net.layer_weights.weight.detach(), torch.ones(4))
+    for k, v in ssl.model.state_dict().items():
         assert torch.equal(v, frozen[k]), k
-    # same input, same weights: WavLM's part of the output is deterministic in train mode
-    front.weights.weight.data.fill_(1.0)
-    torch.testing.assert_close(front(wave).detach(), first)
+    torch.testing.assert_close(model.front(wave), first)  # deterministic in train mode
 
 
 def test_random_demo_model_is_read_alike_by_transformers(tmp_path):

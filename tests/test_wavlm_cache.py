@@ -18,6 +18,7 @@ from pipeline.cache import open_cache
 from pipeline.ssl import hidden_states, load_wavlm
 from tests.helpers import (
     cli_evaluate,
+    cli_preprocess_folder,
     cli_train,
     h5_track,
     one_line_error,
@@ -43,22 +44,7 @@ def model(data):
 
 
 def preprocess(data, out, *extra):
-    return runner.invoke(
-        app,
-        [
-            "preprocess",
-            "--dataset",
-            "folder",
-            "--audio-dir",
-            str(data / "audio"),
-            "--out",
-            str(out),
-            "--jobs",
-            "1",
-            "--no-progress",
-            *extra,
-        ],
-    )
+    return cli_preprocess_folder(data / "audio", out, *extra)
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,12 @@
-"""The learned side of the WavLM input: layer weights over WavLM's hidden states, and the
-on-the-fly front-end (frozen WavLM, then the weights) for a waveform input.
+"""The WavLM input inside the model: learned layer weights over WavLM's hidden states, and
+the on-the-fly front-end (`train --frontend wavlm`) that computes those states from a
+waveform cache's frames in each step.
 
     LayerWeights        (L', B, T, D) -> (B, T, D), one learned scalar per layer
-    WavLMFrontEnd       (B, C, S) waveform -> (B, C * D, T) features for MRNet
+    WaveFrontEnd        (B, C x 320, T) waveform frames -> (B, L' x C x D, T - 1) states,
+                        frozen (what MRNet with input_layers = L' reads, as cached states)
+    WithFrontEnd        front-end then MRNet: what a --frontend run trains and saves
+    frontend_ssl        the WavLM a checkpoint's front-end needs, from --ssl-model DIR
 
 The model folder is read by pipeline.ssl (also used by `mrnet preprocess --features wavlm`).
 """
@@ -10,12 +14,14 @@ The model folder is read by pipeline.ssl (also used by `mrnet preprocess --featu
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from pipeline.errors import BadInput
-from pipeline.ssl import SSLModel, hidden_states
+from pipeline.features import SSL_HOP
+from pipeline.ssl import WHERE_FROM, SSLModel, cached_model, hidden_states
 
 
 class LayerWeights(nn.Module):
@@ -35,47 +41,76 @@ class LayerWeights(nn.Module):
         return (states * w).sum(self.dim)
 
 
-class WavLMFrontEnd(nn.Module):
-    """Frozen WavLM, then learned layer weights: (B, C, S) waveform -> (B, C * D, T).
+class WaveFrontEnd(nn.Module):
+    """Frozen WavLM on waveform frames: (B, C x 320, T) -> (B, L' x C x D, T - 1) float32.
 
-    Each channel goes through WavLM on its own and the channels' features are
-    concatenated (the authors' stereo: C=2, D=768 gives 1536). A mono input to a stereo
-    front-end is duplicated. No gradient reaches WavLM, which always stays in eval mode
-    (no dropout, no layer drop); on a GPU it runs in bf16.
+    The frames are a waveform cache's (pipeline.features.wave_frames: frame t holds 320
+    samples of each channel), so crops and windows are cut in WavLM frames. Each channel
+    goes through WavLM on its own (the authors' stereo); the output stacks, for each of
+    the L' chosen hidden states, the channels' D features one after the other: MRNet's
+    learned layer weights (input_layers = L') then give each channel the same weights,
+    the authors' 2 x 768 = 1536 features for stereo base-plus. A waveform of T frames
+    gives T - 1 WavLM frames (its first convolution spans 400 samples).
+
+    WavLM is held outside the module's parameters and state dict (a checkpoint records
+    its SHA-256, not its weights), follows ``.to()``, stays in eval mode without
+    gradients, and runs in bf16 on a GPU.
 
     Args:
-        ssl: the loaded model (`load_wavlm`).
-        layers: indices into the L + 1 hidden states to combine (default: all).
-        channels: 1 (mono) or 2 (stereo).
+        ssl: the loaded model (`pipeline.ssl.load_wavlm`).
+        layers: indices into its L + 1 hidden states (all when None).
     """
 
-    def __init__(self, ssl: SSLModel, layers: Sequence[int] | None = None, channels: int = 1):
+    def __init__(self, ssl: SSLModel, layers: Sequence[int] | None = None) -> None:
         super().__init__()
         n = ssl.n_states
         self.layers = list(range(n)) if layers is None else [int(i) for i in layers]
         if not self.layers or any(not 0 <= i < n for i in self.layers):
-            raise BadInput(f"--layers must pick among the model's hidden states 0..{n - 1}")
-        if channels not in (1, 2):
-            raise BadInput(f"channels must be 1 or 2, not {channels}")
-        self.wavlm = ssl.model
-        self.channels = channels
-        self.out_dim = channels * ssl.dim
-        self.weights = LayerWeights(len(self.layers))
+            raise BadInput(f"WavLM layers must lie among its hidden states 0..{n - 1}")
+        self.ssl = ssl  # a plain attribute: not a submodule, so not in the state dict
+        self.dim = ssl.dim
 
-    def train(self, mode: bool = True) -> WavLMFrontEnd:
-        super().train(mode)
-        self.wavlm.eval()
-        return self
+    def _apply(self, fn, recurse: bool = True):
+        self.ssl.model._apply(fn)
+        return super()._apply(fn, recurse)
 
-    def forward(self, wave: Tensor) -> Tensor:
-        b, c, s = wave.shape
-        if c == 1 and self.channels == 2:
-            wave = wave.expand(b, 2, s)
-        elif c != self.channels:
-            raise ValueError(f"a {self.channels}-channel front-end got {c} channels")
+    def out_features(self, channels: int) -> int:
+        """Features per output frame for ``channels`` audio channels: L' x C x D."""
+        return len(self.layers) * channels * self.dim
+
+    def forward(self, frames: Tensor) -> Tensor:
+        b, width, t = frames.shape
+        c = width // SSL_HOP
+        wave = frames.unflatten(1, (c, SSL_HOP)).transpose(2, 3).reshape(b * c, t * SSL_HOP)
         with torch.no_grad(), torch.autocast("cuda", torch.bfloat16, enabled=wave.is_cuda):
-            states = hidden_states(self.wavlm, wave.reshape(b * self.channels, s).float())
-        states = states[self.layers].float()  # (L', B*C, T, D)
-        x = self.weights(states)  # (B*C, T, D)
-        t, d = x.shape[1:]
-        return x.reshape(b, self.channels, t, d).permute(0, 1, 3, 2).reshape(b, -1, t)
+            states = hidden_states(self.ssl.model, wave.float())[self.layers]  # (L', B*C, T', D)
+        states = states.float().unflatten(1, (b, c))  # (L', B, C, T', D)
+        return states.permute(1, 0, 2, 4, 3).reshape(b, -1, states.shape[3])
+
+
+class WithFrontEnd(nn.Module):
+    """A front-end, then the model: (B, C x 320, T) waveform frames -> logits (B, K).
+    The weights (state dict) are the model's, under ``net.``."""
+
+    def __init__(self, front: WaveFrontEnd, net: nn.Module) -> None:
+        super().__init__()
+        self.front, self.net = front, net
+
+    def embedding(self, frames: Tensor) -> Tensor:
+        """(B, C x 320, T) -> (B, embed_dim)."""
+        return self.net.embedding(self.front(frames))
+
+    def forward(self, frames: Tensor) -> Tensor:
+        return self.net(self.front(frames))
+
+
+def frontend_ssl(sha256: str, path: Path | str | None) -> SSLModel:
+    """The WavLM a front-end was built with, from ``path`` (--ssl-model DIR), loaded once
+    per process; BadInput in one line when no folder is given, or another model's."""
+    if path is None:
+        raise BadInput(
+            f"this model computes WavLM features inside (trained with --frontend wavlm): "
+            f"pass --ssl-model DIR, the WavLM it was trained with (weights SHA-256 "
+            f"{sha256[:12]}), {WHERE_FROM}"
+        )
+    return cached_model(str(Path(path).absolute()), sha256)

@@ -92,6 +92,7 @@ def prepare(cfg: TrainConfig, source: dict, torchrun: Torchrun, stack: ExitStack
             check_resume(last, cache, out / "last.pt")
             cfg = resumed(cfg, stored_settings(last), source)
             check_config(cfg, len(train_idx), torchrun.world, cache.root)
+        check_input(cfg, cache, last)
     if last is None and cfg.t0 <= 0:
         cfg = dataclasses.replace(cfg, t0=cfg.epochs)
     if torchrun.main and len(val_idx) == 0:
@@ -128,6 +129,42 @@ def check_config(cfg: TrainConfig, n_train: int, world: int, cache: Path) -> Non
             f"--batch-size {cfg.batch_size} (x {world} processes) is larger than the {n_train} "
             f"training tracks of {cache}; pass --batch-size {n_train // world} or less"
         )
+
+
+def check_input(cfg: TrainConfig, cache: Cache, last: Checkpoint | None) -> None:
+    """The cache's kind of input and the run's front-end agree, and the front-end's WavLM
+    loads (for --resume: the one last.pt was trained with); BadInput otherwise."""
+    kind = cache.feature_config.get("kind", "logmel")
+    if not cfg.frontend:
+        if kind == "wave":
+            raise BadInput(
+                f"cache {cache.root} holds waveforms (preprocess --features wave): train "
+                "it with --frontend wavlm --ssl-model DIR"
+            )
+        if cfg.ssl_model is not None:
+            raise BadInput("--ssl-model is for --frontend wavlm; add it or drop --ssl-model")
+        return
+    if kind != "wave":
+        raise BadInput(
+            f"--frontend {cfg.frontend} reads a waveform cache and cache {cache.root} holds "
+            f"{kind} features; preprocess the audio again with --features wave"
+        )
+    if cfg.arch != "mrnet":
+        raise BadInput(f"--frontend {cfg.frontend} feeds --arch mrnet; drop --arch {cfg.arch}")
+    if cfg.specaugment:
+        raise BadInput(
+            "SpecAugment masks mel bands and does not apply to a front-end's waveform "
+            "input; pass --no-specaugment"
+        )
+    from mrnet.model.wavlm import frontend_ssl  # torch's WavLM: only for this input
+    from pipeline.ssl import WHERE_FROM, cached_model
+
+    if cfg.ssl_model is None:
+        raise BadInput(f"--frontend {cfg.frontend} needs --ssl-model DIR: {WHERE_FROM}")
+    if last is not None:
+        frontend_ssl(last.model_config.ssl_sha256, cfg.ssl_model)
+    else:
+        cached_model(str(cfg.ssl_model.absolute()))
 
 
 def check_labels(cache: Cache, train_idx: SplitIndex, task: Task, say: bool = True) -> None:

@@ -4,6 +4,7 @@ checkpoint records and restores."""
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from dataclasses import dataclass, field
 
@@ -134,8 +135,23 @@ def build(
             f"--arch {cfg.arch} reads log-mel images; a cache of WavLM features trains --arch mrnet"
         )
     model_config = cfg.model_config(train_idx.n_mels, len(cache.labels), len(features.ssl_layers))
+    ssl = None
+    if cfg.frontend:  # checked and loaded by prepare: the states of every layer, per channel
+        from pipeline.ssl import cached_model
+
+        ssl = cached_model(str(cfg.ssl_model.absolute()))
+        layers = tuple(range(ssl.n_states))
+        model_config = dataclasses.replace(
+            model_config,
+            n_mels=len(layers) * features.channels * ssl.dim,
+            input_layers=len(layers),
+            frontend=cfg.frontend,
+            ssl_sha256=ssl.sha256,
+            ssl_layers=layers,
+            ssl_config=ssl.config,
+        )
     seed_all(cfg.seed)
-    model = build_model(model_config).to(device)
+    model = build_model(model_config, ssl).to(device)
     if cfg.sync_bn and torchrun.enabled:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # same state_dict keys
     optimizer = torch.optim.AdamW(

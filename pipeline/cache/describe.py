@@ -72,6 +72,9 @@ def _features(fc: dict) -> str:
             f"wavlm hidden states {','.join(map(str, layers))} x {fc['n_mels'] // len(layers)} "
             f"features of the model with weights SHA-256 {fc['ssl_sha256'][:12]}, {sr} Hz, {fps}"
         )
+    if kind == "wave":
+        channels = "stereo" if fc["n_mels"] // hop == 2 else "mono"
+        return f"waveform, {channels}, {sr} Hz, float16 frames of {hop} samples ({fps})"
     what = "log-mel" if kind == "logmel" else f"{kind} (precomputed, not from audio)"
     return (
         f"{what} {fc['n_mels']} bands, {sr} Hz, n_fft {fc['n_fft']}, {fps}, "
@@ -80,7 +83,7 @@ def _features(fc: dict) -> str:
 
 
 def _clip(fc: dict) -> str:
-    if fc.get("kind", "logmel") not in ("logmel", "wavlm"):
+    if fc.get("kind", "logmel") not in ("logmel", "wavlm", "wave"):
         return "as the dataset cut them"
     if not fc["max_seconds"]:
         return "whole tracks"

@@ -8,7 +8,7 @@ One shard file holds the log-mels of up to ``shard_size`` tracks of one split:
     label     int16   [n]       single-label caches; multi-label: labels uint8 [n, n_labels]
     seconds   float32 [n]       decoded audio duration
     stats     float32 [n, d]    per-track statistics of the frames (pipeline.features.TrackStats;
-                                shards of mrnet 0.2 have none)
+                                of their log-mel in a waveform cache; none in mrnet 0.2's)
     failed_track_id int64/str [m], failed_reason str [m]   tracks of this shard not cached
     attrs: feature_config (JSON), split, format_version, checksum + checksum_algo (of the
            datasets' bytes, see `checksum`), complete=1
@@ -33,7 +33,7 @@ import h5py
 import numpy as np
 
 from pipeline.atomic import temp_path, writing
-from pipeline.features import STATS_VERSION, TrackStats, stats_dim
+from pipeline.features import STATS_FEATURES, STATS_VERSION, TrackStats, stats_dim, wave_log_mel
 
 FORMAT_VERSION = 2
 CHECKSUM_ALGO = "sha256"
@@ -94,7 +94,10 @@ class ShardWriter:
         self._labels: list = []
         self._seconds: list[float] = []
         self._stats: list[np.ndarray] = []
-        self._track_stats = TrackStats(self.n_mels)
+        # a waveform's statistics are those of its log-mel (the baseline's input)
+        self._wave = feature_config.get("kind") == "wave"
+        self._stats_bands = STATS_FEATURES.n_mels if self._wave else self.n_mels
+        self._track_stats = TrackStats(self._stats_bands)
         self._failed: list[tuple[int | str, str]] = []
         self._frames = 0  # frames of the track being added
         self._track_start = (self._mel_hash.copy(), 0)  # to take the track back
@@ -113,7 +116,7 @@ class ShardWriter:
                 self._spill = open(self._spill_path, "wb", buffering=8 * 2**20)
             self._spill.write(memoryview(m).cast("B"))
         self._mel_hash.update(memoryview(m).cast("B"))
-        self._track_stats.push(m)
+        self._track_stats.push(wave_log_mel(m) if self._wave else m)
         self._frames += len(m)
 
     def cancel_track(self) -> None:
@@ -121,7 +124,7 @@ class ShardWriter:
         if self._frames == 0:
             return
         self._mel_hash, frames = self._track_start
-        self._track_stats = TrackStats(self.n_mels)
+        self._track_stats = TrackStats(self._stats_bands)
         with writing(self.path, self._spill_path):
             self._spill.flush()
             self._spill.seek(frames * self.n_mels * 2)
@@ -137,7 +140,7 @@ class ShardWriter:
         self._labels.append(tuple(int(x) for x in label) if self.n_labels else int(label))
         self._seconds.append(float(seconds))
         self._stats.append(self._track_stats.value())
-        self._track_stats = TrackStats(self.n_mels)
+        self._track_stats = TrackStats(self._stats_bands)
         self._frames = 0
 
     def add(
@@ -174,7 +177,7 @@ class ShardWriter:
             "seconds": np.array(self._seconds, np.float32),
             "failed_track_id": _id_array([t for t, _ in self._failed]),
             "failed_reason": np.array([r for _, r in self._failed], dtype=object),
-            "stats": np.array(self._stats, np.float32).reshape(-1, stats_dim(self.n_mels)),
+            "stats": np.array(self._stats, np.float32).reshape(-1, stats_dim(self._stats_bands)),
         }
 
     def discard(self) -> None:

@@ -288,7 +288,8 @@ def load_model(ckpt: Checkpoint, ssl_model: Path | None = None) -> nn.Module:
     if ckpt.model_config.frontend:
         from mrnet.model.wavlm import frontend_ssl
 
-        ssl = frontend_ssl(ckpt.model_config.ssl_sha256, ssl_model)
+        mc = ckpt.model_config
+        ssl = frontend_ssl(mc.ssl_sha256, mc.ssl_config, ssl_model)
     elif ssl_model is not None and ckpt.feature_config.get("kind") != "wavlm":
         raise BadInput(
             "--ssl-model is for models trained on WavLM features or with --frontend wavlm; drop it"

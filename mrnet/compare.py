@@ -107,6 +107,7 @@ def _run(path: Path) -> Entry:
 _NOT_COMPARED = {
     *("cache", "out", "seed", "resume", "progress", "workers", "device", "verify"),
     *("tensorboard", "wandb", "wandb_name", "data_on_gpu", "compile", "sync_bn"),
+    "ssl_model",  # where the WavLM folder lies; the model's ssl_sha256 says which it is
 }
 
 
@@ -114,7 +115,7 @@ def _settings(train: dict, model: dict, features: dict) -> dict[str, object]:
     """One flat dict of what decides a run's result: its training settings (but the
     seed and where it ran), model settings and feature settings."""
     out = {k: v for k, v in train.items() if k not in _NOT_COMPARED and v is not None}
-    out.update({k: v for k, v in model.items() if k not in ("n_classes",)})
+    out.update({k: v for k, v in model.items() if k not in ("n_classes", "ssl_config")})
     out.update({f"features.{k}": v for k, v in features.items()})
     return out
 

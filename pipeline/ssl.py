@@ -12,7 +12,7 @@ names onto torchaudio's is checked against transformers' WavLMModel in the tests
     load_wavlm(dir)     SSLModel, or BadInput naming what the folder lacks
     hidden_states       (B, S) waveform -> (L + 1, B, T, D), Hugging Face's hidden_states
     ssl_frames          a clip of audio -> float32 [T, L' * D], the cached feature kind
-                        "wavlm" (loads the model once per process; on the GPU if any)
+                        "wavlm" (loads the model once per process)
 
 It is in pipeline/ because `mrnet preprocess --features wavlm` computes these features
 in its workers; it imports torch, which log-mel workers never load. The learned layer
@@ -297,11 +297,7 @@ def ssl_frames(audio: np.ndarray, path: str, sha256: str, layers: Sequence[int])
         after the other.
     """
     ssl = cached_model(path, sha256)
-    if torch.cuda.is_available() and next(ssl.model.parameters()).device.type != "cuda":
-        ssl.model.cuda()  # on a GPU machine each worker runs its model there (float32)
-    device = next(ssl.model.parameters()).device
     with torch.inference_mode():
-        x = torch.from_numpy(np.ascontiguousarray(audio))[None].to(device)
-        states = hidden_states(ssl.model, x)
+        states = hidden_states(ssl.model, torch.from_numpy(np.ascontiguousarray(audio))[None])
     picked = states[list(layers), 0]  # (L', T, D)
-    return picked.permute(1, 0, 2).reshape(picked.shape[1], -1).float().cpu().numpy()
+    return picked.permute(1, 0, 2).reshape(picked.shape[1], -1).numpy()

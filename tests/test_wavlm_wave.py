@@ -6,6 +6,7 @@ no other) in one line."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -199,6 +200,14 @@ def test_evaluate_predict_embed_need_the_same_wavlm(data, stereo, run, tmp_path)
     assert np.load(tmp_path / "e" / "embeddings.npy").shape == (18, 128)
     r = runner.invoke(app, ["export", "--checkpoint", str(best), "--out", str(tmp_path / "m")])
     one_line_error(r, "ONNX")
+    # the same weights under another config.json (another position bias): other features
+    edited = tmp_path / "edited"
+    shutil.copytree(data / "model", edited)
+    config = json.loads((edited / "config.json").read_text())
+    config["max_bucket_distance"] += 100
+    (edited / "config.json").write_text(json.dumps(config))
+    r = cli_evaluate(best, stereo, tmp_path / "r3", "--ssl-model", str(edited))
+    one_line_error(r, "config.json differs", "max_distance")
     assert 0 <= report["accuracy"] <= 1
 
 
@@ -230,6 +239,9 @@ def test_input_kind_and_front_end_must_agree(data, stereo, tmp_path):
     r = cli_train(logmel, tmp_path / "b", "--frontend", "wavlm", *model)
     one_line_error(r, "--features wave")
     one_line_error(cli_train(stereo, tmp_path / "c", "--frontend", "wavlm"), "--ssl-model DIR")
+    r = cli_train(stereo, tmp_path / "c2", "--frontend", "wavlm", "--ssl-model", str(tmp_path))
+    one_line_error(r, "config.json")
+    assert not (tmp_path / "c").exists() and not (tmp_path / "c2").exists()  # nothing written
     r = cli_train(stereo, tmp_path / "d", "--frontend", "wavlm", "--specaugment", *model)
     one_line_error(r, "SpecAugment")
     one_line_error(cli_train(logmel, tmp_path / "e", *model), "--ssl-model")

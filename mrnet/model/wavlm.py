@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from pipeline.errors import BadInput
 from pipeline.features import SSL_HOP
-from pipeline.ssl import WHERE_FROM, SSLModel, cached_model, hidden_states
+from pipeline.ssl import WHERE_FROM, SSLModel, cached_model, hidden_states, torchaudio_args
 
 
 class LayerWeights(nn.Module):
@@ -104,13 +104,23 @@ class WithFrontEnd(nn.Module):
         return self.net(self.front(frames))
 
 
-def frontend_ssl(sha256: str, path: Path | str | None) -> SSLModel:
+def frontend_ssl(sha256: str, config: dict, path: Path | str | None) -> SSLModel:
     """The WavLM a front-end was built with, from ``path`` (--ssl-model DIR), loaded once
-    per process; BadInput in one line when no folder is given, or another model's."""
+    per process; BadInput in one line when no folder is given, or another model's: other
+    weights (``sha256``), or a config.json (``config``, as recorded) that builds another
+    network from the same tensors (e.g. another layer-norm placement)."""
     if path is None:
         raise BadInput(
             f"this model computes WavLM features inside (trained with --frontend wavlm): "
             f"pass --ssl-model DIR, the WavLM it was trained with (weights SHA-256 "
             f"{sha256[:12]}), {WHERE_FROM}"
         )
-    return cached_model(str(Path(path).absolute()), sha256)
+    ssl = cached_model(str(Path(path).absolute()), sha256)
+    if config and torchaudio_args(ssl.config) != torchaudio_args(config):
+        wanted, got = torchaudio_args(config), torchaudio_args(ssl.config)
+        differ = sorted(k for k in wanted if wanted[k] != got.get(k))
+        raise BadInput(
+            f"--ssl-model {path}: its config.json differs from the one this model was "
+            f"trained with (in {', '.join(differ)}); pass the folder it was trained with"
+        )
+    return ssl

@@ -85,6 +85,7 @@ def prepare(cfg: TrainConfig, source: dict, torchrun: Torchrun, stack: ExitStack
                     + f" (recipes/{KIND_RECIPES[kind]}.toml; set them to override)"
                 )
             check_config(cfg, len(train_idx), torchrun.world, cache.root)
+            check_input(cfg, cache, None)  # before the run folder is created
         if cfg.wandb and torchrun.main:
             require_wandb()
         last = claim(cfg, torchrun, stack)
@@ -92,7 +93,7 @@ def prepare(cfg: TrainConfig, source: dict, torchrun: Torchrun, stack: ExitStack
             check_resume(last, cache, out / "last.pt")
             cfg = resumed(cfg, stored_settings(last), source)
             check_config(cfg, len(train_idx), torchrun.world, cache.root)
-        check_input(cfg, cache, last)
+            check_input(cfg, cache, last)
     if last is None and cfg.t0 <= 0:
         cfg = dataclasses.replace(cfg, t0=cfg.epochs)
     if torchrun.main and len(val_idx) == 0:
@@ -162,7 +163,7 @@ def check_input(cfg: TrainConfig, cache: Cache, last: Checkpoint | None) -> None
     if cfg.ssl_model is None:
         raise BadInput(f"--frontend {cfg.frontend} needs --ssl-model DIR: {WHERE_FROM}")
     if last is not None:
-        frontend_ssl(last.model_config.ssl_sha256, cfg.ssl_model)
+        frontend_ssl(last.model_config.ssl_sha256, last.model_config.ssl_config, cfg.ssl_model)
     else:
         cached_model(str(cfg.ssl_model.absolute()))
 

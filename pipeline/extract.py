@@ -216,7 +216,8 @@ class ArrayFeatures(TrackFeatures):
 
 class SSLFeatures(TrackFeatures):
     """One track's WavLM features (kind "wavlm") as the cache stores them: the clip that
-    ``cfg`` describes, decoded at 16 kHz, through the frozen model of ``cfg.ssl_path``
+    ``cfg`` describes, decoded at 16 kHz, through the frozen model of ``cfg.ssl_path`` (on
+    ``cfg.ssl_device``)
     (loaded once per worker; torch is imported only here), one float16
     [frames, layers x dim] chunk."""
 
@@ -228,7 +229,8 @@ class SSLFeatures(TrackFeatures):
             self.path, cfg.sample_rate, cfg.max_seconds, self.min_seconds, cfg.clip, self.sha1
         )
         self.seconds = len(x) / cfg.sample_rate
-        yield finite_float16(ssl_frames(x, cfg.ssl_path, cfg.ssl_sha256, cfg.ssl_layers))
+        states = ssl_frames(x, cfg.ssl_path, cfg.ssl_sha256, cfg.ssl_layers, cfg.ssl_device)
+        yield finite_float16(states)
 
 
 class WaveFeatures(TrackFeatures):

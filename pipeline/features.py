@@ -57,8 +57,9 @@ class FeatureConfig:
     recorded only when it is not "logmel", so the records of caches written before it
     existed compare equal. Kind "wavlm": ``n_mels`` is the frame width (layers x dim),
     ``ssl_sha256`` and ``ssl_layers`` say which model and which of its hidden states (both
-    recorded), ``ssl_path`` where the model folder is on this machine (not recorded: a
-    cache does not depend on it); the mel settings do not apply. Kind "wave": frame t
+    recorded), ``ssl_path`` where the model folder is on this machine and ``ssl_device``
+    where the workers run it, "cpu" or "cuda" (neither recorded: a cache does not depend
+    on them); the mel settings do not apply. Kind "wave": frame t
     holds samples [t * hop_length, (t + 1) * hop_length) of each channel, channel after
     channel (``n_mels`` = channels x hop_length; `wave_frames`), so that crops, windows
     and every rule of the cache work in frames as for the other kinds."""
@@ -76,6 +77,7 @@ class FeatureConfig:
     ssl_sha256: str = ""
     ssl_layers: tuple[int, ...] = ()
     ssl_path: str = dataclasses.field(default="", compare=False)
+    ssl_device: str = dataclasses.field(default="cpu", compare=False)
 
     def __post_init__(self) -> None:
         if self.kind not in FEATURE_KINDS:
@@ -159,7 +161,7 @@ class FeatureConfig:
     def to_dict(self) -> dict:
         """The settings as a plain dict (what manifests and checkpoints record)."""
         d = dataclasses.asdict(self)
-        del d["ssl_path"]
+        del d["ssl_path"], d["ssl_device"]
         if self.kind != "wavlm":
             del d["ssl_sha256"], d["ssl_layers"]
         else:

@@ -14,6 +14,14 @@ from pipeline.sources import ARRAY_SCALES, DATASETS, LABEL_SCHEMES, SUBSETS
 from pipeline.workers import BACKENDS
 
 _FEATURES = FeatureConfig()  # the feature defaults, in one place
+SSL_DEVICES = Registry(
+    "device",
+    {
+        "auto": "cuda when torch sees a GPU, else cpu",
+        "cpu": "the CPU, one model a worker",
+        "cuda": "the GPU (every worker's model on it)",
+    },
+)
 INPUT_FEATURES = Registry(
     "input features",
     {
@@ -97,6 +105,13 @@ class PreprocessOptions:
         "--features wavlm: a local WavLM folder in Hugging Face's format (config.json and "
         "model.safetensors or pytorch_model.bin), e.g. microsoft/wavlm-base-plus from the "
         "Hugging Face hub; nothing is downloaded.",
+    )
+    device: str = setting(
+        "auto",
+        "--features wavlm: where the workers run WavLM: auto (a GPU when torch sees one, "
+        "else cpu), cpu or cuda. On a GPU each worker holds a copy of the model, so "
+        "--jobs defaults to 1 there.",
+        choices=SSL_DEVICES,
     )
     layers: str | None = setting(
         None,
@@ -210,6 +225,8 @@ class PreprocessOptions:
             )
         if self.features != "wavlm" and (self.ssl_model or self.layers):
             raise BadInput("--ssl-model and --layers are for --features wavlm; add it or drop them")
+        if self.device == "cuda" and self.features != "wavlm":
+            raise BadInput("--device cuda is for --features wavlm; drop it")
         if self.stereo and self.features != "wave":
             raise BadInput("--stereo is for --features wave; add it or drop --stereo")
         if self.backend == "dask" and not self.scheduler:
@@ -255,6 +272,7 @@ class PreprocessOptions:
             raise BadInput(f"--features wavlm needs --ssl-model DIR: {ssl.WHERE_FROM}")
         path = str(self.ssl_model.absolute())
         model = ssl.cached_model(path)
+        device = self.ssl_device()
         n = model.n_states
         try:
             layers = tuple(range(n)) if self.layers is None else parse_layers(self.layers)
@@ -279,9 +297,27 @@ class PreprocessOptions:
                 ssl_sha256=model.sha256,
                 ssl_layers=layers,
                 ssl_path=path,
+                ssl_device=device,
             )
         except ValueError as e:
             raise BadInput(f"invalid feature settings: {e}") from e
+
+    def ssl_device(self) -> str:
+        """Where the workers run WavLM ("cpu" or "cuda"); BadInput for cuda without one."""
+        import torch  # loaded already for --features wavlm
+
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise BadInput("--device cuda but torch sees no GPU here; pass --device cpu")
+        return self.device
+
+    @property
+    def worker_count(self) -> int | None:
+        """--jobs, or its default: None (every core), 1 when WavLM runs on a GPU."""
+        if self.jobs is None and self.features == "wavlm" and self.ssl_device() == "cuda":
+            return 1
+        return self.jobs
 
 
 def parse_layers(text: str) -> tuple[int, ...]:

@@ -368,7 +368,7 @@ def _run(
     )
     processed = 0
     args = (opts.out, cfg, opts.min_seconds, owner)
-    results = run_jobs(build_shard, todo, args, opts.backend, opts.jobs, opts.scheduler)
+    results = run_jobs(build_shard, todo, args, opts.backend, opts.worker_count, opts.scheduler)
     try:
         for r in results:
             if r is None:  # cannot happen while this process holds the lock

@@ -284,20 +284,32 @@ def cached_model(path: str, sha256: str | None = None) -> SSLModel:
     return ssl
 
 
-def ssl_frames(audio: np.ndarray, path: str, sha256: str, layers: Sequence[int]) -> np.ndarray:
+def ssl_frames(
+    audio: np.ndarray, path: str, sha256: str, layers: Sequence[int], device: str = "cpu"
+) -> np.ndarray:
     """WavLM features of one clip, as the cache stores them (kind "wavlm").
 
     Args:
         audio: float32 [samples], mono, 16 kHz.
         path: the model folder; sha256: its weights' SHA-256 (checked).
         layers: which of the L + 1 hidden states to keep, in this order.
+        device: "cpu" or "cuda" (the model moves there once per process; float32).
 
     Returns:
         float32 [T, len(layers) * D]: per frame (50 per second), the chosen states one
         after the other.
     """
     ssl = cached_model(path, sha256)
-    with torch.inference_mode():
-        states = hidden_states(ssl.model, torch.from_numpy(np.ascontiguousarray(audio))[None])
+    if next(ssl.model.parameters()).device.type != device:
+        ssl.model.to(device)
+    x = torch.from_numpy(np.ascontiguousarray(audio))[None].to(device)
+    try:
+        with torch.inference_mode():
+            states = hidden_states(ssl.model, x)
+    except torch.cuda.OutOfMemoryError:
+        raise BadInput(
+            "WavLM ran out of GPU memory in a preprocess worker (each holds a copy of the "
+            "model and one clip): rerun with fewer --jobs, or --device cpu"
+        ) from None
     picked = states[list(layers), 0]  # (L', T, D)
-    return picked.permute(1, 0, 2).reshape(picked.shape[1], -1).numpy()
+    return picked.permute(1, 0, 2).reshape(picked.shape[1], -1).float().cpu().numpy()

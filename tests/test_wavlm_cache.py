@@ -96,6 +96,13 @@ def test_layers_keep_a_subset_in_order(data, model, wavlm_cache, tmp_path):
         (["--features", "wavlm", "--ssl-model", "MODEL", "--max-seconds", "0"], ["on clips"]),
         (["--ssl-model", "MODEL"], ["for --features wavlm"]),
         (["--features", "wavlm", "--ssl-model", "TRUNCATED"], ["model.safetensors does not load"]),
+        (["--device", "cuda"], ["for --features wavlm"]),
+        (["--stereo"], ["for --features wave"]),
+        pytest.param(
+            ["--features", "wavlm", "--ssl-model", "MODEL", "--device", "cuda"],
+            ["sees no GPU"],
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here"),
+        ),
     ],
 )
 def test_bad_options_are_one_line(data, model, tmp_path, extra, words):

@@ -304,11 +304,11 @@ class PreprocessOptions:
 
     def ssl_device(self) -> str:
         """Where the workers run WavLM ("cpu" or "cuda"); BadInput for cuda without one."""
-        import torch  # loaded already for --features wavlm
+        from pipeline.ssl import gpu_available  # torch: loaded already for this kind
 
         if self.device == "auto":
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        if self.device == "cuda" and not torch.cuda.is_available():
+            return "cuda" if gpu_available() else "cpu"
+        if self.device == "cuda" and not gpu_available():
             raise BadInput("--device cuda but torch sees no GPU here; pass --device cpu")
         return self.device
 

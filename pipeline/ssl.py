@@ -266,6 +266,11 @@ def hidden_states(model: nn.Module, wave: Tensor) -> Tensor:
     return torch.stack(states)
 
 
+def gpu_available() -> bool:
+    """Whether torch sees a CUDA GPU (where `ssl_frames` may run)."""
+    return torch.cuda.is_available()
+
+
 _loaded: dict[str, SSLModel] = {}  # by folder, in this process (a preprocess worker)
 
 

@@ -1,5 +1,6 @@
-"""Training-time augmentation, on the device, in log-mel units (torchaudio only for
-SpecAugment)."""
+"""Training-time augmentation, on the device, in the input's units: log-mel values, or
+waveform samples for a run with a front-end (`train --frontend`, which refuses
+SpecAugment); torchaudio only for SpecAugment."""
 
 from __future__ import annotations
 

@@ -159,7 +159,8 @@ class TrainConfig:
     )
     noise_mean: tuple[float, float] = setting(
         (-0.03, 0.03),
-        "Range of the noise's mean, log-mel units (drawn per crop).",
+        "Range of the noise's mean, in input units: log-mel, or waveform samples with a "
+        "--frontend (drawn per crop).",
         option=False,
         resume="keep",
     )

@@ -49,7 +49,8 @@ def audio_features(feature_config: dict, ssl_model: Path | None = None) -> Featu
     Args:
         feature_config: the checkpoint's record.
         ssl_model: the WavLM folder, for a model trained on WavLM features (its weights
-            must be the ones the record names).
+            must be the ones the record names); one given to a model that needs none is
+            refused by `mrnet.checkpoint.load_model`.
 
     Raises:
         BadInput: in one line, when the frames cannot be computed from audio (a model
@@ -68,10 +69,6 @@ def audio_features(feature_config: dict, ssl_model: Path | None = None) -> Featu
         path = str(ssl_model.absolute())
         cached_model(path, cfg.ssl_sha256)  # loaded once, and checked, before any file
         return dataclasses.replace(cfg, ssl_path=path)
-    if cfg.kind == "wave":  # the model's front-end needs --ssl-model (checkpoint.load_model)
-        return cfg
-    if ssl_model is not None:
-        raise BadInput("--ssl-model is for models trained on WavLM features; drop it")
     if not cfg.from_audio:
         raise BadInput(
             f"this model was trained on precomputed features ({cfg.kind}: {cfg.n_mels} bands "

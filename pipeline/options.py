@@ -312,13 +312,6 @@ class PreprocessOptions:
             raise BadInput("--device cuda but torch sees no GPU here; pass --device cpu")
         return self.device
 
-    @property
-    def worker_count(self) -> int | None:
-        """--jobs, or its default: None (every core), 1 when WavLM runs on a GPU."""
-        if self.jobs is None and self.features == "wavlm" and self.ssl_device() == "cuda":
-            return 1
-        return self.jobs
-
 
 def parse_layers(text: str) -> tuple[int, ...]:
     """ "0, 6,12" -> (0, 6, 12); ValueError when a part is not an integer."""

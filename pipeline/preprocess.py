@@ -368,7 +368,9 @@ def _run(
     )
     processed = 0
     args = (opts.out, cfg, opts.min_seconds, owner)
-    results = run_jobs(build_shard, todo, args, opts.backend, opts.worker_count, opts.scheduler)
+    # WavLM on a GPU: one worker unless --jobs says otherwise (each holds a copy of it)
+    n_jobs = opts.jobs if opts.jobs is not None or cfg.ssl_device != "cuda" else 1
+    results = run_jobs(build_shard, todo, args, opts.backend, n_jobs, opts.scheduler)
     try:
         for r in results:
             if r is None:  # cannot happen while this process holds the lock

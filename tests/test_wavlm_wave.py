@@ -245,6 +245,12 @@ def test_input_kind_and_front_end_must_agree(data, stereo, tmp_path):
     r = cli_train(stereo, tmp_path / "d", "--frontend", "wavlm", "--specaugment", *model)
     one_line_error(r, "SpecAugment")
     one_line_error(cli_train(logmel, tmp_path / "e", *model), "--ssl-model")
+    assert cli_train(logmel, tmp_path / "plain").exit_code == 0  # a model needing no WavLM
+    best = tmp_path / "plain" / "best.pt"
+    one_line_error(cli_evaluate(best, logmel, tmp_path / "r", *model), "drop it")
+    wav = next((data / "audio" / "test").rglob("*.wav"))
+    r = runner.invoke(app, ["predict", "--checkpoint", str(best), *model, str(wav)])
+    one_line_error(r, "drop it")
     r = preprocess(data, tmp_path / "f", "--max-seconds", "0")
     one_line_error(r, "max_seconds")
 

@@ -68,15 +68,10 @@ class WaveFrontEnd(nn.Module):
         if not self.layers or any(not 0 <= i < n for i in self.layers):
             raise BadInput(f"WavLM layers must lie among its hidden states 0..{n - 1}")
         self.ssl = ssl  # a plain attribute: not a submodule, so not in the state dict
-        self.dim = ssl.dim
 
     def _apply(self, fn, recurse: bool = True):
         self.ssl.model._apply(fn)
         return super()._apply(fn, recurse)
-
-    def out_features(self, channels: int) -> int:
-        """Features per output frame for ``channels`` audio channels: L' x C x D."""
-        return len(self.layers) * channels * self.dim
 
     def forward(self, frames: Tensor) -> Tensor:
         b, width, t = frames.shape
@@ -116,9 +111,9 @@ def frontend_ssl(sha256: str, config: dict, path: Path | str | None) -> SSLModel
             f"{sha256[:12]}), {WHERE_FROM}"
         )
     ssl = cached_model(str(Path(path).absolute()), sha256)
-    if config and torchaudio_args(ssl.config) != torchaudio_args(config):
-        wanted, got = torchaudio_args(config), torchaudio_args(ssl.config)
-        differ = sorted(k for k in wanted if wanted[k] != got.get(k))
+    wanted, got = torchaudio_args(config) if config else {}, torchaudio_args(ssl.config)
+    differ = sorted(k for k in wanted if wanted[k] != got.get(k))
+    if differ:
         raise BadInput(
             f"--ssl-model {path}: its config.json differs from the one this model was "
             f"trained with (in {', '.join(differ)}); pass the folder it was trained with"

@@ -33,6 +33,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
@@ -76,6 +77,7 @@ COLUMNS = [
 ]
 KEY = ["config", "dataset", "fold", "seed"]
 CHILDREN: set[int] = set()
+STOP = threading.Event()  # set by SIGTERM/SIGINT: no new process starts after it
 
 
 @dataclass(frozen=True)
@@ -170,8 +172,12 @@ def run_measured(argv: list[str], cwd: Path, env: dict[str, str], log: Path) -> 
     """Run argv to completion; (wall seconds, peak RSS MiB of that process tree via wait4)."""
     t0 = time.perf_counter()
     with open(log, "w") as out:
+        if STOP.is_set():
+            raise RuntimeError("stopped before it started")
         p = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
         CHILDREN.add(p.pid)
+        if STOP.is_set():  # the signal came between the check and the add
+            p.terminate()
         _, status, usage = os.wait4(p.pid, 0)
         CHILDREN.discard(p.pid)
         p.returncode = os.waitstatus_to_exitcode(status)
@@ -296,6 +302,7 @@ def describe(row: dict) -> str:
 
 
 def stop_children(signum: int, _frame: object) -> None:
+    STOP.set()
     for pid in list(CHILDREN):
         try:
             os.kill(pid, signal.SIGTERM)
@@ -317,7 +324,8 @@ def cmd_run(a: argparse.Namespace, extra: list[str]) -> None:
     signal.signal(signal.SIGTERM, stop_children)
     signal.signal(signal.SIGINT, stop_children)
     failed = 0
-    with ThreadPoolExecutor(max_workers=a.jobs) as pool:
+    pool = ThreadPoolExecutor(max_workers=a.jobs)
+    try:
         futures: dict[Future, Job] = {pool.submit(run_job, j): j for j in jobs}
         for fut in as_completed(futures):
             j = futures[fut]
@@ -329,6 +337,8 @@ def cmd_run(a: argparse.Namespace, extra: list[str]) -> None:
                 continue
             append_row(row)
             print(describe(row), flush=True)
+    finally:  # after a signal: no queued run starts (the running ones' processes are stopped)
+        pool.shutdown(wait=True, cancel_futures=True)
     if failed:
         raise SystemExit(f"{failed} runs failed")
 
